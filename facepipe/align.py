@@ -1,0 +1,187 @@
+"""Stage `align`: similarity-align every face onto a fixed 5-point template in an s x s crop.
+
+Input: an imported dataset or a folder of photos. Landmarks come from a `landmarks` output
+(--landmarks DIR), from the dataset's own landmark files (--landmarks dataset), or from running dlib
+here. Output:
+  OUT/images/<face>.png   s x s RGB crop (bilinear)
+  OUT/labels/<face>.png   its label ids (nearest; 255 where the crop leaves the photo)
+  OUT/faces.jsonl         per face: photo id and path, split, 3x3 photo->crop matrix, fitted flag,
+                          box, score, landmarks in crop coordinates, photo size and label path
+  OUT/schema.json, OUT/manifest.json
+A labelled photo keeps its largest face (its label map describes one subject). A labelled photo whose
+face dlib cannot find (FASSEG profiles) is fitted whole into the crop, marked `fitted` and counted,
+never dropped. Unlabelled photos give one crop per face; with no face they are listed and skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.atomic import save_image, write_json, write_text
+from facepipe.errors import BadImage, FacepipeError
+from facepipe.geometry import apply, five_from, fit_similarity, letterbox_matrix, template, warp_image, warp_labels
+from facepipe.images import load_ids, load_rgb
+from facepipe.manifest import StageOutput, config_dict, read_manifest
+from facepipe.photos import Photo, list_photos
+from facepipe.progress import SILENT, Reporter
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    src: str
+    out: str = field(metadata={"identity": False})
+    size: int = 256
+    iod: float = 0.25  # eye distance as a fraction of the crop side
+    landmarks: str | None = None  # a `landmarks` output folder, "dataset", or None (detect here)
+    min_face: int = 20  # unlabelled faces with a smaller box side (px) are skipped
+    no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)
+    workers: int = field(default=0, metadata={"identity": False})
+    force: bool = field(default=False, metadata={"identity": False})
+
+
+def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
+    if cfg.landmarks == "dataset":
+        if not photo.landmarks:
+            return []
+        from facepipe.importers.common import read_landmark_txt
+
+        return [{"box": None, "score": None, "landmarks": read_landmark_txt(photo.landmarks).tolist()}]
+    if cfg.landmarks:
+        f = Path(cfg.landmarks) / "faces" / f"{photo.id}.json"
+        if not f.exists():
+            raise BadImage(f"{photo.id}: not in landmarks output {cfg.landmarks}")
+        faces = json.loads(f.read_text())["faces"]
+    else:
+        from facepipe.landmarks import _detector
+
+        faces = _detector((-1, 1600, 0.0))(rgb)
+    return [{"box": fc["box"], "score": fc["score"], "landmarks": fc["lm68"]} for fc in faces]
+
+
+def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
+    """Align one photo's faces into `out`; returns its record (faces list may be empty)."""
+    rgb = load_rgb(photo.path)
+    h, w = rgb.shape[:2]
+    ids = None
+    if photo.label:
+        ids = load_ids(photo.label)
+        if ids.shape != (h, w):
+            raise BadImage(f"{photo.id}: label size {ids.shape[::-1]} differs from image size {(w, h)}")
+    faces = _faces_for(photo, rgb, cfg)
+    dropped = 0
+    if ids is not None:
+        dropped = max(0, len(faces) - 1)
+        faces = faces[:1]  # detections are sorted largest first
+    else:
+        small = [f for f in faces if f["box"] and min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) < cfg.min_face]
+        dropped = len(small)
+        faces = [f for f in faces if f not in small]
+    no_face = cfg.no_face if cfg.no_face != "auto" else ("fit" if ids is not None else "skip")
+    tmpl = template(cfg.size, cfg.iod)
+    crops = []
+    if not faces and no_face == "fit":
+        faces = [{"box": None, "score": None, "landmarks": None, "fitted": True}]
+    for k, face in enumerate(faces):
+        fitted = bool(face.get("fitted"))
+        if fitted:
+            m = letterbox_matrix(h, w, cfg.size)
+            lm = None
+        else:
+            pts = np.asarray(face["landmarks"], np.float64)
+            try:
+                m = fit_similarity(five_from(pts), tmpl)
+            except ValueError as e:
+                raise BadImage(f"{photo.id}: {e}") from None
+            lm = apply(m, pts)
+        fid = photo.id if len(faces) == 1 else f"{photo.id}_f{k}"
+        save_image(out / "images" / f"{fid}.png", warp_image(rgb, m, cfg.size))
+        rec = {"id": fid, "photo_id": photo.id, "photo": photo.path, "photo_label": photo.label,
+               "split": photo.split, "width": w, "height": h, "matrix": m.tolist(), "fitted": fitted,
+               "box": face["box"], "score": face["score"],
+               "landmarks": None if lm is None else np.round(lm, 3).tolist()}
+        if ids is not None:
+            save_image(out / "labels" / f"{fid}.png", warp_labels(ids, m, cfg.size))
+            rec["label"] = f"labels/{fid}.png"
+        rec["image"] = f"images/{fid}.png"
+        crops.append(rec)
+    rec = {"id": photo.id, "faces": crops, "dropped_faces": dropped}
+    write_json(out / "records" / f"{photo.id}.json", rec)  # last: marks the photo done
+    return rec
+
+
+def _work(args):
+    photo, cfg, out = args
+    try:
+        return photo.id, align_photo(photo, cfg, Path(out)), None
+    except BadImage as e:
+        return photo.id, None, str(e)
+
+
+def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
+    photos, in_man = list_photos(cfg.src)
+    lm_man = None
+    if cfg.landmarks and cfg.landmarks != "dataset":
+        lm_man = read_manifest(cfg.landmarks, ("landmarks",), what="landmarks folder")
+    if cfg.landmarks == "dataset" and not any(p.landmarks for p in photos):
+        raise FacepipeError(f"{cfg.src} has no dataset landmarks; drop --landmarks dataset to detect faces.")
+    if cfg.size < 32 or cfg.size > 2048:
+        raise FacepipeError(f"--size {cfg.size} is out of range (32..2048).")
+    out = Path(cfg.out)
+    with StageOutput(out, "align", config_dict(cfg), force=cfg.force) as so:
+        if so.state == "done":
+            return so.manifest
+        todo = [p for p in photos if not (out / "records" / f"{p.id}.json").exists()]
+        skipped, workers = [], cfg.workers or (os.cpu_count() or 1)
+        with reporter.task("align", len(photos)) as advance:
+            advance(len(photos) - len(todo))
+            jobs = [(p, cfg, str(out)) for p in todo]
+            if workers > 1 and len(jobs) > 4:
+                with ProcessPoolExecutor(workers) as ex:
+                    for pid, rec, err in ex.map(_work, jobs, chunksize=8):
+                        if err:
+                            skipped.append({"id": pid, "reason": err})
+                        advance()
+            else:
+                for j in jobs:
+                    pid, rec, err = _work(j)
+                    if err:
+                        skipped.append({"id": pid, "reason": err})
+                    advance()
+        faces, n_photos, no_face, dropped = [], 0, [], 0
+        for p in photos:
+            f = out / "records" / f"{p.id}.json"
+            if not f.exists():
+                continue
+            r = json.loads(f.read_text())
+            n_photos += 1
+            dropped += r.get("dropped_faces", 0)
+            if not r["faces"]:
+                no_face.append({"id": p.id, "reason": "no face found"})
+            faces.extend(r["faces"])
+        if not faces:
+            raise FacepipeError(f"no face could be aligned in {cfg.src} ({len(skipped)} unreadable, "
+                                f"{len(no_face)} without a face).")
+        write_text(out / "faces.jsonl", "".join(json.dumps(f) + "\n" for f in faces))
+        src_schema = Path(cfg.src) / "schema.json"
+        if src_schema.exists():
+            shutil.copyfile(src_schema, out / "schema.json")
+        fitted = sum(f["fitted"] for f in faces)
+        counts = {"photos": len(photos), "faces": len(faces), "detected": len(faces) - fitted,
+                  "fitted_no_face": fitted, "photos_without_face_skipped": len(no_face),
+                  "extra_or_small_faces_dropped": dropped, "unreadable": len(skipped),
+                  "labelled": sum("label" in f for f in faces)}
+        inputs = {"src": {"path": str(Path(cfg.src).resolve()), "manifest_sha256": in_man["_sha256"] if in_man else None}}
+        if lm_man:
+            inputs["landmarks"] = {"path": str(Path(cfg.landmarks).resolve()), "manifest_sha256": lm_man["_sha256"]}
+        return so.finish(inputs=inputs, counts=counts, skipped=skipped + no_face,
+                         extra={"template": template(cfg.size, cfg.iod).round(3).tolist()})
+
+
+def read_faces(folder) -> list[dict]:
+    return [json.loads(l) for l in (Path(folder) / "faces.jsonl").read_text().splitlines() if l.strip()]

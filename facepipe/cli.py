@@ -1,0 +1,85 @@
+"""The `facepipe` command line: thin click commands over the stage modules.
+
+Each command parses options into a stage config, calls the stage's core function and prints its
+summary. Errors a user can cause (FacepipeError) become one line on stderr and exit code 1.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from facepipe import __version__
+from facepipe.errors import FacepipeError
+from facepipe.progress import Reporter
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Group(click.Group):
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            import difflib
+
+            if args and "No such command" in str(e):
+                close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
+                if close:
+                    raise click.UsageError(f"No such command {args[0]!r}. Did you mean {close[0]!r}?") from None
+            raise
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="facepipe")
+def cli():
+    """facepipe: face parsing after Wei et al. (TIP 2019), from photos to a real-time parser.
+
+    \b
+    Stages, in workflow order (each reads the previous stage's folder):
+      import      dataset release layout -> common layout (images/, labels/, splits)
+      landmarks   dlib faces + 5/68-point landmarks
+      align       similarity-aligned face crops (+ labels), matrices to warp back
+      cache       one HDF5 with images, labels, landmark heatmaps
+      demo        the whole chain on the embedded default data
+    """
+
+
+def reporter(quiet: bool) -> Reporter:
+    return Reporter(quiet=quiet)
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+force_option = click.option("--force", is_flag=True, help="Replace an existing output made with another config.")
+workers_option = click.option("--workers", type=int, default=0, show_default="all cores",
+                              help="Worker processes.")
+
+
+def main():
+    try:
+        cli.main(prog_name="facepipe", standalone_mode=False)
+    except FacepipeError as e:
+        click.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted; rerun the same command to continue where it stopped.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun the same command to continue where it stopped.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except OSError as e:
+        # Disk full, permission denied...: the environment, not a bug; atomic writes kept old outputs.
+        click.secho(f"error: {e.strerror or e} ({getattr(e, 'filename', '') or ''})", fg="red", err=True)
+        sys.exit(1)
+
+
+# Commands live in facepipe/commands/*.py so this file stays short; importing registers them.
+from facepipe.commands import register_all  # noqa: E402
+
+register_all(cli)

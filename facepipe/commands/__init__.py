@@ -1,0 +1,16 @@
+"""Click commands, one module per stage; each is a thin shell over the stage's core function."""
+import importlib
+
+MODULES = ["import_cmd", "landmarks_cmd", "align_cmd", "cache_cmd", "show_cmd", "demo_cmd"]
+
+
+def register_all(group):
+    for name in MODULES:
+        try:
+            mod = importlib.import_module(f"facepipe.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"facepipe.commands.{name}":
+                continue  # stage not written yet
+            raise
+        for cmd in mod.COMMANDS:
+            group.add_command(cmd)

@@ -1,0 +1,37 @@
+import click
+
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_option
+from facepipe.landmarks import LandmarksConfig, run_landmarks
+
+
+@click.command("landmarks", context_settings=CONTEXT)
+@click.argument("src", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--upsample", type=int, default=-1, show_default="auto",
+              help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size.")
+@click.option("--max-side", type=int, default=1600, show_default=True,
+              help="Photos are shrunk to this longest side for detection.")
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="Detector score threshold.")
+@workers_option
+@force_option
+@quiet_option
+def landmarks_cmd(src, out, upsample, max_side, threshold, workers, force, quiet):
+    """Detect faces and 5- and 68-point landmarks (dlib) in every photo of SRC.
+
+    \b
+    SRC is an imported dataset (facepipe import) or any folder of photos. OUT gets faces/<id>.json
+    with every face's box, score and landmarks.
+
+    \b
+    Examples:
+      facepipe landmarks data/fasseg data/fasseg-lm
+      facepipe landmarks ~/photos data/photos-lm --upsample 1
+    """
+    rep = reporter(quiet)
+    cfg = LandmarksConfig(src=src, out=out, upsample=upsample, max_side=max_side, threshold=threshold,
+                          workers=workers, force=force)
+    m = run_landmarks(cfg, rep)
+    rep.table(f"landmarks -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
+
+
+COMMANDS = [landmarks_cmd]

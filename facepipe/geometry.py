@@ -1,0 +1,101 @@
+"""Alignment geometry: the 5-point template, similarity fits and warps both ways.
+
+Matrices are 3x3 and map photo pixel coordinates (x, y) to crop coordinates. Crops are warped with
+bilinear interpolation, label maps with nearest neighbour; `warp_to_photo` is the inverse used to put
+a prediction back onto the original photo.
+"""
+from __future__ import annotations
+
+import numpy as np
+from skimage.transform import SimilarityTransform, warp
+
+# Canonical 5 points: left eye centre, right eye centre (as seen in the image), nose tip, mouth corners.
+# Shape from the widely used 112x112 face-recognition template, rescaled so the eye distance is
+# `iod` of the crop and centred lower than recognition crops: parsing needs the hair above the face.
+_REF = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                 [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
+_REF_IOD = float(np.linalg.norm(_REF[1] - _REF[0]))
+
+
+def template(size: int, iod: float = 0.25, center=(0.5, 0.55)) -> np.ndarray:
+    """The 5 template points in pixels of a size x size crop."""
+    pts = (_REF - _REF.mean(0)) * (iod / _REF_IOD) + np.asarray(center)
+    return pts * size
+
+
+def five_from(points: np.ndarray) -> np.ndarray:
+    """Canonical 5 points from a landmark set, by its size: 5 (already canonical), 68 (iBUG), 106 (LaPa)."""
+    p = np.asarray(points, np.float64)
+    n = len(p)
+    if n == 5:
+        return p
+    if n == 68:
+        return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+    if n == 106:  # LaPa / JD-landmark: pupils 104, 105; nose tip 46; mouth corners 84, 90
+        return np.stack([p[104], p[105], p[46], p[84], p[90]])
+    raise ValueError(f"cannot derive 5 alignment points from {n} landmarks (known: 5, 68, 106)")
+
+
+def fit_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) src -> dst as a 3x3 matrix."""
+    try:
+        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+            m = np.asarray(SimilarityTransform.from_estimate(src_pts, dst_pts).params, np.float64)
+        else:
+            m = np.asarray(_estimate(src_pts, dst_pts).params, np.float64)
+    except Exception:  # failed estimation raises on .params in new scikit-image
+        raise ValueError("degenerate landmarks") from None
+    if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:2, :2])) < 1e-12:
+        raise ValueError("degenerate landmarks")
+    return m
+
+
+def _estimate(src, dst):
+    t = SimilarityTransform()
+    if not t.estimate(src, dst):
+        raise ValueError("degenerate landmarks")
+    return t
+
+
+def letterbox_matrix(height: int, width: int, size: int) -> np.ndarray:
+    """Fit the whole photo into the crop (kept aspect, centred): used when no face is found."""
+    s = size / max(height, width)
+    return np.array([[s, 0, (size - s * width) / 2], [0, s, (size - s * height) / 2], [0, 0, 1]], np.float64)
+
+
+def apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.asarray(pts, np.float64)
+    h = np.c_[p, np.ones(len(p))] @ np.asarray(matrix).T
+    return h[:, :2] / h[:, 2:3]
+
+
+def _warp(arr: np.ndarray, inverse: np.ndarray, shape, order: int, cval: float) -> np.ndarray:
+    out = warp(arr, inverse_map=inverse, output_shape=shape, order=order, mode="constant", cval=cval,
+               preserve_range=True, clip=False)
+    return out
+
+
+def warp_image(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Photo -> size x size crop, bilinear; outside the photo is black."""
+    out = _warp(rgb.astype(np.float32), np.linalg.inv(matrix), (size, size), 1, 0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def warp_labels(ids: np.ndarray, matrix: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
+    """Label ids photo -> crop, nearest neighbour; outside the photo gets `fill` (255 = ignore)."""
+    out = _warp(ids.astype(np.float32), np.linalg.inv(matrix), (size, size), 0, float(fill))
+    return out.astype(np.uint8)
+
+
+def warp_to_photo(arr: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], order: int = 0,
+                  fill: float = 0.0) -> np.ndarray:
+    """Crop -> photo (the inverse warp). `arr` is HxW ids (order 0) or HxWxC scores (order 1)."""
+    dtype = arr.dtype
+    out = _warp(arr.astype(np.float32), np.asarray(matrix, np.float64), tuple(shape[:2]), order, fill)
+    return out.astype(dtype) if order == 0 else out.astype(np.float32)
+
+
+def crop_mask_in_photo(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean HxW mask of the photo pixels that the crop covers."""
+    ones = np.ones((size, size), np.float32)
+    return warp_to_photo(ones, matrix, shape, order=0, fill=0.0) > 0.5

@@ -1,0 +1,154 @@
+"""Reading photos and label maps safely.
+
+Every way a real photo can surprise us is handled here once: EXIF rotation (applied, so labels and
+landmarks agree with what a viewer shows), grayscale / palette / CMYK / 16-bit / alpha images
+(converted to 8-bit RGB), and corrupt, truncated or absurdly large files (refused with BadImage, which
+stages count per image instead of crashing).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from facepipe.errors import BadImage
+
+# Truncated files must fail, not decode as grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Decompression bombs: refuse anything over this many pixels (a 64-megapixel photo passes).
+MAX_PIXELS = int(os.environ.get("FACEPIPE_MAX_PIXELS", 80_000_000))
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder) -> list[Path]:
+    """Image files directly in `folder` or below, sorted, hidden files and symlinks out of it skipped."""
+    folder = Path(folder).resolve()
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
+            continue
+        if p.is_symlink() and not _inside(p.resolve(), folder):
+            continue
+        out.append(p)
+    return out
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _open(path) -> Image.Image:
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            im = Image.open(path)
+            if im.width * im.height > MAX_PIXELS:
+                raise BadImage(f"{path.name}: {im.width}x{im.height} is larger than {MAX_PIXELS} pixels")
+            im.load()
+            return im
+    except BadImage:
+        raise
+    except FileNotFoundError:
+        raise BadImage(f"{path.name}: file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"{path.name}: image too large (possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{path.name}: not an image or corrupt") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImage(f"{path.name}: unreadable ({str(e) or type(e).__name__})") from None
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> HxWx3 uint8."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.int64)
+        hi = a.max() if a.size else 0
+        a = (a >> 8) if hi > 255 else a
+        return np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        return np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # photos with alpha: composite on white
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+    if im.mode == "RGB":
+        return np.asarray(im)
+    return np.asarray(im.convert("RGB"))  # L, P, CMYK, YCbCr, 1, ...
+
+
+def load_rgb(path) -> np.ndarray:
+    """A photo as HxWx3 uint8 RGB, EXIF orientation applied."""
+    im = _open(path)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not lose the photo
+        pass
+    a = to_rgb8(im)
+    if a.ndim != 3 or a.shape[0] < 8 or a.shape[1] < 8:
+        raise BadImage(f"{Path(path).name}: image is too small ({a.shape[1]}x{a.shape[0]})")
+    return np.ascontiguousarray(a)
+
+
+def load_rgb_raw(path) -> np.ndarray:
+    """RGB without EXIF rotation: for colour-coded label images, which are never rotated by viewers."""
+    return np.ascontiguousarray(to_rgb8(_open(path)))
+
+
+def load_ids(path) -> np.ndarray:
+    """A single-channel label-id image as HxW uint8 (palette images give their indices)."""
+    im = _open(path)
+    if im.mode == "P":
+        a = np.asarray(im)
+    elif im.mode in ("L", "1"):
+        a = np.asarray(im.convert("L"))
+    elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.int64)
+        if a.size and a.max() > 255:
+            raise BadImage(f"{Path(path).name}: label ids above 255")
+        a = a.astype(np.uint8)
+    elif im.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(im.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise BadImage(f"{Path(path).name}: label image is colour, expected single-channel ids")
+        a = rgb[..., 0]
+    else:
+        raise BadImage(f"{Path(path).name}: unsupported label image mode {im.mode}")
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
+
+def nearest_palette(rgb: np.ndarray, palette: np.ndarray, max_dist: float = 100.0, max_far: float = 0.02,
+                    name: str = "label") -> np.ndarray:
+    """Map each pixel of a noisy colour-coded label image to the nearest palette colour's index.
+
+    Real releases (FASSEG) blend colours along class boundaries (hair/skin gives ~(191,128,0)), so a
+    few pixels far from every class colour are normal and go to the nearest one. More than `max_far`
+    of the image farther than `max_dist` (Euclidean, 0-255 units) means the wrong dataset or a corrupt
+    label, and is an error.
+    """
+    pal = np.asarray(palette, np.int64)
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    # Unique colours via one packed integer key: label images have few colours, so this is fast.
+    key = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    uc = np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], 1)
+    d2 = ((uc[:, None, :] - pal[None, :, :]) ** 2).sum(-1)
+    idx = d2.argmin(1)
+    far = d2[np.arange(len(uniq)), idx] > max_dist ** 2
+    n_far = int(counts[far].sum())
+    if n_far > max_far * len(key):
+        c = tuple(int(v) for v in uc[far][counts[far].argmax()])
+        raise BadImage(f"{name}: {n_far} pixels ({100 * n_far / len(key):.1f}%) have colours such as {c}, "
+                       "far from every class colour of this dataset")
+    return idx[inverse.ravel()].astype(np.uint8).reshape(rgb.shape[:2])

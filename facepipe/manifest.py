@@ -1,0 +1,200 @@
+"""The folder is the contract between stages.
+
+Every stage output carries `manifest.json`, written last: stage, facepipe version, config, inputs
+(with the sha256 of their manifests), counts and skipped items. While a stage runs, its folder holds
+`.inprogress.json` (the config it is working to) and a lock, so that:
+  * rerunning the same command after an interrupt continues the work,
+  * a finished output is left alone,
+  * a different config into the same folder is refused unless --force,
+  * two processes writing the same folder are refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from facepipe import __version__
+from facepipe.atomic import write_json
+from facepipe.errors import FacepipeError
+
+MANIFEST = "manifest.json"
+INPROGRESS = ".inprogress.json"
+LOCK = ".lock"
+SCHEMA_VERSION = 1
+
+# Which command makes each stage's output, for "missing input" messages.
+MAKERS = {
+    "import": "facepipe import FORMAT SRC OUT",
+    "landmarks": "facepipe landmarks IN OUT",
+    "align": "facepipe align IN OUT",
+    "cache": "facepipe cache IN OUT.h5",
+    "train": "facepipe train CACHE --out runs/NAME",
+    "pseudolabel": "facepipe pseudolabel --teacher RUN IN OUT.h5",
+    "distill": "facepipe distill --teacher RUN",
+}
+
+
+def config_dict(cfg) -> dict:
+    """The part of a config that decides the output (fields marked identity=False are left out)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("identity", True):
+            v = getattr(cfg, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else v
+    return json.loads(json.dumps(out, default=str))
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(folder, stages: tuple[str, ...] | str | None = None, what: str = "input") -> dict:
+    """Read a finished stage's manifest, or fail naming the command that makes it."""
+    folder = Path(folder)
+    if isinstance(stages, str):
+        stages = (stages,)
+    hint = " or ".join(f"`{MAKERS.get(s, s)}`" for s in stages) if stages else "the stage that makes it"
+    if not folder.exists():
+        raise FacepipeError(f"{what} {folder} does not exist; make it with {hint}.")
+    path = folder / MANIFEST
+    if not path.exists():
+        if (folder / INPROGRESS).exists():
+            raise FacepipeError(f"{what} {folder} is unfinished (interrupted run); rerun the command that makes it.")
+        raise FacepipeError(f"{what} {folder} has no {MANIFEST}; make it with {hint}.")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FacepipeError(f"{what} {path} is unreadable ({e}); remake it with {hint}.") from None
+    if stages and m.get("stage") not in stages:
+        raise FacepipeError(
+            f"{what} {folder} was made by `{m.get('stage')}`, expected {hint}.")
+    m["_sha256"] = file_sha256(path)
+    return m
+
+
+class StageOutput:
+    """Claims an output folder for one stage run. Use as a context manager.
+
+    state after entering: "done" (finished with the same config: nothing to do),
+    "resume" (an interrupted run with the same config left work behind) or "fresh".
+    """
+
+    def __init__(self, out, stage: str, config: dict, force: bool = False, is_file_root: bool = False):
+        self.out = Path(out)
+        self.stage = stage
+        self.config = config
+        self.force = force
+        self.state = "fresh"
+        self.started = time.time()
+        self._lock_fd = None
+
+    def __enter__(self):
+        try:
+            return self._enter()
+        except BaseException:
+            self.__exit__(None, None, None)  # a refused claim must not keep the lock
+            raise
+
+    def _enter(self):
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise FacepipeError(f"output {out} exists and is not a folder.")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FacepipeError(f"cannot create output folder {out}: {e.strerror}.") from None
+        self._lock()
+        man, prog = out / MANIFEST, out / INPROGRESS
+        if man.exists():
+            old = _load(man)
+            if old.get("stage") == self.stage and old.get("config") == self.config and not self.force:
+                self.state = "done"
+                self.manifest = old
+                return self
+            if not self.force:
+                raise FacepipeError(
+                    f"{out} already holds a finished `{old.get('stage')}` output with another config; "
+                    "use --force to replace it or choose another folder.")
+            self._wipe()
+        elif prog.exists():
+            old = _load(prog)
+            if old.get("stage") == self.stage and old.get("config") == self.config and not self.force:
+                self.state = "resume"
+            elif not self.force:
+                raise FacepipeError(
+                    f"{out} holds an unfinished `{old.get('stage')}` run with another config; "
+                    "rerun that command to finish it, or use --force to start over.")
+            else:
+                self._wipe()
+        elif any(p.name not in (LOCK,) for p in out.iterdir()):
+            if not self.force:
+                raise FacepipeError(f"{out} is not empty and was not made by facepipe; use --force or another folder.")
+            self._wipe()
+        write_json(prog, {"stage": self.stage, "config": self.config, "started": self.started})
+        return self
+
+    def finish(self, inputs: dict | None = None, counts: dict | None = None,
+               skipped: list | None = None, extra: dict | None = None) -> dict:
+        """Write the manifest (last) and drop the in-progress marker."""
+        m = {
+            "stage": self.stage,
+            "schema_version": SCHEMA_VERSION,
+            "facepipe_version": __version__,
+            "config": self.config,
+            "inputs": inputs or {},
+            "counts": counts or {},
+            "skipped": skipped or [],
+            "seconds": round(time.time() - self.started, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if extra:
+            m.update(extra)
+        write_json(self.out / MANIFEST, m)
+        try:
+            (self.out / INPROGRESS).unlink()
+        except FileNotFoundError:
+            pass
+        self.manifest = m
+        return m
+
+    def __exit__(self, *exc):
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        return False
+
+    def _lock(self):
+        fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FacepipeError(f"{self.out} is being written by another facepipe process; wait for it to finish.") from None
+        self._lock_fd = fd
+
+    def _wipe(self):
+        for p in self.out.iterdir():
+            if p.name == LOCK:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+
+def _load(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,63 @@
+"""Contact sheets: grids of faces with label overlays and heatmaps, for people to look at."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facepipe.schema import LabelSchema
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, schema: LabelSchema, alpha: float = 0.5) -> np.ndarray:
+    """Blend the label colours over the photo (ignore pixels left as they are)."""
+    col = schema.colorize(labels).astype(np.float32)
+    out = rgb.astype(np.float32)
+    m = (labels != 255)[..., None]
+    out = np.where(m, (1 - alpha) * out + alpha * col, out)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def heat_overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    out = rgb.astype(np.float32) * 0.6
+    out[..., 0] = np.maximum(out[..., 0], heat.astype(np.float32))
+    out[..., 1] = np.maximum(out[..., 1], heat.astype(np.float32) * 0.8)
+    return out.astype(np.uint8)
+
+
+def grid(tiles: list[list[np.ndarray]], captions: list[str] | None = None, tile: int = 160) -> Image.Image:
+    """Rows of equally sized tiles; one caption per row drawn on its first tile."""
+    rows, cols = len(tiles), max(len(r) for r in tiles)
+    sheet = Image.new("RGB", (cols * tile, rows * tile), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(tiles):
+        for c, t in enumerate(row):
+            im = Image.fromarray(t).resize((tile, tile), Image.BILINEAR)
+            sheet.paste(im, (c * tile, r * tile))
+        if captions and r < len(captions) and captions[r]:
+            draw.rectangle([0, r * tile, min(cols * tile, 8 + 7 * len(captions[r])), r * tile + 14], fill=(0, 0, 0))
+            draw.text((3, r * tile + 1), captions[r], fill=(255, 255, 255))
+    return sheet
+
+
+def cache_sheet(path, n: int = 12, seed: int = 0, split: str | None = None) -> Image.Image:
+    """Sample faces of a cache: crop | label overlay | heatmap overlay, several faces per row."""
+    from facepipe.dataset import FaceCache
+    from facepipe.schema import FASSEG
+
+    ds = FaceCache(path, split=split, need_labels=False)
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(ds), size=min(n, len(ds)), replace=False))
+    schema = ds.schema or FASSEG
+    tiles, caps, row, cap = [], [], [], []
+    per_row = 3
+    for k, i in enumerate(pick):
+        r = ds.raw(int(i))
+        row += [r["image"]]
+        if r["label"] is not None:
+            row.append(overlay(r["image"], r["label"], schema))
+        row.append(heat_overlay(r["image"], r["heatmap"]))
+        cap.append(ds.ids[int(i)][:22])
+        if (k + 1) % per_row == 0 or k == len(pick) - 1:
+            tiles.append(row)
+            caps.append(" | ".join(cap))
+            row, cap = [], []
+    return grid(tiles, caps)
