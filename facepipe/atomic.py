@@ -56,7 +56,8 @@ def save_image(path, image, format: str | None = None) -> None:
         image = Image.fromarray(image)
     buf = io.BytesIO()
     fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
-    image.save(buf, format=fmt)
+    # PNG level 1: several times faster than the default, files ~10-20% larger.
+    image.save(buf, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {"quality": 95}))
     write_bytes(path, buf.getvalue())
 
 

@@ -18,7 +18,10 @@ from facepipe.schema import load_schema
 def schema_for(src):
     path = Path(src) / "schema.json"
     if not path.exists():
-        raise FacepipeError(f"{src} has no schema.json; write one (see `facepipe schema --help`).")
+        raise FacepipeError(
+            f"{src} has no schema.json: expected images/, labels/ (single-channel ids, same stems) and a "
+            'schema.json such as {"name": "mine", "classes": ["background", "skin"], '
+            '"colors": [[0, 0, 0], [255, 200, 150]]}.')
     return load_schema(path)
 
 

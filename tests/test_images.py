@@ -1,0 +1,157 @@
+"""facepipe.images on the awkward files real photo collections contain, all made here."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import facepipe.images as images
+from facepipe.errors import BadImage
+from facepipe.images import list_images, load_ids, load_rgb, load_rgb_raw, nearest_palette
+from facepipe.schema import FASSEG
+
+H, W = 24, 32
+
+
+def noise(seed=0, h=H, w=W, c=3):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c) if c else (h, w), dtype=np.uint8)
+
+
+def test_grayscale(tmp_path):
+    g = noise(c=0)
+    Image.fromarray(g, "L").save(tmp_path / "g.png")
+    a = load_rgb(tmp_path / "g.png")
+    assert a.shape == (H, W, 3) and a.dtype == np.uint8
+    for ch in range(3):
+        np.testing.assert_array_equal(a[..., ch], g)
+
+
+def test_rgba_composites_on_white(tmp_path):
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[:, : W // 2, 3] = 255  # left half opaque, right half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    a = load_rgb(tmp_path / "a.png")
+    assert a.shape == (H, W, 3)
+    assert (a[:, : W // 2] == (10, 20, 30)).all() and (a[:, W // 2:] == 255).all()
+
+
+def test_palette_with_transparency(tmp_path):
+    idx = np.zeros((H, W), np.uint8)
+    idx[:, W // 2:] = 1
+    im = Image.fromarray(idx, "P")
+    im.putpalette([200, 0, 0, 0, 0, 0] + [0] * (256 * 3 - 6))
+    im.save(tmp_path / "p.png", transparency=1)
+    assert Image.open(tmp_path / "p.png").info.get("transparency") == 1
+    a = load_rgb(tmp_path / "p.png")
+    assert (a[:, : W // 2] == (200, 0, 0)).all() and (a[:, W // 2:] == 255).all()
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (W, H), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)  # red
+    assert Image.open(tmp_path / "c.jpg").mode == "CMYK"
+    a = load_rgb(tmp_path / "c.jpg")
+    assert a.shape == (H, W, 3)
+    assert a[..., 0].mean() > 230 and a[..., 1].mean() < 25 and a[..., 2].mean() < 25
+
+
+def test_16bit_png(tmp_path):
+    v = np.zeros((H, W), np.uint16)
+    v[:, :10] = 65535
+    v[:, 10:20] = 100 * 256
+    Image.fromarray(v).save(tmp_path / "d.png")
+    assert Image.open(tmp_path / "d.png").mode.startswith("I")
+    a = load_rgb(tmp_path / "d.png")
+    assert a.shape == (H, W, 3) and a.dtype == np.uint8
+    assert (a[:, :10] == 255).all() and (a[:, 10:20] == 100).all() and (a[:, 20:] == 0).all()
+
+
+def test_exif_rotation_applied(tmp_path):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:4, :4] = 255  # a white marker at the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(rgb).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    a = load_rgb(tmp_path / "r.jpg")
+    assert a.shape == (W, H, 3)  # width and height swap
+    assert a[:4, -4:].mean() > 200 and a[:4, :4].mean() < 50  # top-left went to top-right
+    assert load_rgb_raw(tmp_path / "r.jpg").shape == (H, W, 3)  # label images are never rotated
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated(tmp_path, suffix):
+    Image.fromarray(noise(h=64, w=64)).save(tmp_path / f"full{suffix}")
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage, match="cut"):
+        load_rgb(tmp_path / f"cut{suffix}")
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(os.urandom(2000))
+    with pytest.raises(BadImage, match="not an image or corrupt"):
+        load_rgb(tmp_path / "x.jpg")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BadImage, match="file not found"):
+        load_rgb(tmp_path / "nope.png")
+
+
+def test_too_small(tmp_path):
+    Image.fromarray(noise(h=4, w=4)).save(tmp_path / "s.png")
+    with pytest.raises(BadImage, match="too small"):
+        load_rgb(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("limit", [300, 700])  # PIL errors past 2x its limit, warns past 1x
+def test_decompression_bomb(tmp_path, monkeypatch, limit):
+    Image.fromarray(noise()).save(tmp_path / "big.png")  # 768 pixels
+    monkeypatch.setattr(images, "MAX_PIXELS", limit)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # _open sets PIL's global
+    with pytest.raises(BadImage, match="large"):
+        load_rgb(tmp_path / "big.png")
+
+
+def test_nearest_palette_on_noisy_labels():
+    rng = np.random.default_rng(0)
+    pal = np.array(FASSEG.colors)
+    ids = rng.integers(0, len(pal), (H, W)).astype(np.uint8)
+    rgb = np.clip(pal[ids] + rng.integers(-20, 21, (H, W, 3)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(nearest_palette(rgb, pal), ids)
+    # A handful of boundary blends far from every colour (hair/skin ~ (191,128,0)) go to the nearest one.
+    rgb[0, :5] = (191, 128, 0)
+    got = nearest_palette(rgb, pal)
+    assert set(got[0, :5].tolist()) <= {FASSEG.index("hair"), FASSEG.index("skin")}
+    # A large area of an unknown colour means the wrong dataset: refused, naming the colour.
+    rgb[:8] = (128, 0, 128)
+    with pytest.raises(BadImage, match=r"\(128, 0, 128\)"):
+        nearest_palette(rgb, pal, name="x.png")
+
+
+def test_load_ids(tmp_path):
+    ids = noise(c=0) % 7
+    Image.fromarray(ids, "L").save(tmp_path / "l.png")
+    p = Image.fromarray(ids, "P")
+    p.putpalette(list(range(256)) * 3)
+    p.save(tmp_path / "p.png")
+    Image.fromarray(np.repeat(ids[..., None], 3, 2)).save(tmp_path / "g.png")
+    for name in ("l.png", "p.png", "g.png"):
+        np.testing.assert_array_equal(load_ids(tmp_path / name), ids, err_msg=name)
+    Image.fromarray(noise()).save(tmp_path / "c.png")
+    with pytest.raises(BadImage, match="colour"):
+        load_ids(tmp_path / "c.png")
+
+
+def test_list_images_skips_hidden_and_outside_links(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.fromarray(noise()).save(tmp_path / "in" / "b.png")
+    Image.fromarray(noise()).save(tmp_path / "in" / "sub" / "a.JPG", format="JPEG")
+    Image.fromarray(noise()).save(tmp_path / "in" / ".hidden.png")
+    Image.fromarray(noise()).save(tmp_path / "outside.png")
+    (tmp_path / "in" / "link.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    got = [p.relative_to((tmp_path / "in").resolve()).as_posix() for p in list_images(tmp_path / "in")]
+    assert got == ["b.png", "sub/a.JPG"]
