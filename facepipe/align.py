@@ -41,6 +41,7 @@ class AlignConfig:
     landmarks: str | None = None  # a `landmarks` output folder, "dataset", or None (detect here)
     min_face: int = 20  # unlabelled faces with a smaller box side (px) are skipped
     no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)
+    letterbox: bool = False  # baseline without alignment: every photo fitted whole (landmarks still kept)
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
 
@@ -92,6 +93,9 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
         if fitted:
             m = letterbox_matrix(h, w, cfg.size)
             lm = None
+        elif cfg.letterbox:
+            m = letterbox_matrix(h, w, cfg.size)
+            lm = apply(m, np.asarray(face["landmarks"], np.float64))
         else:
             pts = np.asarray(face["landmarks"], np.float64)
             try:

@@ -7,7 +7,7 @@ chunk and gzip-compressed so DataLoader workers read random faces cheaply):
   /labels       (N, s, s)    uint8   label ids, 255 = ignore          (only if the set is labelled)
   /landmarks    (N, L, 2)    float32 landmarks in crop pixels, NaN-padded; /n_landmarks (N,) int16
   /matrices     (N, 3, 3)    float64 photo -> crop similarity (fitted faces: letterbox)
-  /ids, /photo_ids, /split   (N,)    utf-8 strings
+  /ids, /photo_ids, /split   (N,)    utf-8 strings; /photos (N,) the photo's path when cached
   /fitted       (N,)         bool    no face found: the whole photo was fitted into the crop
   /photo_size   (N, 2)       int32   original photo (height, width)
   /photo_labels/<photo_id>   (h, w) uint8  original-resolution labels, to score in photo coordinates
@@ -137,7 +137,7 @@ def _write(cfg, config, src, man, faces, size, schema, labelled, out, reporter) 
                     f.flush()
                 advance()
         str_dt = h5py.string_dtype("utf-8")
-        for name, key in (("ids", "id"), ("photo_ids", "photo_id"), ("split", "split")):
+        for name, key in (("ids", "id"), ("photo_ids", "photo_id"), ("split", "split"), ("photos", "photo")):
             if name in f:
                 del f[name]
             f.create_dataset(name, data=np.array([fc.get(key) or "" for fc in faces], dtype=object), dtype=str_dt)

@@ -14,7 +14,7 @@ from facepipe.manifest import MANIFEST, read_manifest
 class Photo:
     id: str
     path: str  # absolute
-    split: str = ""
+    split: str = "unlabeled"
     label: str | None = None  # absolute path of the uint8 id label, if any
     landmarks: str | None = None  # absolute path of dataset landmarks, if any
 

@@ -18,10 +18,12 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_
 @click.option("--no-face", type=click.Choice(["auto", "fit", "skip"]), default="auto", show_default=True,
               help="Photos without a face: fit the whole photo into the crop, or skip it "
                    "(auto: fit labelled photos, skip unlabelled ones).")
+@click.option("--letterbox", is_flag=True,
+              help="Baseline without alignment: fit each whole photo into the crop (landmarks kept for the heatmap).")
 @workers_option
 @force_option
 @quiet_option
-def align_cmd(src, out, size, iod, landmarks, min_face, no_face, workers, force, quiet):
+def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, workers, force, quiet):
     """Align every face onto a 5-point template (similarity transform) in SIZE x SIZE crops.
 
     \b
@@ -37,7 +39,7 @@ def align_cmd(src, out, size, iod, landmarks, min_face, no_face, workers, force,
     """
     rep = reporter(quiet)
     cfg = AlignConfig(src=src, out=out, size=size, iod=iod, landmarks=landmarks, min_face=min_face,
-                      no_face=no_face, workers=workers, force=force)
+                      no_face=no_face, letterbox=letterbox, workers=workers, force=force)
     m = run_align(cfg, rep)
     rep.table(f"align -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
 

@@ -1,0 +1,62 @@
+import click
+
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
+
+
+@click.command("distill", context_settings=CONTEXT)
+@click.option("--teacher", required=True, help="Teacher run folder.")
+@click.option("--labeled", default=None, help="Labelled cache (default: the teacher's training cache).")
+@click.option("--unlabeled", default=None,
+              help="Pseudo-labels from `facepipe pseudolabel` (default: TEACHER/pseudo/unlabeled.h5; 'none' to skip).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default: runs/<teacher>-student).")
+@click.option("--arch", default="student", show_default=True)
+@click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None, help="e.g. 2,4,8")
+@click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of the KD terms.")
+@click.option("--confidence", type=float, default=0.0, show_default=True,
+              help="Leave out pixels where the teacher's max probability is below this.")
+@click.option("--no-kd-labeled", is_flag=True, help="KD on unlabelled faces only.")
+@click.option("--epochs", type=int, default=60, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--unlabeled-batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=4e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@force_option
+@quiet_option
+def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs, temperature, alpha, confidence,
+                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, force, quiet):
+    """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
+
+    \b
+    Loss: CE to ground truth + alpha * T^2 * KL(teacher || student) on labelled and unlabelled faces,
+    low-confidence teacher pixels left out. Same run layout and resume as `train`.
+
+    \b
+    Examples:
+      facepipe distill --teacher runs/t1
+      facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
+      facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
+    """
+    from pathlib import Path
+
+    from facepipe.distill import DistillConfig, distill
+
+    out = out or str(Path("runs") / f"{Path(teacher).name}-student")
+    cfg = DistillConfig(teacher=teacher, out=out, labeled=labeled, unlabeled=unlabeled, arch=arch,
+                        model_kwargs=build_model_kwargs(dilations, None, model_kwargs), temperature=temperature,
+                        alpha=alpha, confidence=confidence, kd_labeled=not no_kd_labeled, epochs=epochs,
+                        batch_size=batch_size, unlabeled_batch=unlabeled_batch, lr=lr, seed=seed, device=device,
+                        force=force)
+    rep = reporter(quiet)
+    m = distill(cfg, rep)
+    rows = list(m["counts"].items())
+    if m.get("eval"):
+        e = m["eval"]
+        rows += [(f"test {k} ({e['coords']})", e[k]) for k in ("overall_f1", "pixel_acc", "mean_f1")]
+    rep.table(f"distill {arch} -> {out}", rows + [("seconds", m["seconds"])], ("", "value"))
+
+
+COMMANDS = [distill_cmd]

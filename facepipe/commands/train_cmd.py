@@ -1,0 +1,82 @@
+import json
+
+import click
+
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+
+
+def parse_dilations(value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give rates as a comma list, e.g. 2,4,8,1") from None
+
+
+def build_model_kwargs(dilations, width, extra_json):
+    kw = json.loads(extra_json) if extra_json else {}
+    if dilations:
+        kw["dilations"] = list(dilations)
+    if width:
+        kw["width"] = width
+    return kw
+
+
+@click.command("train", context_settings=CONTEXT)
+@click.argument("cache", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder, e.g. runs/t1.")
+@click.option("--arch", default="teacher", show_default=True, help="Registered model (see `facepipe models`).")
+@click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None,
+              help="Dilation rates of the higher layers, e.g. 2,4,8,1 (sets the receptive field).")
+@click.option("--width", type=int, default=None, help="Base channel width of the model.")
+@click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
+@click.option("--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]), default="sc", show_default=True,
+              help="Cross entropy alone, + center loss, + statistical contextual loss (closest pair / all pairs).")
+@click.option("--loss-weight", type=float, default=0.005, show_default=True, help="Weight of the center/sc term.")
+@click.option("--loss-warmup", type=int, default=200, show_default=True, help="Iterations before it applies.")
+@click.option("--heatmap/--no-heatmap", default=True, show_default=True, help="Landmark heatmap input channel.")
+@click.option("--epochs", type=int, default=60, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--val-split", default="auto", show_default=True,
+              help="Split for model selection: a name, none, or auto (val when present).")
+@click.option("--no-augment", is_flag=True, help="No flips/jitter.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=int, default=0, show_default="all cores")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers for big caches.")
+@force_option
+@quiet_option
+def train_cmd(cache, out, arch, dilations, width, model_kwargs: str, loss, loss_weight, loss_warmup, heatmap,
+              epochs, batch_size, lr, val_split, no_augment, seed, device, threads, workers, force, quiet):
+    """Train a parser on a labelled cache (defaults: the documented teacher recipe).
+
+    \b
+    Writes config.json, metrics.jsonl, checkpoints/{last,best}.pt, curves.png and, when the cache has
+    a test split, eval.json (scored in photo coordinates). Rerun the same command to continue after
+    an interrupt.
+
+    \b
+    Examples:
+      facepipe train data/fasseg.h5 --out runs/t1
+      facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
+      torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
+    """
+    from facepipe.train import TrainConfig, train
+
+    kw = build_model_kwargs(dilations, width, model_kwargs)
+    cfg = TrainConfig(cache=cache, out=out, arch=arch, model_kwargs=kw, heatmap=heatmap, loss=loss,
+                      loss_weight=loss_weight, loss_warmup=loss_warmup, epochs=epochs, batch_size=batch_size,
+                      lr=lr, val_split=val_split, augment=not no_augment, seed=seed, device=device,
+                      threads=threads, workers=workers, force=force)
+    rep = reporter(quiet)
+    m = train(cfg, rep)
+    rows = list(m["counts"].items())
+    if m.get("eval"):
+        e = m["eval"]
+        rows += [(f"test {k} ({e['coords']})", e[k]) for k in ("overall_f1", "pixel_acc", "mean_f1")]
+    rep.table(f"train {arch} -> {out}", rows + [("seconds", m["seconds"])], ("", "value"))
+
+
+COMMANDS = [train_cmd]

@@ -1,0 +1,93 @@
+"""Scoring a parser on a cache: in the original photo's coordinates (default) or in the aligned crop.
+
+Photo coordinates: each face's probabilities are warped back over the whole photo with its matrix;
+photo pixels the crop does not cover count as predicted background. The ground truth is the
+original-resolution label kept in the cache (`photo_labels`). Crop coordinates are labelled as such.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facepipe.dataset import FaceCache, to_input
+from facepipe.errors import FacepipeError
+from facepipe.metrics import confusion, scores
+from facepipe.predict import predict_probs, probs_to_photo
+from facepipe.progress import SILENT, Reporter
+
+
+def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
+             device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
+             keep_images: bool = False) -> dict:
+    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)]."""
+    if coords not in ("original", "aligned"):
+        raise FacepipeError("coords must be 'original' or 'aligned'")
+    ds = FaceCache(cache_path, split=split, heatmap=heatmap)
+    n = schema.num_classes
+    cm_total = np.zeros((n, n), np.int64)
+    per_image, kept = [], []
+    f = ds._file()
+    if coords == "original" and "photo_labels" not in f:
+        raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
+    flip_perm = schema.flip_permutation()
+    model.eval()
+    with reporter.task(f"eval {split} ({coords})", len(ds)) as advance:
+        for start in range(0, len(ds), batch_size):
+            idx = ds.indices[start: start + batch_size]
+            imgs = np.stack([f["images"][j] for j in idx])
+            hms = np.stack([f["heatmaps"][j] for j in idx]) if heatmap else None
+            x = to_input(imgs, hms).to(device)
+            probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+            for k, j in enumerate(idx):
+                if coords == "aligned":
+                    target = f["labels"][j]
+                    pred = probs[k].argmax(0).astype(np.uint8)
+                    image = imgs[k]
+                else:
+                    pid = f["photo_ids"][j]
+                    pid = pid.decode() if isinstance(pid, bytes) else pid
+                    target = f["photo_labels"][pid][()]
+                    pred = probs_to_photo(probs[k], f["matrices"][j], target.shape).argmax(-1).astype(np.uint8)
+                    image = None
+                cm = confusion(pred, target, n)
+                cm_total += cm
+                s = scores(cm, schema)
+                per_image.append((ds.ids[start + k], s["pixel_acc"], s["overall_f1"]))
+                if keep_images:
+                    kept.append((ds.ids[start + k], int(j), pred, target, image))
+                advance()
+    out = scores(cm_total, schema)
+    out.update({"coords": coords, "split": split, "faces": len(ds), "tta_flip": tta_flip,
+                "per_image": per_image, "confusion": cm_total.tolist()})
+    if keep_images:
+        out["_images"] = kept
+    return out
+
+
+def best_worst_sheet(result: dict, cache_path, schema, n: int = 4):
+    """PNG rows: worst and best faces by pixel accuracy: photo | truth | prediction."""
+    from facepipe.images import load_rgb
+    from facepipe.sheets import grid, overlay
+
+    items = sorted(result["_images"], key=lambda t: dict((a, b) for a, b, _ in result["per_image"])[t[0]])
+    pick = items[:n] + items[-n:]
+    acc = {a: b for a, b, _ in result["per_image"]}
+    ds = FaceCache(cache_path, need_labels=False)
+    f = ds._file()
+    rows, caps = [], []
+    for iid, j, pred, target, image in pick:
+        img = image
+        if img is None:  # photo coordinates: show the original photo when it is still there
+            path = f["photos"][j] if "photos" in f else b""
+            path = path.decode() if isinstance(path, bytes) else path
+            try:
+                img = load_rgb(path)
+                if img.shape[:2] != target.shape:
+                    img = None
+            except Exception:
+                img = None
+            if img is None:
+                img = schema.colorize(target)
+        rows.append([img, overlay(img, target, schema, 0.6), overlay(img, pred, schema, 0.6)])
+        caps.append(f"{iid} acc {acc[iid]:.3f}")
+    return grid(rows, caps, tile=200)

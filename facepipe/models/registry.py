@@ -1,0 +1,37 @@
+"""Architectures as data: a name maps to a builder, so configs and checkpoints can name a model."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from facepipe.errors import FacepipeError
+
+Builder = Callable[..., nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator for `build(num_classes, in_channels=3, **kw) -> nn.Module`."""
+
+    def add(builder: Builder) -> Builder:
+        # A silent overwrite would make a checkpoint rebuild a different network.
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def list_models() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+    """Build a registered model; `create_model(m.arch, **m.config)` rebuilds `m`."""
+    if name not in _BUILDERS:
+        raise FacepipeError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    model.arch = name
+    return model

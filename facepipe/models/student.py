@@ -1,0 +1,77 @@
+"""Real-time students for distillation (method.md section 5): few channels, depthwise-separable
+blocks, no heavy heads. Like the teacher, the encoder stops at stride 8 and residual dilated blocks set
+the receptive field, so `facepipe rnorm` can pick their dilations for a target r/s. The classifier runs
+at stride 2 and is upsampled bilinearly: full-resolution layers cost the most on a CPU at batch 1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facepipe.models.registry import register_model
+
+
+def cbr(cin, cout, k=1, stride=1, dilation=1, groups=1):
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def sep(cin, cout, stride=1, dilation=1):
+    """Depthwise 3x3 (BN, no ReLU: keeps the linear bottleneck) then pointwise conv-BN-ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride, dilation, dilation=dilation, groups=cin, bias=False), nn.BatchNorm2d(cin),
+        cbr(cin, cout))
+
+
+class Residual(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class Student(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (16, 32, 64),
+                 dilations: tuple[int, ...] = (2, 4, 8), feat_dim: int | None = None):
+        super().__init__()
+        w0, w1, w2 = (int(v) for v in widths)
+        feat_dim = num_classes if feat_dim is None else feat_dim
+        dilations = tuple(int(d) for d in dilations)
+        self.config = dict(num_classes=num_classes, in_channels=in_channels, widths=(w0, w1, w2),
+                           dilations=dilations, feat_dim=feat_dim)
+        self.stem = cbr(in_channels, w0, 3, stride=2)
+        self.down4 = sep(w0, w1, stride=2)
+        self.down8 = sep(w1, w2, stride=2)
+        self.context = nn.Sequential(*[Residual(sep(w2, w2, dilation=d)) for d in dilations])
+        self.lat4 = nn.Conv2d(w2, w1, 1, bias=False)
+        self.fuse4 = sep(w1, w1)
+        self.lat2 = nn.Conv2d(w1, w0, 1, bias=False)
+        self.fuse2 = sep(w0, w0)
+        self.classifier = nn.Conv2d(w0, num_classes, 1)
+        self.project = nn.Conv2d(w2, feat_dim, 1)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        s2 = self.stem(x)
+        s4 = self.down4(s2)
+        ctx = self.context(self.down8(s4))
+        d4 = self.fuse4(F.interpolate(self.lat4(ctx), size=s4.shape[-2:], mode="bilinear", align_corners=False) + s4)
+        d2 = self.fuse2(F.interpolate(self.lat2(d4), size=s2.shape[-2:], mode="bilinear", align_corners=False) + s2)
+        logits = F.interpolate(self.classifier(d2), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if return_features:
+            return logits, self.project(ctx)
+        return logits
+
+
+@register_model("student")
+def build_student(num_classes: int, in_channels: int = 3, **kw) -> nn.Module:
+    return Student(num_classes, in_channels, **kw)
+
+
+@register_model("student-tiny")
+def build_student_tiny(num_classes: int, in_channels: int = 3, **kw) -> nn.Module:
+    kw.setdefault("widths", (8, 16, 32))
+    return Student(num_classes, in_channels, **kw)

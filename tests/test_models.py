@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from facepipe.errors import FacepipeError
+from facepipe.models import create_model, list_models, register_model
+
+K = 5
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("in_channels", [3, 4])
+@pytest.mark.parametrize("name", list_models())
+def test_forward_shapes(name, in_channels):
+    torch.manual_seed(0)
+    model = create_model(name, K, in_channels=in_channels).eval()
+    x = torch.randn(1, in_channels, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        logits2, feats = model(x, return_features=True)
+    assert logits.shape == (1, K, 64, 64)
+    assert torch.allclose(logits, logits2)
+    assert feats.ndim == 4 and feats.shape[0] == 1 and feats.shape[1] >= K
+    assert 1 < feats.shape[-1] < 64
+
+
+@pytest.mark.parametrize("in_channels", [3, 4])
+@pytest.mark.parametrize("name", list_models())
+def test_backward_reaches_every_used_weight(name, in_channels):
+    # Batch 2: BiSeNet (like the original) has BatchNorm after global pooling, which needs >1 value.
+    torch.manual_seed(0)
+    model = create_model(name, K, in_channels=in_channels).train()
+    logits, feats = model(torch.randn(2, in_channels, 64, 64), return_features=True)
+    (logits.square().mean() + feats.square().mean()).backward()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == in_channels and first.weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_config_rebuilds_the_same_model(name):
+    model = create_model(name, K, in_channels=4, feat_dim=8)
+    again = create_model(model.arch, **model.config)
+    again.load_state_dict(model.state_dict())
+    assert again.config == model.config and model.config["feat_dim"] == 8
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(FacepipeError, match="teacher"):
+        create_model("no-such-net", K)
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError):
+        register_model("teacher")(lambda num_classes, in_channels=3: None)
+
+
+def test_feat_dim_below_num_classes_is_refused():
+    with pytest.raises(ValueError):
+        create_model("teacher-small", K, feat_dim=K - 1)
+
+
+def test_parameter_counts():
+    assert 13.0e6 <= n_params(create_model("bisenet-r18", 19)) <= 13.6e6
+    assert 0.8e6 <= n_params(create_model("teacher", 11)) <= 3e6
+    assert n_params(create_model("teacher-small", 11)) < n_params(create_model("teacher", 11)) / 3
+
+
+def test_teacher_dilations_are_a_setting():
+    model = create_model("teacher-small", K, dilations=(1, 2))
+    rates = [m.dilation[0] for m in model.context.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert rates == [1, 2] and model.config["dilations"] == (1, 2)
+
+
+def test_bisenet_aux_heads():
+    model = create_model("bisenet-r18", K).train()
+    logits, feats, aux = model(torch.randn(2, 3, 64, 64), return_features=True, return_aux=True)
+    assert [a.shape for a in aux] == [logits.shape, logits.shape]
