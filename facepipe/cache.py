@@ -172,6 +172,8 @@ def _write(cfg, config, src, man, faces, size, schema, labelled, out, reporter) 
             "counts": {"faces": n, "labelled": labelled, "fitted": int(sum(fc["fitted"] for fc in faces)),
                        "photo_labels": n_photo_labels, **{f"split_{k}": v for k, v in splits.items()}},
             "size": size, "seconds": round(time.time() - t0, 3),
+            # How crops were made: `parse` aligns new photos the same way for a model trained on this.
+            "align": {k: man["config"].get(k) for k in ("size", "iod", "letterbox", "landmarks")},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         f.attrs["manifest"] = json.dumps(manifest)  # last

@@ -159,6 +159,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence
+        align = t_ck.get("align") or {"size": lab_ds.size, "iod": 0.25}
         with reporter.task(f"distill {cfg.arch}", cfg.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
@@ -214,11 +215,11 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                 if val_ds is None or (score is not None and score > best):
                     best = score if score is not None else best
                     save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size, heatmap=heat,
-                                    extra={"epoch": epoch + 1, "metrics": rec, "config": config})
+                                    extra={"epoch": epoch + 1, "metrics": rec, "config": config, "align": align})
                 with open(out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
                 save_checkpoint(last_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size, heatmap=heat,
-                                extra={"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                                extra={"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step, "align": align,
                                        "rng": torch.get_rng_state(), "best": best, "metrics": rec, "config": config})
                 advance(1, loss=f"{rec['total']:.3f}")
         if U is not None:

@@ -11,7 +11,7 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, schema: LabelSchema, alpha: flo
     """Blend the label colours over the photo (ignore pixels left as they are)."""
     col = schema.colorize(labels).astype(np.float32)
     out = rgb.astype(np.float32)
-    m = (labels != 255)[..., None]
+    m = ((labels != 255) & (labels != 0))[..., None]  # background (id 0) left untinted
     out = np.where(m, (1 - alpha) * out + alpha * col, out)
     return np.clip(out, 0, 255).astype(np.uint8)
 

@@ -182,6 +182,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
             _trim_metrics(out / "metrics.jsonl", start_epoch)
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
+        align = cache_man.get("align") or {"size": train_ds.size, "iod": 0.25}
         t_start = time.time()
         with reporter.task(f"train {cfg.arch}", cfg.epochs) as advance:
             advance(start_epoch)
@@ -206,7 +207,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
                     nb += 1
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
-                    if not math.isfinite(float(loss)):
+                    if not math.isfinite(float(loss.detach())):
                         raise FacepipeError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); "
                                             "lower --lr or check the cache.")
                 rec = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
@@ -215,13 +216,14 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
                 if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
                     rec["val"] = validate(model, val_ds, schema, device)
                 score = rec["val"]["overall_f1"] if "val" in rec else None
-                extra = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                extra = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step, "align": align,
                          "rng": torch.get_rng_state(), "config": config,
                          "criterion": criterion.state_dict() if isinstance(criterion, torch.nn.Module) else None}
                 if val_ds is None or (score is not None and score > best):
                     best = score if score is not None else best
                     save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=train_ds.size,
-                                    heatmap=cfg.heatmap, extra={"epoch": epoch + 1, "metrics": rec, "config": config})
+                                    heatmap=cfg.heatmap, extra={"epoch": epoch + 1, "metrics": rec, "config": config,
+                                                                "align": align})
                 extra["best"] = best
                 # Metrics first: a kill between the two leaves a line that resume trims.
                 with open(out / "metrics.jsonl", "a") as fh:
