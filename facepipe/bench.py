@@ -110,7 +110,8 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
             if cfg.backend == "onnxruntime":
                 from facepipe.export import export_model
 
-                onnx_path = Path(tempfile.mkdtemp(prefix="facepipe-bench-")) / "m.onnx"
+                tmpdir = tempfile.TemporaryDirectory(prefix="facepipe-bench-")  # removed when collected
+                onnx_path = Path(tmpdir.name) / "m.onnx"
                 export_model(e.model.cpu(), e.in_channels, cfg.sizes[0], onnx_path)
             for s in cfg.sizes:
                 macs = count_macs(model, torch.zeros(1, e.in_channels, s, s, device=dev))

@@ -52,9 +52,9 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                 cm = confusion(pred, target, n)
                 cm_total += cm
                 s = scores(cm, schema)
-                per_image.append((ds.ids[start + k], s["pixel_acc"], s["overall_f1"]))
+                per_image.append((ds.ids[j], s["pixel_acc"], s["overall_f1"]))  # ids cover the whole file
                 if keep_images:
-                    kept.append((ds.ids[start + k], int(j), pred, target, image))
+                    kept.append((ds.ids[j], int(j), pred, target, image))
                 advance()
     out = scores(cm_total, schema)
     out.update({"coords": coords, "split": split, "faces": len(ds), "tta_flip": tta_flip,

@@ -55,7 +55,7 @@ def cache_sheet(path, n: int = 12, seed: int = 0, split: str | None = None) -> I
         if r["label"] is not None:
             row.append(overlay(r["image"], r["label"], schema))
         row.append(heat_overlay(r["image"], r["heatmap"]))
-        cap.append(ds.ids[int(i)][:22])
+        cap.append(ds.ids[int(ds.indices[int(i)])][:22])
         if (k + 1) % per_row == 0 or k == len(pick) - 1:
             tiles.append(row)
             caps.append(" | ".join(cap))

@@ -1,0 +1,195 @@
+"""Stages `pseudolabel` and `distill` on the synthetic cache, plus the KD loss itself."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from facepipe.checkpoint import load_checkpoint
+from facepipe.cli import cli
+from facepipe.distill import DistillConfig, distill, kd_loss
+from facepipe.errors import FacepipeError
+from facepipe.manifest import file_sha256
+from facepipe.pseudolabel import PseudoConfig, default_output, run_pseudolabel
+from facepipe.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def teacher_run(cache, out, seed=0, final_eval="test"):
+    train(TrainConfig(cache=str(cache), out=str(out), arch="teacher-small", epochs=1, loss="ce", val_split="none",
+                      seed=seed, device="cpu", threads=1, final_eval=final_eval))
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher(synthetic_cache, tmp_path_factory):
+    return teacher_run(synthetic_cache, tmp_path_factory.mktemp("distill") / "t1")
+
+
+@pytest.fixture(scope="module")
+def pseudo(teacher, synthetic_cache):
+    # The labelled cache doubles as the unlabelled one: pseudolabel ignores labels.
+    out = default_output(teacher)
+    m = run_pseudolabel(PseudoConfig(teacher=str(teacher), src=str(synthetic_cache), out=str(out), batch_size=4,
+                                     device="cpu", threads=1))
+    return out, m
+
+
+def pcfg(teacher, cache, out, **kw):
+    return PseudoConfig(teacher=str(teacher), src=str(cache), out=str(out), batch_size=4, device="cpu", threads=1,
+                        **kw)
+
+
+def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher, synthetic_cache):
+    out, m = pseudo
+    assert out == Path(teacher) / "pseudo" / "unlabeled.h5" and out.exists()
+    assert not Path(str(out) + ".partial").exists()
+    with h5py.File(out, "r") as f, h5py.File(synthetic_cache, "r") as src:
+        probs, conf = f["probs"][:], f["confidence"][:]
+        assert probs.shape == (12, 6, 64, 64) and probs.dtype == np.uint8
+        assert conf.shape == (12, 64, 64) and conf.dtype == np.uint8
+        # uint8 rounding: each pixel's probabilities sum to ~255 and the confidence is their maximum
+        assert np.abs(probs.astype(int).sum(1) - 255).max() <= 4
+        assert np.abs(conf.astype(int) - probs.max(1)).max() <= 1
+        assert [i.decode() for i in f["ids"][:]] == [i.decode() for i in src["ids"][:]]
+        assert np.array_equal(f["images"][:], src["images"][:])
+        assert f.attrs["format"] == "facepipe-pseudo" and f.attrs["done"] == 12
+        assert json.loads(f.attrs["manifest"]) == m
+    ck = Path(teacher) / "checkpoints" / "best.pt"
+    assert m["teacher"]["checkpoint_sha256"] == file_sha256(ck)
+    assert m["teacher"]["manifest_sha256"] == file_sha256(Path(teacher) / "manifest.json")
+    assert m["counts"]["faces"] == 12 and 0 < m["counts"]["mean_confidence"] <= 1
+
+
+def test_pseudolabel_rerun_is_a_no_op_and_another_teacher_is_refused(pseudo, teacher, synthetic_cache,
+                                                                      tmp_path):
+    out, m = pseudo
+    before = out.stat().st_mtime_ns
+    assert run_pseudolabel(pcfg(teacher, synthetic_cache, out)) == m
+    assert out.stat().st_mtime_ns == before
+    other = teacher_run(synthetic_cache, tmp_path / "t2", seed=1, final_eval="")
+    with pytest.raises(FacepipeError, match="another teacher"):
+        run_pseudolabel(pcfg(other, synthetic_cache, out))
+    copy = tmp_path / "copy.h5"
+    shutil.copy(out, copy)
+    m2 = run_pseudolabel(pcfg(other, synthetic_cache, copy, force=True))
+    assert m2["teacher"]["checkpoint_sha256"] == file_sha256(other / "checkpoints" / "best.pt")
+    assert m2["teacher"]["checkpoint_sha256"] != m["teacher"]["checkpoint_sha256"]
+
+
+def test_pseudolabel_resumes_from_a_partial_file(pseudo, teacher, synthetic_cache, tmp_path):
+    out, m = pseudo
+    with h5py.File(out, "r") as f:
+        want = f["probs"][:]
+    # An interrupted run: 4 of 12 faces written, the rest garbage, no manifest yet.
+    target = tmp_path / "u.h5"
+    part = Path(str(target) + ".partial")
+    shutil.copy(out, part)
+    with h5py.File(part, "a") as f:
+        assert json.loads(f.attrs["config"])["teacher_id"] == m["teacher"]
+        f.attrs["done"] = 4
+        f["probs"][4:] = 7
+        del f.attrs["manifest"], f.attrs["format"]
+    m2 = run_pseudolabel(pcfg(teacher, synthetic_cache, target))
+    assert not part.exists() and m2["counts"]["faces"] == 12
+    with h5py.File(target, "r") as f:
+        assert np.array_equal(f["probs"][:], want)
+    # The faces before `done` were kept, not recomputed: a marker written there survives.
+    part = tmp_path / "w.h5.partial"
+    shutil.copy(out, part)
+    with h5py.File(part, "a") as f:
+        f.attrs["done"] = 8
+        f["probs"][:8] = 9
+        del f.attrs["manifest"], f.attrs["format"]
+    run_pseudolabel(pcfg(teacher, synthetic_cache, tmp_path / "w.h5"))
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert (f["probs"][:8] == 9).all() and np.array_equal(f["probs"][8:], want[8:])
+
+
+def test_distill_labelled_only(teacher, synthetic_cache, tmp_path):
+    out = tmp_path / "s"
+    m = distill(DistillConfig(teacher=str(teacher), out=str(out), unlabeled="none", arch="student-tiny", epochs=2,
+                              device="cpu", threads=1, final_eval=""))
+    assert m["counts"] == {"labeled_faces": 9, "unlabeled_faces": 0, "epochs": 2, "steps": 2}
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and "kd_labeled" in recs[0] and "kd_unlabeled" not in recs[0]
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ck["arch"] == "student-tiny" and ck["in_channels"] == 4
+
+
+def test_distill_with_the_pseudo_file(teacher, pseudo, synthetic_cache, tmp_path):
+    out = tmp_path / "s"
+    m = distill(DistillConfig(teacher=str(teacher), out=str(out), labeled=str(synthetic_cache),
+                              unlabeled=str(pseudo[0]), arch="student-tiny", epochs=1, unlabeled_batch=4,
+                              device="cpu", threads=1, final_eval=""))
+    assert m["counts"]["unlabeled_faces"] == 12
+    rec = json.loads((out / "metrics.jsonl").read_text())
+    assert rec["kd_unlabeled"] > 0 and np.isfinite(rec["total"])
+
+
+def test_distill_defaults_find_the_cache_and_pseudo_labels(teacher, pseudo, tmp_path, monkeypatch):
+    monkeypatch.setattr("facepipe.distill.set_threads", lambda n=0: 1)  # the CLI has no --threads
+    out = tmp_path / "s"
+    r = CliRunner().invoke(cli, ["distill", "--teacher", str(teacher), "--arch", "student-tiny", "--epochs", "1",
+                                 "--out", str(out), "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    man = json.loads((out / "manifest.json").read_text())
+    cache = json.loads((Path(teacher) / "config.json").read_text())["cache"]
+    assert man["inputs"]["labeled"] == cache
+    assert Path(man["inputs"]["unlabeled"]) == pseudo[0]
+    assert man["counts"]["unlabeled_faces"] == 12
+    assert json.loads((out / "eval.json").read_text())["coords"] == "original"
+
+
+def test_distill_without_pseudo_labels_names_the_command(synthetic_cache, tmp_path):
+    t = teacher_run(synthetic_cache, tmp_path / "t", final_eval="")
+    with pytest.raises(FacepipeError, match="facepipe pseudolabel"):
+        distill(DistillConfig(teacher=str(t), out=str(tmp_path / "s"), arch="student-tiny", epochs=1,
+                              device="cpu", threads=1))
+    assert not (tmp_path / "s").exists()
+    r = subprocess.run([sys.executable, "-m", "facepipe", "distill", "--teacher", str(t), "--out",
+                        str(tmp_path / "s"), "--device", "cpu"], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error:") and "facepipe pseudolabel" in r.stderr
+
+
+# --- the KD loss ---------------------------------------------------------------------------------------
+
+def _teacher_probs(seed=0, shape=(2, 6, 5, 7)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(*shape, generator=g) * 2, 1)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_kd_loss_is_zero_when_the_student_matches(T):
+    p = _teacher_probs()
+    valid = torch.ones(2, 5, 7)
+    assert kd_loss(torch.log(p), p, T, valid).abs() < 1e-5
+    assert kd_loss(torch.log(p) + 3.0, p, T, valid).abs() < 1e-5  # a constant shift is the same softmax
+    assert kd_loss(torch.zeros_like(p), p, T, valid) > 1e-3
+    assert kd_loss(torch.log(_teacher_probs(1)), p, T, valid) > 1e-3
+
+
+def test_kd_loss_leaves_invalid_pixels_out():
+    p = _teacher_probs()
+    valid = torch.zeros(2, 5, 7)
+    valid[:, :, :3] = 1
+    student = torch.log(p).clone()
+    student[..., 3:] = torch.randn(2, 6, 5, 4) * 5  # wrong only where invalid
+    assert kd_loss(student, p, 1.0, valid).abs() < 1e-5
+    wrong = torch.randn(2, 6, 5, 7)
+    full = kd_loss(wrong, p, 1.0, torch.ones(2, 5, 7))
+    part = kd_loss(wrong, p, 1.0, valid)
+    assert part > 0 and not torch.isclose(part, full)
+    # the mean is over valid pixels: same per-pixel KL values, any number of invalid ones
+    assert torch.isclose(kd_loss(wrong[..., :3], p[..., :3], 1.0, torch.ones(2, 5, 3)), part)
+    assert kd_loss(wrong, p, 1.0, torch.zeros(2, 5, 7)) == 0

@@ -1,0 +1,278 @@
+"""Stage `train` and `eval` on the synthetic cache: run layout, losses, checkpoints, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from facepipe.cli import cli
+from facepipe.dataset import FaceCache, to_input
+from facepipe.errors import FacepipeError
+from facepipe.evaluate import evaluate
+from facepipe.metrics import confusion
+from facepipe.models import create_model
+from facepipe.predict import probs_to_photo
+from facepipe.schema import FASSEG
+from facepipe.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cfg_for(cache, out, **kw):
+    base = dict(cache=str(cache), out=str(out), arch="teacher-small", epochs=2, loss="sc", loss_warmup=1,
+                val_split="test", device="cpu", threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(synthetic_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "t"
+    manifest = train(cfg_for(synthetic_cache, out))
+    return out, manifest
+
+
+def test_train_writes_the_run_layout(run):
+    out, m = run
+    for name in ("config.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", "curves.png",
+                 "eval.json", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert not (out / ".inprogress.json").exists()
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2]
+    assert "val" in recs[-1] and {"ce", "sc", "total"} <= set(recs[0])
+    ev = json.loads((out / "eval.json").read_text())
+    assert {"overall_f1", "pixel_acc", "coords"} <= set(ev) and ev["coords"] == "original"
+    assert json.loads((out / "config.json").read_text())["val_split_used"] == "test"
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["stage"] == "train" and man["counts"]["train_faces"] == 9 and man["counts"]["epochs"] == 2
+    assert load_checkpoint(out / "checkpoints/last.pt")["epoch"] == 2
+
+
+def test_rerun_is_a_no_op_and_another_config_is_refused(run, synthetic_cache):
+    out, m = run
+    before = (out / "checkpoints/last.pt").stat().st_mtime_ns
+    again = train(cfg_for(synthetic_cache, out))
+    assert again["finished"] == m["finished"]
+    assert (out / "checkpoints/last.pt").stat().st_mtime_ns == before
+    with pytest.raises(FacepipeError, match="--force"):
+        train(cfg_for(synthetic_cache, out, lr=1e-3))
+
+
+def test_force_replaces_a_run_with_another_config(synthetic_cache, tmp_path):
+    out = tmp_path / "r"
+    train(cfg_for(synthetic_cache, out, epochs=1, loss="ce", val_split="none", final_eval=""))
+    m = train(cfg_for(synthetic_cache, out, epochs=1, loss="ce", val_split="none", final_eval="", lr=1e-3,
+                      force=True))
+    assert m["config"]["lr"] == 1e-3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("loss,term", [("ce", None), ("center", "center"), ("sc", "sc"), ("sc-all", "sc")])
+def test_each_loss_kind_trains_one_epoch(loss, term, synthetic_cache, tmp_path):
+    m = train(cfg_for(synthetic_cache, tmp_path / loss, epochs=1, loss=loss, loss_warmup=0, val_split="none",
+                      final_eval=""))
+    rec = json.loads((tmp_path / loss / "metrics.jsonl").read_text())
+    assert np.isfinite(rec["total"]) and m["counts"]["steps"] == 1
+    if term:
+        assert rec[term] > 0 and rec["total"] > rec["ce"]
+        assert load_checkpoint(tmp_path / loss / "checkpoints/last.pt")["criterion"]["extra.iteration"] == 1
+    else:
+        assert rec["total"] == rec["ce"]
+
+
+def test_no_heatmap_cli_gives_a_3_channel_model(synthetic_cache, tmp_path):
+    out = tmp_path / "nh"
+    r = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(out), "--arch", "teacher-small",
+                                 "--epochs", "1", "--loss", "ce", "--no-heatmap", "--val-split", "none",
+                                 "--threads", "1", "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(out / "checkpoints/best.pt")
+    assert ck["in_channels"] == 3 and ck["heatmap"] is False
+    model, _ = build_from_checkpoint(ck)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 64, 64)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def test_checkpoint_rebuilds_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("teacher-small", num_classes=6, in_channels=4, dilations=(1, 2, 3, 1)).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so they must travel too
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+    save_checkpoint(tmp_path / "m.pt", model, arch="teacher-small", schema=FASSEG, size=64, heatmap=True,
+                    extra={"epoch": 3})
+    rebuilt, schema = build_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    assert schema == FASSEG and rebuilt.config["dilations"] == (1, 2, 3, 1)
+    x = torch.randn(2, 4, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("code ran on load",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "facepipe-checkpoint", "state_dict": {}, "payload": _RunsCode()}, path)
+    with pytest.raises(FacepipeError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    assert "code ran on load" not in capsys.readouterr().out
+
+
+def test_truncated_checkpoint_is_refused(run, tmp_path):
+    data = (run[0] / "checkpoints/best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FacepipeError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "other.pt").write_bytes(b"")
+    with pytest.raises(FacepipeError):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+# --- resume after a real kill ------------------------------------------------------------------------
+
+def _lines(path):
+    try:
+        return len([l for l in path.read_text().splitlines() if l.strip()])
+    except FileNotFoundError:
+        return 0
+
+
+def _inode(path):
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(synthetic_cache, tmp_path):
+    common = dict(epochs=3, batch_size=1, loss="sc", loss_warmup=1, val_split="test")
+    a = tmp_path / "A"
+    train(cfg_for(synthetic_cache, a, **common))
+
+    b = tmp_path / "B"
+    cmd = [sys.executable, "-m", "facepipe", "train", str(synthetic_cache), "--out", str(b), "--arch",
+           "teacher-small", "--epochs", "3", "--batch-size", "1", "--loss", "sc", "--loss-warmup", "1",
+           "--val-split", "test", "--threads", "1", "--device", "cpu", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while _lines(b / "metrics.jsonl") < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline
+            time.sleep(0.005)
+        # Metrics are written just before last.pt: wait for epoch 2's checkpoint, so the kill lands in
+        # epoch 3 (a kill in between is also handled; it resumes from epoch 1).
+        ino, t_end = _inode(b / "checkpoints/last.pt"), time.time() + 1
+        while _inode(b / "checkpoints/last.pt") == ino and time.time() < t_end:
+            time.sleep(0.002)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert _lines(b / "metrics.jsonl") == 2 and not (b / "manifest.json").exists()
+    assert (b / ".inprogress.json").exists()
+
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(l) for l in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    ka, kb = load_checkpoint(a / "checkpoints/last.pt"), load_checkpoint(b / "checkpoints/last.pt")
+    assert ka["epoch"] == kb["epoch"] == 3 and ka["step"] == kb["step"] == 27
+    assert ka["state_dict"].keys() == kb["state_dict"].keys()
+    for k, va in ka["state_dict"].items():
+        assert torch.allclose(va.double(), kb["state_dict"][k].double(), atol=1e-4), k
+    for k, va in ka["criterion"].items():
+        assert torch.allclose(va.double(), kb["criterion"][k].double(), atol=1e-4), k
+
+
+# --- eval ----------------------------------------------------------------------------------------------
+
+def test_eval_cli_writes_json_and_sheet(run, synthetic_cache, tmp_path):
+    out = run[0]
+    r = CliRunner().invoke(cli, ["eval", str(out), str(synthetic_cache), "--json", str(tmp_path / "o.json"),
+                                 "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "o.json").read_text())
+    assert {"per_class_f1", "overall_f1", "mean_f1", "pixel_acc", "coords"} <= set(d)
+    assert d["coords"] == "original" and d["faces"] == 3
+    assert set(d["per_class_f1"]) == set(FASSEG.classes)
+    assert (out / "eval-test.png").stat().st_size > 0
+    r = CliRunner().invoke(cli, ["eval", str(out), str(synthetic_cache), "--coords", "aligned", "--json",
+                                 str(tmp_path / "a.json"), "--sheet", str(tmp_path / "a.png"), "--device", "cpu",
+                                 "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a.json").read_text())["coords"] == "aligned"
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_in_photo_coordinates_matches_an_independent_warp(run, synthetic_cache):
+    ck = load_checkpoint(run[0] / "checkpoints/best.pt")
+    model, schema = build_from_checkpoint(ck)
+    r = evaluate(model, synthetic_cache, schema, split="test", coords="original")
+    ds = FaceCache(synthetic_cache, split="test")
+    cm, first = np.zeros((6, 6), np.int64), None
+    with h5py.File(synthetic_cache, "r") as f, torch.no_grad():
+        for j in ds.indices:
+            x = to_input(f["images"][j][None], f["heatmaps"][j][None])
+            probs = torch.softmax(model(x), 1)[0].numpy()
+            pid = f["photo_ids"][j].decode()
+            truth = f["photo_labels"][pid][()]
+            pred = probs_to_photo(probs, f["matrices"][j], truth.shape).argmax(-1)
+            assert pred.shape == truth.shape != (64, 64)  # the whole photo, not the crop
+            c = confusion(pred, truth, 6)
+            first = c if first is None else first
+            cm += c
+    assert np.array_equal(np.array(r["confusion"]), cm)
+    assert r["per_image"][0][1] == pytest.approx(np.trace(first) / first.sum())
+
+
+class _Oracle(torch.nn.Module):
+    """Returns the cached aligned labels of whichever cached faces it is shown, as confident logits."""
+
+    def __init__(self, cache):
+        super().__init__()
+        with h5py.File(cache, "r") as f:
+            self.x = to_input(f["images"][:], f["heatmaps"][:])
+            self.y = torch.from_numpy(f["labels"][:].astype(np.int64))
+
+    def forward(self, x):
+        idx = [int(((self.x - xi).abs().flatten(1).amax(1) < 1e-6).nonzero()[0]) for xi in x]
+        y = self.y[idx].clamp(max=5)
+        return torch.nn.functional.one_hot(y, 6).permute(0, 3, 1, 2).float() * 20
+
+
+def test_eval_of_a_perfect_crop_model(synthetic_cache):
+    oracle = _Oracle(synthetic_cache)
+    aligned = evaluate(oracle, synthetic_cache, FASSEG, coords="aligned")
+    assert aligned["pixel_acc"] == 1.0 and aligned["overall_f1"] == 1.0
+    photo = evaluate(oracle, synthetic_cache, FASSEG, coords="original")
+    # Warping back only blurs the edges a little.
+    assert 0.9 < photo["pixel_acc"] < 1.0 and photo["overall_f1"] > 0.8
+
+
+def test_eval_names_faces_by_their_own_ids(synthetic_cache):
+    with h5py.File(synthetic_cache, "r") as f:
+        ids = [i.decode() for i in f["ids"][:]]
+        split = [s.decode() for s in f["split"][:]]
+    r = evaluate(_Oracle(synthetic_cache), synthetic_cache, FASSEG, split="train", coords="aligned",
+                 keep_images=True)
+    assert [i for i, _, _ in r["per_image"]] == [i for i, s in zip(ids, split) if s == "train"]
+    assert all(i == ids[j] for i, j, *_ in r["_images"])
