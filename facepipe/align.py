@@ -37,7 +37,7 @@ class AlignConfig:
     src: str
     out: str = field(metadata={"identity": False})
     size: int = 256
-    iod: float = 0.25  # eye distance as a fraction of the crop side
+    iod: float = 0.22  # eye distance as a fraction of the crop side (see geometry.template)
     landmarks: str | None = None  # a `landmarks` output folder, "dataset", or None (detect here)
     min_face: int = 20  # unlabelled faces with a smaller box side (px) are skipped
     no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)

@@ -44,6 +44,7 @@ class BenchConfig:
     seconds: float = 2.0  # timing window per (model, size, batch); at least `min_iters` iterations
     min_iters: int = 10
     channels_last: bool = False
+    fold_bn: bool = True  # fold BatchNorm into convs for every model timed, the baseline included
 
 
 def arch_entry(name: str, num_classes: int = 6) -> Entry:
@@ -102,7 +103,12 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     rep = reporter or SILENT
     with rep.task("bench", total) as advance:
         for e in entries:
-            model = e.model.to(dev).eval()
+            model = e.model.eval()
+            if cfg.fold_bn and cfg.backend == "torch":
+                from facepipe.models.fold import fold_batchnorm
+
+                model = fold_batchnorm(model)
+            model = model.to(dev)
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             params = count_params(model)
@@ -150,7 +156,7 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
         r["ratio_to_baseline"] = float(r["fps"] / base[0]["fps"]) if base else None
     env = environment(dev, threads, cfg)
     for r in rows:
-        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend")})
+        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded")})
     return rows
 
 
@@ -161,5 +167,6 @@ def environment(dev, threads, cfg) -> dict:
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": f"{dev.type}:{name}", "threads": threads, "dtype": cfg.dtype, "backend": cfg.backend,
+            "bn_folded": cfg.fold_bn,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "facepipe": __version__,
             "python": platform.python_version(), "cpu_count": __import__("os").cpu_count()}

@@ -159,7 +159,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence
-        align = t_ck.get("align") or {"size": lab_ds.size, "iod": 0.25}
+        align = t_ck.get("align") or {"size": lab_ds.size, "iod": 0.22}
         with reporter.task(f"distill {cfg.arch}", cfg.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
@@ -179,12 +179,12 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         pg["lr"] = lr_at(step, total, cfg.lr)
                     logits = model(x)
                     ce = F.cross_entropy(logits, y, ignore_index=255)
-                    loss, parts = ce, {"ce": float(ce)}
+                    loss, parts = ce, {"ce": ce.item()}
                     if cfg.kd_labeled and cfg.alpha > 0:
                         valid = (p.max(1).values >= max(thr, 1e-3)).float()
                         kd_l = kd_loss(logits, p, cfg.temperature, valid)
                         loss = loss + cfg.alpha * kd_l
-                        parts["kd_labeled"] = float(kd_l)
+                        parts["kd_labeled"] = kd_l.item()
                     if n_unl and cfg.alpha > 0:
                         us = np.sort(uorder[(step * cfg.unlabeled_batch) % n_unl:][:cfg.unlabeled_batch])
                         if len(us) < cfg.unlabeled_batch:
@@ -196,8 +196,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         valid = (pu.max(1).values >= max(thr, 1e-3)).float()
                         kd_u = kd_loss(model(xu), pu, cfg.temperature, valid)
                         loss = loss + cfg.alpha * kd_u
-                        parts["kd_unlabeled"] = float(kd_u)
-                    parts["total"] = float(loss)
+                        parts["kd_unlabeled"] = kd_u.item()
+                    parts["total"] = loss.item()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -28,7 +28,11 @@ def export_model(model: torch.nn.Module, in_channels: int, size: int, path, opse
     model = model.eval()
     x = torch.zeros(1, in_channels, size, size)
     path = Path(path)
-    with atomic_path(path, suffix=".onnx") as tmp:
+    import warnings
+
+    with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but needs no onnxscript; the graph is checked below.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(_Logits(model), (x,), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)

@@ -78,3 +78,22 @@ def test_bisenet_aux_heads():
     model = create_model("bisenet-r18", K).train()
     logits, feats, aux = model(torch.randn(2, 3, 64, 64), return_features=True, return_aux=True)
     assert [a.shape for a in aux] == [logits.shape, logits.shape]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_batchnorm_folding_keeps_the_function(name):
+    from facepipe.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    cin = 3 if name.startswith("bisenet") else 4
+    m = create_model(name, num_classes=5, in_channels=cin).eval()
+    for mod in m.modules():  # non-trivial statistics, so a wrong fold would show
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5)
+    f = fold_batchnorm(m)
+    assert not any(isinstance(q, torch.nn.BatchNorm2d) for q in f.modules())
+    x = torch.randn(2, cin, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), m(x), atol=1e-4, rtol=1e-4)

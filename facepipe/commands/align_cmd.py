@@ -8,7 +8,7 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_
 @click.argument("src", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--size", type=int, default=256, show_default=True, help="Side of the square aligned crop.")
-@click.option("--iod", type=float, default=0.25, show_default=True,
+@click.option("--iod", type=float, default=0.22, show_default=True,
               help="Eye distance as a fraction of the crop side (smaller = more hair and background).")
 @click.option("--landmarks", "landmarks", default=None,
               help="A `facepipe landmarks` output, or 'dataset' for the dataset's own landmarks; "

@@ -36,7 +36,7 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.option("--loss-weight", type=float, default=0.005, show_default=True, help="Weight of the center/sc term.")
 @click.option("--loss-warmup", type=int, default=200, show_default=True, help="Iterations before it applies.")
 @click.option("--heatmap/--no-heatmap", default=True, show_default=True, help="Landmark heatmap input channel.")
-@click.option("--epochs", type=int, default=60, show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--val-split", default="auto", show_default=True,

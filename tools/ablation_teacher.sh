@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The teacher ablation of docs/results.md: every row the same budget (EPOCHS), seed and threads.
+# Usage: tools/ablation_teacher.sh [EPOCHS] [THREADS]   (needs data/fasseg.h5 and data/fasseg-letterbox.h5)
+# Rows run two at a time, one thread each, so the two cores never fight over a row.
+set -euo pipefail
+E=${1:-20}; T=${2:-1}
+run() {  # name cache extra-args...
+  local name=$1 cache=$2; shift 2
+  facepipe train "$cache" --out "runs/abl-$name" --epochs "$E" --threads "$T" --device cpu -q "$@"
+  facepipe eval "runs/abl-$name" "$cache" --json "runs/abl-$name/test.json" --device cpu -q
+}
+run ce-hm       data/fasseg.h5 --loss ce &
+run ce-nohm     data/fasseg.h5 --loss ce --no-heatmap; wait
+run center-hm   data/fasseg.h5 --loss center &
+run center-nohm data/fasseg.h5 --loss center --no-heatmap; wait
+run sc-hm       data/fasseg.h5 --loss sc &
+run sc-nohm     data/fasseg.h5 --loss sc --no-heatmap; wait
+run sc-hm-letterbox data/fasseg-letterbox.h5 --loss sc
+python3 - "$E" <<'PY'
+import json, sys
+from pathlib import Path
+print(f"| row (epochs {sys.argv[1]}) | pixel acc | overall F1 | eyes | nose | mouth | mean F1 |")
+print("|---|---|---|---|---|---|---|")
+for p in sorted(Path("runs").glob("abl-*/test.json")):
+    r = json.loads(p.read_text()); f = r["per_class_f1"]
+    print(f"| {p.parent.name[4:]} | {r['pixel_acc']:.4f} | {r['overall_f1']:.4f} | {f['eyes']:.3f} | "
+          f"{f['nose']:.3f} | {f['mouth']:.3f} | {r['mean_f1']:.3f} |")
+PY
