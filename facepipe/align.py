@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from facepipe.geometry import apply, five_from, fit_similarity, letterbox_matrix
 from facepipe.images import load_ids, load_rgb
 from facepipe.manifest import StageOutput, config_dict, read_manifest
 from facepipe.photos import Photo, list_photos
+from facepipe.pool import run_jobs
 from facepipe.progress import SILENT, Reporter
 
 
@@ -144,19 +144,10 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
         skipped, workers = [], cfg.workers or (os.cpu_count() or 1)
         with reporter.task("align", len(photos)) as advance:
             advance(len(photos) - len(todo))
-            jobs = [(p, cfg, str(out)) for p in todo]
-            if workers > 1 and len(jobs) > 4:
-                with ProcessPoolExecutor(workers) as ex:
-                    for pid, rec, err in ex.map(_work, jobs, chunksize=8):
-                        if err:
-                            skipped.append({"id": pid, "reason": err})
-                        advance()
-            else:
-                for j in jobs:
-                    pid, rec, err = _work(j)
-                    if err:
-                        skipped.append({"id": pid, "reason": err})
-                    advance()
+            for pid, rec, err in run_jobs(_work, [(p, cfg, str(out)) for p in todo], workers):
+                if err:
+                    skipped.append({"id": pid, "reason": err})
+                advance()
         faces, n_photos, no_face, dropped = [], 0, [], 0
         for p in photos:
             f = out / "records" / f"{p.id}.json"

@@ -18,7 +18,6 @@ an interrupted run resumes from the partial file (faces done so far are kept).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -33,7 +32,7 @@ from facepipe.align import read_faces
 from facepipe.errors import FacepipeError
 from facepipe.heatmap import draw_heatmap
 from facepipe.images import load_ids, load_rgb
-from facepipe.manifest import config_dict, read_manifest
+from facepipe.manifest import config_dict, file_lock, read_manifest
 from facepipe.progress import SILENT, Reporter
 from facepipe.schema import load_schema
 
@@ -71,14 +70,7 @@ def run_cache(cfg: CacheConfig, reporter: Reporter = SILENT) -> dict:
         raise FacepipeError(f"cache output {out} should end in .h5")
     config = config_dict(cfg)
     config["input_manifest_sha256"] = man["_sha256"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(str(out.parent / f".{out.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        raise FacepipeError(f"{out} is being written by another facepipe process.") from None
-    try:
+    with file_lock(out):
         if out.exists():
             old = read_cache_manifest(out)
             if old.get("config") == config and not cfg.force:
@@ -86,9 +78,6 @@ def run_cache(cfg: CacheConfig, reporter: Reporter = SILENT) -> dict:
             if not cfg.force:
                 raise FacepipeError(f"{out} exists with another config; use --force to replace it.")
         return _write(cfg, config, src, man, faces, size, schema, labelled, out, reporter)
-    finally:
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        os.close(lock_fd)
 
 
 def _create(path: Path, n: int, size: int, lmax: int, labelled: bool, comp: int, config: dict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from facepipe.errors import BadImage, FacepipeError
 from facepipe.images import load_rgb
 from facepipe.manifest import StageOutput, config_dict
 from facepipe.photos import Photo, list_photos
+from facepipe.pool import run_jobs
 from facepipe.progress import SILENT, Reporter
 
 
@@ -121,17 +121,9 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
         skipped, workers = [], cfg.workers or (os.cpu_count() or 1)
         with reporter.task("landmarks", len(photos)) as advance:
             advance(len(photos) - len(todo))
-            jobs = [(p, det_args, str(out)) for p in todo]
-            if workers > 1 and len(todo) > 4:
-                with ProcessPoolExecutor(workers) as ex:
-                    results = ex.map(_work, jobs, chunksize=8)
-                    for r in results:
-                        _note(r, skipped)
-                        advance()
-            else:
-                for j in jobs:
-                    _note(_work(j), skipped)
-                    advance()
+            for r in run_jobs(_work, [(p, det_args, str(out)) for p in todo], workers):
+                _note(r, skipped)
+                advance()
         recs = []
         for p in photos:
             f = out / "faces" / f"{p.id}.json"

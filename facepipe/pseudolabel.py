@@ -10,7 +10,6 @@ Written as OUT.h5.partial in batches; rerunning continues from `done`; renamed w
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_chec
 from facepipe.dataset import to_input
 from facepipe.device import pick_device, set_threads
 from facepipe.errors import FacepipeError
-from facepipe.manifest import config_dict, file_sha256
+from facepipe.manifest import config_dict, file_lock, file_sha256
 from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
 
@@ -80,14 +79,7 @@ def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
     config["teacher_id"] = teacher_id
     config["src_finished"] = src_man.get("finished")
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock = os.open(str(out.parent / f".{out.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        raise FacepipeError(f"{out} is being written by another facepipe process.") from None
-    try:
+    with file_lock(out):
         if out.exists():
             old = read_pseudo_manifest(out)
             if old["config"] == config and not cfg.force:
@@ -95,9 +87,6 @@ def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
             if not cfg.force:
                 raise FacepipeError(f"{out} exists with another teacher or config; use --force to replace it.")
         return _run(cfg, config, ck, teacher_id, out, reporter)
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        os.close(lock)
 
 
 def _run(cfg, config, ck, teacher_id, out, reporter) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ from facepipe.atomic import save_image, write_json, write_text, atomic_path
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.images import load_rgb
 from facepipe.manifest import StageOutput
+from facepipe.pool import run_jobs
 from facepipe.progress import SILENT, Reporter
 from facepipe.schema import LabelSchema
 
@@ -135,16 +135,9 @@ def run_import(cfg: ImportConfig, items: list[Item], schema: LabelSchema, report
         workers = cfg.workers or min(os.cpu_count() or 1, 8)
         with reporter.task(f"import {cfg.format}", len(items)) as advance:
             advance(len(items) - len(todo))
-            if workers > 1 and len(todo) > 8:
-                with ProcessPoolExecutor(workers) as ex:
-                    results = ex.map(_convert_safe, [(it, out) for it in todo], chunksize=4)
-                    for iid, rec, err in results:
-                        _collect(iid, rec, err, records, skipped)
-                        advance()
-            else:
-                for it in todo:
-                    _collect(*_convert_safe((it, out)), records, skipped)
-                    advance()
+            for result in run_jobs(_convert_safe, [(it, out) for it in todo], workers, min_jobs=9, chunksize=4):
+                _collect(*result, records, skipped)
+                advance()
         bad = len(skipped)
         if bad > cfg.max_bad * len(items):
             raise FacepipeError(
