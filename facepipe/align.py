@@ -4,7 +4,8 @@ Input: an imported dataset or a folder of photos. Landmarks come from a `landmar
 (--landmarks DIR), from the dataset's own landmark files (--landmarks dataset), or from running dlib
 here. Output:
   OUT/images/<face>.png   s x s RGB crop (bilinear)
-  OUT/labels/<face>.png   its label ids (nearest; 255 where the crop leaves the photo)
+  OUT/labels/<face>.png   its label ids (nearest; `outside_label`, background by default, where the
+                          crop leaves the photo)
   OUT/faces.jsonl         per face: photo id and path, split, 3x3 photo->crop matrix, fitted flag,
                           box, score, landmarks in crop coordinates, photo size and label path
   OUT/schema.json, OUT/manifest.json
@@ -42,6 +43,9 @@ class AlignConfig:
     min_face: int = 20  # unlabelled faces with a smaller box side (px) are skipped
     no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)
     letterbox: bool = False  # baseline without alignment: every photo fitted whole (landmarks still kept)
+    # Label of crop pixels outside the photo. Background (0), not ignore: a model that never saw the
+    # black padding labelled predicted junk classes along the photo's edges (teacher t1 on FASSEG).
+    outside_label: int = 0
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
 
@@ -110,7 +114,7 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
                "box": face["box"], "score": face["score"],
                "landmarks": None if lm is None else np.round(lm, 3).tolist()}
         if ids is not None:
-            save_image(out / "labels" / f"{fid}.png", warp_labels(ids, m, cfg.size))
+            save_image(out / "labels" / f"{fid}.png", warp_labels(ids, m, cfg.size, fill=cfg.outside_label))
             rec["label"] = f"labels/{fid}.png"
         rec["image"] = f"images/{fid}.png"
         crops.append(rec)

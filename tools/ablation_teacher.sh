@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The teacher ablation of docs/results.md: every row the same budget (EPOCHS), seed and threads.
-# Usage: tools/ablation_teacher.sh [EPOCHS] [THREADS]   (needs data/fasseg.h5 and data/fasseg-letterbox.h5)
-# Rows run two at a time, one thread each, so the two cores never fight over a row.
+# Usage: tools/ablation_teacher.sh [EPOCHS] [THREADS] [WARMUP]  (needs data/fasseg.h5, data/fasseg-letterbox.h5)
+# Rows run one after another; every row gets the same epochs, threads, seed and sc/center warm-up.
 set -euo pipefail
-E=${1:-20}; T=${2:-1}
+E=${1:-20}; T=${2:-1}; W=${3:-200}
 run() {  # name cache extra-args...
   local name=$1 cache=$2; shift 2
-  facepipe train "$cache" --out "runs/abl-$name" --epochs "$E" --threads "$T" --device cpu -q "$@"
+  facepipe train "$cache" --out "runs/abl-$name" --epochs "$E" --threads "$T" --loss-warmup "$W" --device cpu -q "$@"
   facepipe eval "runs/abl-$name" "$cache" --json "runs/abl-$name/test.json" --device cpu -q
 }
-run ce-hm       data/fasseg.h5 --loss ce &
-run ce-nohm     data/fasseg.h5 --loss ce --no-heatmap; wait
-run center-hm   data/fasseg.h5 --loss center &
-run center-nohm data/fasseg.h5 --loss center --no-heatmap; wait
-run sc-hm       data/fasseg.h5 --loss sc &
-run sc-nohm     data/fasseg.h5 --loss sc --no-heatmap; wait
+run ce-hm           data/fasseg.h5 --loss ce
+run ce-nohm         data/fasseg.h5 --loss ce --no-heatmap
+run center-hm       data/fasseg.h5 --loss center
+run center-nohm     data/fasseg.h5 --loss center --no-heatmap
+run sc-hm           data/fasseg.h5 --loss sc
+run sc-nohm         data/fasseg.h5 --loss sc --no-heatmap
 run sc-hm-letterbox data/fasseg-letterbox.h5 --loss sc
 python3 - "$E" <<'PY'
 import json, sys

@@ -20,10 +20,12 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_
                    "(auto: fit labelled photos, skip unlabelled ones).")
 @click.option("--letterbox", is_flag=True,
               help="Baseline without alignment: fit each whole photo into the crop (landmarks kept for the heatmap).")
+@click.option("--outside-label", type=int, default=0, show_default=True,
+              help="Label for crop pixels outside the photo: 0 = background, 255 = ignore.")
 @workers_option
 @force_option
 @quiet_option
-def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, workers, force, quiet):
+def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, outside_label, workers, force, quiet):
     """Align every face onto a 5-point template (similarity transform) in SIZE x SIZE crops.
 
     \b
@@ -39,7 +41,8 @@ def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, work
     """
     rep = reporter(quiet)
     cfg = AlignConfig(src=src, out=out, size=size, iod=iod, landmarks=landmarks, min_face=min_face,
-                      no_face=no_face, letterbox=letterbox, workers=workers, force=force)
+                      no_face=no_face, letterbox=letterbox, outside_label=outside_label, workers=workers,
+                      force=force)
     m = run_align(cfg, rep)
     rep.table(f"align -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
 

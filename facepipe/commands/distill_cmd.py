@@ -24,10 +24,11 @@ from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
 @click.option("--lr", type=float, default=4e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, show_default="all cores")
 @force_option
 @quiet_option
 def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs, temperature, alpha, confidence,
-                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, force, quiet):
+                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, threads, force, quiet):
     """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
 
     \b
@@ -49,7 +50,7 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs,
                         model_kwargs=build_model_kwargs(dilations, None, model_kwargs), temperature=temperature,
                         alpha=alpha, confidence=confidence, kd_labeled=not no_kd_labeled, epochs=epochs,
                         batch_size=batch_size, unlabeled_batch=unlabeled_batch, lr=lr, seed=seed, device=device,
-                        force=force)
+                        threads=threads, force=force)
     rep = reporter(quiet)
     m = distill(cfg, rep)
     rows = list(m["counts"].items())
