@@ -103,6 +103,7 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     rep = reporter or SILENT
     with rep.task("bench", total) as advance:
         for e in entries:
+            params = count_params(e.model)  # as trained (folding would drop the BatchNorm parameters)
             model = e.model.eval()
             if cfg.fold_bn and cfg.backend == "torch":
                 from facepipe.models.fold import fold_batchnorm
@@ -111,7 +112,6 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
             model = model.to(dev)
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            params = count_params(model)
             onnx_path = None
             if cfg.backend == "onnxruntime":
                 from facepipe.export import export_model

@@ -54,3 +54,19 @@ def test_onnxruntime_backend_row():
     (row,) = rows
     assert row["backend"] == "onnxruntime" and row["fps"] > 0 and row["macs"] > 0
     assert row["ratio_to_baseline"] is None  # no baseline in this run
+
+
+def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cache):
+    from facepipe.train import TrainConfig, train
+
+    run = tmp_path / "r"
+    train(TrainConfig(cache=str(synthetic_cache), out=str(run), arch="student-tiny", epochs=1, loss="ce",
+                      val_split="none", threads=1, device="cpu", final_eval=""))
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(cli, ["bench", str(run), str(synthetic_cache), "--size", "64", "--seconds", "0.05",
+                                   "--threads", "1", "--json", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["rows"]
+    mine = [r for r in rows if r["model"].startswith("r ")][0]
+    assert 0 <= mine["overall_f1"] <= 1 and 0 < mine["pixel_acc"] <= 1 and mine["coords"] == "original"
+    assert any(r["model"] == BASELINE and "overall_f1" not in r for r in rows)
