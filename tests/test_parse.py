@@ -58,3 +58,19 @@ def test_rnorm_command_reports_exact_r():
     res = CliRunner().invoke(cli, ["rnorm", "--arch", "student", "--size", "256"])
     assert res.exit_code == 0, res.output
     assert "271" in res.output and "1.059" in res.output
+
+
+def test_default_model_ships_and_parses_without_model_option(tmp_path):
+    from skimage import data
+
+    from facepipe.parse import DEFAULT_MODEL, Parser
+
+    assert DEFAULT_MODEL.exists() and DEFAULT_MODEL.stat().st_size < 5_000_000
+    p = Parser.load(None, "cpu")
+    assert p.size == 256 and p.schema.name == "fasseg" and p.heatmap
+    save_image(tmp_path / "a.png", data.astronaut())
+    res = CliRunner().invoke(cli, ["parse", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+    counts = json.loads((tmp_path / "o" / "a.json").read_text())["pixel_counts"]
+    # A face was parsed: the eyes, nose and mouth of the astronaut get some pixels.
+    assert counts["eyes"] > 0 and counts["nose"] > 0 and counts["mouth"] > 0

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Rebuild the model shipped in facepipe/assets/default.pt from scratch, on FASSEG and utkface-5k.
-# Every step is a facepipe command; the last one copies the student's best checkpoint into the package.
+# Rebuild the model shipped in facepipe/assets/default.pt (see facepipe/assets/MODEL_CARD.md) from
+# scratch, on FASSEG and utkface-5k. Every step is a facepipe command; the last packs the student.
 set -euo pipefail
 S=${SHARED:-../shared/data}
 facepipe import fasseg "$S/fasseg" data/fasseg -q
 facepipe landmarks data/fasseg data/fasseg-lm -q
 facepipe align data/fasseg data/fasseg-aligned --landmarks data/fasseg-lm -q
 facepipe cache data/fasseg-aligned data/fasseg.h5 -q
-facepipe train data/fasseg.h5 --out runs/t1 -q
+facepipe train data/fasseg.h5 --out runs/t2 -q
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
 facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-lm -q
 facepipe cache data/utk-aligned data/utk.h5 -q
-facepipe pseudolabel --teacher runs/t1 data/utk.h5 -q
-facepipe distill --teacher runs/t1 --out runs/default -q
-python3 -m facepipe.tools_pack runs/default facepipe/assets/default.pt
+facepipe pseudolabel --teacher runs/t2 data/utk.h5 -q
+facepipe distill --teacher runs/t2 --out runs/s2 -q
+python3 -m facepipe.tools_pack runs/s2 facepipe/assets/default.pt
