@@ -57,7 +57,7 @@ def test_parse_without_model_or_photos_is_one_clear_error(tmp_path):
 def test_rnorm_command_reports_exact_r():
     res = CliRunner().invoke(cli, ["rnorm", "--arch", "student", "--size", "256"])
     assert res.exit_code == 0, res.output
-    assert "271" in res.output and "1.059" in res.output
+    assert "263" in res.output and "1.027" in res.output
 
 
 def test_default_model_ships_and_parses_without_model_option(tmp_path):
