@@ -18,7 +18,7 @@ from facepipe.progress import SILENT, Reporter
 from facepipe.synthetic import write_folder_set
 
 
-def run_demo(out, n_faces: int = 48, size: int = 128, epochs: int = 30, reporter: Reporter = SILENT) -> list[tuple]:
+def run_demo(out, n_faces: int = 48, size: int = 128, epochs: int = 80, reporter: Reporter = SILENT) -> list[tuple]:
     """Run every stage on the embedded data into `out`; returns (step, seconds, what) rows."""
     import time
 

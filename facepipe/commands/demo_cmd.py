@@ -7,7 +7,7 @@ from facepipe.cli import CONTEXT, quiet_option, reporter
 @click.argument("out", type=click.Path(file_okay=False), default="runs/demo")
 @click.option("--faces", type=int, default=48, show_default=True, help="Procedural labelled faces to draw.")
 @click.option("--size", type=int, default=128, show_default=True, help="Aligned crop size.")
-@click.option("--epochs", type=int, default=30, show_default=True, help="Teacher and student epochs.")
+@click.option("--epochs", type=int, default=80, show_default=True, help="Teacher and student epochs.")
 @quiet_option
 def demo_cmd(out, faces, size, epochs, quiet):
     """Run the whole pipeline on the embedded default data (no download).
