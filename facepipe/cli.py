@@ -56,6 +56,15 @@ workers_option = click.option("--workers", type=int, default=0, show_default="al
                               help="Worker processes.")
 
 
+def run_summary(manifest: dict) -> list[tuple]:
+    """Summary rows of a train/distill run: counts, final test scores, seconds."""
+    rows = list(manifest["counts"].items())
+    e = manifest.get("eval")
+    if e:
+        rows += [(f"test {k} ({e['coords']})", e[k]) for k in ("overall_f1", "pixel_acc", "mean_f1")]
+    return rows + [("seconds", manifest["seconds"])]
+
+
 def main():
     try:
         cli.main(prog_name="facepipe", standalone_mode=False)

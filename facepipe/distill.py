@@ -31,7 +31,7 @@ from facepipe.manifest import StageOutput, config_dict, file_sha256
 from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
 from facepipe.pseudolabel import default_output, read_pseudo_manifest
-from facepipe.train import _trim_metrics, final_eval, lr_at, plot_curves, validate
+from facepipe.train import final_eval, lr_at, plot_curves, resume, validate
 
 
 @dataclass(frozen=True)
@@ -150,12 +150,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         start_epoch, step, best = 0, 0, -1.0
         last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
         if so.state == "resume" and last_path.exists():
-            ck = load_checkpoint(last_path)
-            model.load_state_dict(ck["state_dict"])
-            opt.load_state_dict(ck["optimizer"])
-            start_epoch, step, best = ck["epoch"], ck["step"], ck.get("best", -1.0)
-            torch.set_rng_state(ck["rng"])
-            _trim_metrics(out / "metrics.jsonl", start_epoch)
+            start_epoch, step, best = resume(out, model, opt)
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence

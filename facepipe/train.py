@@ -170,16 +170,8 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
         start_epoch, step, best = 0, 0, -1.0
         last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
         if so.state == "resume" and last_path.exists():
-            ck = load_checkpoint(last_path)
-            model.load_state_dict(ck["state_dict"])
-            opt.load_state_dict(ck["optimizer"])
-            if ck.get("criterion") and isinstance(criterion, torch.nn.Module):
-                criterion.load_state_dict(ck["criterion"])
-            start_epoch, step, best = ck["epoch"], ck["step"], ck.get("best", -1.0)
-            torch.set_rng_state(ck["rng"])
+            start_epoch, step, best = resume(out, model, opt, criterion)
             reporter.log(f"resuming {out} at epoch {start_epoch}")
-            # Metrics of epochs after the checkpoint (killed mid-epoch) are dropped.
-            _trim_metrics(out / "metrics.jsonl", start_epoch)
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         align = cache_man.get("align") or {"size": train_ds.size, "iod": 0.22}
@@ -259,6 +251,19 @@ def final_eval(ckpt_path, cfg: TrainConfig, device, reporter) -> dict | None:
     r.pop("confusion", None)
     write_json(Path(cfg.out) / "eval.json", r)
     return {k: r[k] for k in ("overall_f1", "pixel_acc", "mean_f1", "coords", "split")}
+
+
+def resume(out: Path, model, opt, criterion=None) -> tuple[int, int, float]:
+    """Load run state from out/checkpoints/last.pt; returns (epoch, step, best score)."""
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+    model.load_state_dict(ck["state_dict"])
+    opt.load_state_dict(ck["optimizer"])
+    if ck.get("criterion") and isinstance(criterion, torch.nn.Module):
+        criterion.load_state_dict(ck["criterion"])
+    torch.set_rng_state(ck["rng"])
+    # Metrics of epochs after the checkpoint (killed mid-epoch) are dropped.
+    _trim_metrics(out / "metrics.jsonl", ck["epoch"])
+    return ck["epoch"], ck["step"], ck.get("best", -1.0)
 
 
 def _trim_metrics(path: Path, upto_epoch: int):

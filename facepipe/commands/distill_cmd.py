@@ -1,6 +1,6 @@
 import click
 
-from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
 from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
 
 
@@ -53,11 +53,7 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs,
                         threads=threads, force=force)
     rep = reporter(quiet)
     m = distill(cfg, rep)
-    rows = list(m["counts"].items())
-    if m.get("eval"):
-        e = m["eval"]
-        rows += [(f"test {k} ({e['coords']})", e[k]) for k in ("overall_f1", "pixel_acc", "mean_f1")]
-    rep.table(f"distill {arch} -> {out}", rows + [("seconds", m["seconds"])], ("", "value"))
+    rep.table(f"distill {arch} -> {out}", run_summary(m), ("", "value"))
 
 
 COMMANDS = [distill_cmd]

@@ -2,7 +2,7 @@ import json
 
 import click
 
-from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
 
 
 def parse_dilations(value):
@@ -72,11 +72,7 @@ def train_cmd(cache, out, arch, dilations, width, model_kwargs: str, loss, loss_
                       threads=threads, workers=workers, force=force)
     rep = reporter(quiet)
     m = train(cfg, rep)
-    rows = list(m["counts"].items())
-    if m.get("eval"):
-        e = m["eval"]
-        rows += [(f"test {k} ({e['coords']})", e[k]) for k in ("overall_f1", "pixel_acc", "mean_f1")]
-    rep.table(f"train {arch} -> {out}", rows + [("seconds", m["seconds"])], ("", "value"))
+    rep.table(f"train {arch} -> {out}", run_summary(m), ("", "value"))
 
 
 COMMANDS = [train_cmd]
