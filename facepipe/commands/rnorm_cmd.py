@@ -1,6 +1,9 @@
+import json
+from pathlib import Path
+
 import click
 
-from facepipe.cli import CONTEXT
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
 
 
 @click.group("rnorm", context_settings=CONTEXT, invoke_without_command=True)
@@ -58,3 +61,64 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
 
 
 COMMANDS = [rnorm_cmd]
+
+
+def _ints(value, name):
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"give {name} as a comma list of integers, e.g. 1,2,4,8") from None
+    if not out:
+        raise click.BadParameter(f"no {name} given")
+    return out
+
+
+@rnorm_cmd.command("sweep", context_settings=CONTEXT)
+@click.argument("cache", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder, e.g. runs/rn1.")
+@click.option("--sizes", default="128,192,256", show_default=True, callback=lambda c, p, v: _ints(v, "sizes"),
+              help="Input sizes s (the cache is resampled to each).")
+@click.option("--dilations", default="1,2,4,8", show_default=True,
+              callback=lambda c, p, v: _ints(v, "dilations"),
+              help="Rate d given to every dilated context layer: sets r.")
+@click.option("--arch", default="teacher", show_default=True, help="Registered model with a `dilations` setting.")
+@click.option("--budget", type=float, default=300, show_default=True,
+              help="Training seconds per cell (epochs = what the budget buys at the timed step speed).")
+@click.option("--epochs", type=int, default=0, help="Fixed epochs per cell instead of --budget.")
+@click.option("--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]), default="sc", show_default=True)
+@click.option("--heatmap/--no-heatmap", default=True, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Cells trained at once (threads are split between them).")
+@click.option("--threads", type=int, default=0, show_default="all cores")
+@click.option("--device", default="auto", show_default=True)
+@force_option
+@quiet_option
+def sweep_cmd(cache, out, sizes, dilations, arch, budget, epochs, loss, heatmap, seed, jobs, threads, device, force,
+              quiet):
+    """Train one model per (size, receptive field) cell and find the best r_norm = r/s.
+
+    \b
+    Every cell: same seed and training budget, scored on the cache's test split in photo coordinates.
+    Writes sweep.json, table.md and sweep.png (F1 over r and s, lines of constant r/s). Cells are
+    resumable: rerun the same command after an interrupt.
+
+    \b
+    Examples:
+      facepipe rnorm sweep data/fasseg.h5 --out runs/rn-teacher --arch teacher-small --budget 120 --jobs 2
+      facepipe rnorm sweep data/fasseg.h5 --out runs/rn-student --arch student --epochs 30
+    """
+    from facepipe.rnorm_sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(cache=cache, out=out, sizes=sizes, dilations=dilations, arch=arch, budget=budget,
+                      epochs=epochs, loss=loss, heatmap=heatmap, seed=seed, jobs=jobs, threads=threads,
+                      device=device, force=force)
+    rep = reporter(quiet)
+    m = run_sweep(cfg, rep)
+    res = json.loads((Path(out) / "sweep.json").read_text())
+    rows = [(c["s"], c["d"], c["r"], f"{c['r_norm']:.2f}", c["epochs"], f"{c['overall_f1']:.4f}",
+             f"{c['pixel_acc']:.4f}") for c in sorted(res["cells"], key=lambda c: (c["s"], c["d"]))]
+    rep.table(f"rnorm sweep {arch} -> {out}", rows, ("s", "d", "r", "r/s", "epochs", "overall F1", "pixel acc"))
+    rep.table("optimum", [("r/s", f"{m['optimum_rnorm']:.3f} ({res['optimum_from']})"),
+                          ("best cell", f"{m['best_cell']} F1 {m['best_f1']:.4f}"),
+                          ("figure", str(Path(out) / "sweep.png"))], ("", "value"))
