@@ -9,6 +9,8 @@ here. Output:
   OUT/faces.jsonl         per face: photo id and path, split, 3x3 photo->crop matrix, fitted flag,
                           box, score, landmarks in crop coordinates, photo size and label path
   OUT/schema.json, OUT/manifest.json
+`--shard I/N` aligns every Nth photo from the I-th (records/<id>.json) and writes no faces.jsonl or
+manifest; a final run without --shard collects the shards' records (see manifest.py).
 A labelled photo keeps its largest face (its label map describes one subject). A labelled photo whose
 face dlib cannot find (FASSEG profiles) is fitted whole into the crop, marked `fitted` and counted,
 never dropped. Unlabelled photos give one crop per face; with no face they are listed and skipped.
@@ -27,7 +29,7 @@ from facepipe.atomic import save_image, write_json, write_text
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.geometry import apply, five_from, fit_similarity, letterbox_matrix, template, warp_image, warp_labels
 from facepipe.images import load_ids, load_rgb
-from facepipe.manifest import StageOutput, config_dict, read_manifest
+from facepipe.manifest import StageOutput, config_dict, read_manifest, shard_summary
 from facepipe.photos import Photo, list_photos
 from facepipe.pool import run_jobs
 from facepipe.progress import SILENT, Reporter
@@ -48,6 +50,7 @@ class AlignConfig:
     outside_label: int = 0
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
+    shard: tuple[int, int] | None = field(default=None, metadata={"identity": False})  # (I, N): every Nth photo
 
 
 def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
@@ -141,17 +144,20 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
     if cfg.size < 32 or cfg.size > 2048:
         raise FacepipeError(f"--size {cfg.size} is out of range (32..2048).")
     out = Path(cfg.out)
-    with StageOutput(out, "align", config_dict(cfg), force=cfg.force) as so:
+    with StageOutput(out, "align", config_dict(cfg), force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
             return so.manifest
-        todo = [p for p in photos if not (out / "records" / f"{p.id}.json").exists()]
+        mine = photos if cfg.shard is None else photos[cfg.shard[0]::cfg.shard[1]]
+        todo = [p for p in mine if not (out / "records" / f"{p.id}.json").exists()]
         skipped, workers = [], cfg.workers or (os.cpu_count() or 1)
-        with reporter.task("align", len(photos)) as advance:
-            advance(len(photos) - len(todo))
+        with reporter.task("align", len(mine)) as advance:
+            advance(len(mine) - len(todo))
             for pid, rec, err in run_jobs(_work, [(p, cfg, str(out)) for p in todo], workers):
                 if err:
                     skipped.append({"id": pid, "reason": err})
                 advance()
+        if cfg.shard is not None:
+            return shard_summary(so, cfg.shard, len(mine), len(todo), skipped)
         faces, n_photos, no_face, dropped = [], 0, [], 0
         for p in photos:
             f = out / "records" / f"{p.id}.json"

@@ -21,17 +21,23 @@ class AugmentConfig:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cfg: AugmentConfig,
-            generator: torch.Generator | None = None, soft: torch.Tensor | None = None):
+            generator: torch.Generator | None = None, soft: torch.Tensor | None = None,
+            part: tuple[int, int] | None = None):
     """x: (N,C,H,W) float (normalised RGB [+ heatmap]), y: (N,H,W) long or None, soft: (N,K,H,W) class
     probabilities or None (teacher outputs for distillation; they follow the same flip, with left/right
-    channels swapped, and the same warp). Returns (x, y) or (x, y, soft) when soft is given."""
+    channels swapped, and the same warp). Returns (x, y) or (x, y, soft) when soft is given.
+    part = (first row, global batch size) when x is one rank's rows of a global batch: the random draws
+    are made for the whole global batch and this rank's rows taken, so N ranks augment every face as one
+    process would and their generators stay in step."""
     if y is None:
         y = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.long, device=x.device)
     n = x.shape[0]
     dev = x.device
 
     def rand(*shape):
-        return torch.rand(*shape, generator=generator).to(dev)
+        if part is None:
+            return torch.rand(*shape, generator=generator).to(dev)
+        return torch.rand(part[1], *shape[1:], generator=generator)[part[0]:part[0] + shape[0]].to(dev)
 
     if cfg.flip:
         f = rand(n) < 0.5

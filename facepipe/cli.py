@@ -47,13 +47,19 @@ def cli():
 
 
 def reporter(quiet: bool) -> Reporter:
-    return Reporter(quiet=quiet)
+    import os
+
+    # Under torchrun only rank 0 draws progress and tables.
+    return Reporter(quiet=quiet or os.environ.get("RANK", "0") != "0")
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 force_option = click.option("--force", is_flag=True, help="Replace an existing output made with another config.")
 workers_option = click.option("--workers", type=int, default=0, show_default="all cores",
                               help="Worker processes.")
+shard_option = click.option("--shard", default=None, metavar="I/N",
+                            help="Do every Nth photo from the I-th (N machines, one folder); "
+                                 "then a run without --shard writes the manifest.")
 
 
 def run_summary(manifest: dict) -> list[tuple]:
@@ -66,6 +72,15 @@ def run_summary(manifest: dict) -> list[tuple]:
 
 
 def main():
+    try:
+        _main()
+    finally:
+        d = sys.modules.get("facepipe.distributed")  # loaded only by stages that ran under torchrun
+        if d is not None:
+            d.cleanup()
+
+
+def _main():
     try:
         cli.main(prog_name="facepipe", standalone_mode=False)
     except FacepipeError as e:

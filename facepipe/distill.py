@@ -5,7 +5,11 @@ Loss per step = CE(student, ground truth) on a labelled batch
 averaged over valid pixels: pixels whose teacher confidence is below `confidence` are left out. The
 teacher's outputs on labelled faces are computed once at the start; on unlabelled faces they come from
 `facepipe pseudolabel` (stored probabilities; T = 1 uses them directly, T != 1 re-tempers them).
-Run layout, resume and checkpoints are those of `train`.
+Run layout, resume and checkpoints are those of `train`, and so is running under torchrun: --batch-size
+and --unlabeled-batch are global batches shared out among the ranks, losses are normalised over the
+whole batch (each rank's loss is world x its share, so DDP's gradient average is the one-process
+gradient), BatchNorm is per rank on CPU and SyncBatchNorm on GPUs. Every rank computes the teacher's
+outputs on all labelled faces (once, cheap next to training).
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, to_input
 from facepipe.device import pick_device, set_threads
+from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
-from facepipe.manifest import StageOutput, config_dict, file_sha256
+from facepipe.manifest import config_dict, file_sha256
 from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
 from facepipe.pseudolabel import default_output, read_pseudo_manifest
-from facepipe.train import final_eval, lr_at, plot_curves, resume, validate
+from facepipe.train import (check_global_batch, data_parallel, final_eval, lr_at, plot_curves, reduce_sums, resume,
+                            resume_checkpoint, validate)
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class DistillConfig:
     confidence: float = 0.0  # teacher max-probability below this: pixel left out of KD
     kd_labeled: bool = True
     epochs: int = 60
-    batch_size: int = 8
+    batch_size: int = 8  # global batches: under torchrun each of N ranks takes 1/N of them
     unlabeled_batch: int = 8
     lr: float = 4e-3
     weight_decay: float = 1e-4
@@ -61,18 +67,28 @@ class DistillConfig:
     force: bool = field(default=False, metadata={"identity": False})
 
 
-def kd_loss(student_logits, teacher_probs, temperature: float, valid):
-    """Mean over valid pixels of T^2 * KL(p_t^T || p_s^T); teacher_probs are at T = 1."""
+def kd_loss(student_logits, teacher_probs, temperature: float, valid, d: Dist | None = None):
+    """Mean over valid pixels of T^2 * KL(p_t^T || p_s^T); teacher_probs are at T = 1.
+
+    With `d`: world x this rank's share of the mean over every rank's valid pixels."""
     if temperature != 1.0:
         t = torch.softmax(torch.log(teacher_probs.clamp_min(1e-6)) / temperature, 1)
     else:
         t = teacher_probs
     log_s = F.log_softmax(student_logits / temperature, 1)
     kl = (t * (torch.log(t.clamp_min(1e-8)) - log_s)).sum(1)
-    n = valid.sum()
+    n = valid.sum() if d is None else d.sum(valid.sum())
     if n == 0:
         return student_logits.sum() * 0.0
-    return (kl * valid).sum() / n * temperature ** 2
+    return (kl * valid).sum() / n * temperature ** 2 * (1 if d is None else d.world)
+
+
+def ce_loss(logits, y, d: Dist | None = None):
+    """Cross entropy over labelled pixels; with `d`, world x this rank's share of the global-batch mean."""
+    if d is None:
+        return F.cross_entropy(logits, y, ignore_index=255)
+    n = d.sum((y != 255).sum()).clamp(min=1)
+    return F.cross_entropy(logits, y, ignore_index=255, reduction="sum") / n * d.world
 
 
 def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
@@ -107,7 +123,14 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     t_ck = load_checkpoint(t_ck_path)
     heat = bool(t_ck["heatmap"])
     device = pick_device(cfg.device)
-    set_threads(cfg.threads)
+    d = setup(device)
+    if d is not None:
+        device = d.device
+        check_global_batch(cfg.batch_size, d)
+        check_global_batch(cfg.unlabeled_batch, d)
+    main = d is None or d.is_main
+    scale = 1 if d is None else d.world  # logged parts are shares: loss / world
+    set_threads(cfg.threads or default_threads(d))
     lab_ds = FaceCache(labeled, split="train", heatmap=heat)
     schema = lab_ds.schema
     vsplit = None
@@ -120,11 +143,12 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     config.update({"labeled_resolved": str(Path(labeled).resolve()), "unlabeled_resolved": unl and str(Path(unl).resolve()),
                    "teacher_checkpoint_sha256": file_sha256(t_ck_path)})
     out = Path(cfg.out)
-    with StageOutput(out, "distill", config, force=cfg.force) as so:
+    with stage_output(out, "distill", config, cfg.force, d) as so:
         if so.state == "done":
             return so.manifest
-        write_json(out / "config.json", {**asdict(cfg), "labeled": labeled, "unlabeled": unl, "cache": labeled,
-                                         "heatmap": heat, "val_split_used": vsplit})
+        if main:
+            write_json(out / "config.json", {**asdict(cfg), "labeled": labeled, "unlabeled": unl, "cache": labeled,
+                                             "heatmap": heat, "val_split_used": vsplit})
         torch.manual_seed(cfg.seed)
         teacher, _ = build_from_checkpoint(t_ck)
         teacher.to(device).eval()
@@ -149,8 +173,13 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         total = cfg.epochs * steps_per_epoch
         start_epoch, step, best = 0, 0, -1.0
         last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
-        if so.state == "resume" and last_path.exists():
-            start_epoch, step, best = resume(out, model, opt)
+        ck = resume_checkpoint(so.state, last_path, d)
+        if ck is not None:
+            start_epoch, step, best = resume(out, model, opt, ck=ck, trim=main)
+        net = model if d is None else data_parallel(model, d, find_unused=True)  # the feature projection
+        per, uper = cfg.batch_size // scale, cfg.unlabeled_batch // scale
+        first, ufirst = (d.rank * per, d.rank * uper) if d else (0, 0)
+        part, upart = ((first, cfg.batch_size), (ufirst, cfg.unlabeled_batch)) if d else (None, None)
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence
@@ -158,41 +187,42 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         with reporter.task(f"distill {cfg.arch}", cfg.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
-                model.train()
+                net.train()
                 t0, sums = time.time(), {}
                 g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
                 order = torch.randperm(len(idx), generator=g).numpy()
                 uorder = torch.randperm(n_unl, generator=g).numpy() if n_unl else None
                 for b in range(steps_per_epoch):
-                    sel = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                    sel = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])[first:first + per]
                     x = to_input(L_img[sel], L_hm[sel] if heat else None).to(device)
                     y = torch.from_numpy(L_lab[sel].astype(np.int64)).to(device)
                     p = _probs(L_prob[sel]).to(device)
                     if cfg.augment:
-                        x, y, p = augment(x, y, flip_perm, aug_cfg, g, soft=p)
+                        x, y, p = augment(x, y, flip_perm, aug_cfg, g, soft=p, part=part)
                     for pg in opt.param_groups:
                         pg["lr"] = lr_at(step, total, cfg.lr)
-                    logits = model(x)
-                    ce = F.cross_entropy(logits, y, ignore_index=255)
-                    loss, parts = ce, {"ce": ce.item()}
+                    logits = net(x)
+                    ce = ce_loss(logits, y, d)
+                    loss, parts = ce, {"ce": ce.item() / scale}
                     if cfg.kd_labeled and cfg.alpha > 0:
                         valid = (p.max(1).values >= max(thr, 1e-3)).float()
-                        kd_l = kd_loss(logits, p, cfg.temperature, valid)
+                        kd_l = kd_loss(logits, p, cfg.temperature, valid, d)
                         loss = loss + cfg.alpha * kd_l
-                        parts["kd_labeled"] = kd_l.item()
+                        parts["kd_labeled"] = kd_l.item() / scale
                     if n_unl and cfg.alpha > 0:
                         us = np.sort(uorder[(step * cfg.unlabeled_batch) % n_unl:][:cfg.unlabeled_batch])
                         if len(us) < cfg.unlabeled_batch:
                             us = np.sort(uorder[:cfg.unlabeled_batch])
+                        us = us[ufirst:ufirst + uper]
                         xu = to_input(U["images"][us], U["heatmaps"][us] if heat else None).to(device)
                         pu = _probs(U["probs"][us]).to(device)
                         if cfg.augment:
-                            xu, _, pu = augment(xu, None, flip_perm, aug_cfg, g, soft=pu)
+                            xu, _, pu = augment(xu, None, flip_perm, aug_cfg, g, soft=pu, part=upart)
                         valid = (pu.max(1).values >= max(thr, 1e-3)).float()
-                        kd_u = kd_loss(model(xu), pu, cfg.temperature, valid)
+                        kd_u = kd_loss(net(xu), pu, cfg.temperature, valid, d)
                         loss = loss + cfg.alpha * kd_u
-                        parts["kd_unlabeled"] = kd_u.item()
-                    parts["total"] = loss.item()
+                        parts["kd_unlabeled"] = kd_u.item() / scale
+                    parts["total"] = loss.item() / scale
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -201,24 +231,33 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         raise FacepipeError(f"distillation diverged at epoch {epoch + 1}; lower --lr.")
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v
+                sums = reduce_sums(sums, d)
                 rec = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                        "seconds": round(time.time() - t0, 2), **{k: v / steps_per_epoch for k, v in sums.items()}}
                 last = epoch + 1 == cfg.epochs
+                if d is not None:
+                    d.sync_buffers(model)  # rank 0's BN statistics: the ones its checkpoint keeps
                 if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last):
-                    rec["val"] = validate(model, val_ds, schema, device)
+                    rec["val"] = validate(model, val_ds, schema, device, d=d)
                 score = rec["val"]["overall_f1"] if "val" in rec else None
                 if val_ds is None or (score is not None and score > best):
                     best = score if score is not None else best
-                    save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size, heatmap=heat,
-                                    extra={"epoch": epoch + 1, "metrics": rec, "config": config, "align": align})
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-                save_checkpoint(last_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size, heatmap=heat,
-                                extra={"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step, "align": align,
-                                       "rng": torch.get_rng_state(), "best": best, "metrics": rec, "config": config})
+                    if main:
+                        save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size,
+                                        heatmap=heat, extra={"epoch": epoch + 1, "metrics": rec, "config": config,
+                                                             "align": align})
+                if main:
+                    with open(out / "metrics.jsonl", "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                    save_checkpoint(last_path, model, arch=cfg.arch, schema=schema, size=lab_ds.size, heatmap=heat,
+                                    extra={"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                                           "align": align, "rng": torch.get_rng_state(), "best": best, "metrics": rec,
+                                           "config": config})
                 advance(1, loss=f"{rec['total']:.3f}")
         if U is not None:
             U.close()
+        if not main:
+            return d.share()  # rank 0's manifest, once it has evaluated and finished
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         extra = {}
         if cfg.final_eval:
@@ -227,8 +266,11 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
             tcfg = TrainConfig(cache=labeled, out=str(out), heatmap=heat, final_eval=cfg.final_eval)
             extra["eval"] = final_eval(best_path, tcfg, device, reporter)
         counts = {"labeled_faces": len(idx), "unlabeled_faces": n_unl, "epochs": cfg.epochs, "steps": step}
-        return so.finish(inputs={"teacher": str(t_ck_path.resolve()), "labeled": labeled, "unlabeled": unl},
-                         counts=counts, extra=extra)
+        if d is not None:
+            counts["ranks"] = d.world
+        m = so.finish(inputs={"teacher": str(t_ck_path.resolve()), "labeled": labeled, "unlabeled": unl},
+                      counts=counts, extra=extra)
+        return m if d is None else d.share(m)
 
 
 def _probs(stored: np.ndarray) -> torch.Tensor:

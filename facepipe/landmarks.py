@@ -2,7 +2,8 @@
 
 Output: OUT/faces/<id>.json per photo ({"id", "image", "width", "height", "faces": [{"box": [l, t, r, b],
 "score", "lm5": 5x2 (dlib's 5-point model), "lm68": 68x2}]}), OUT/items.jsonl, manifest.json.
-Every face is kept, with its box and detector score. The models come from the PyPI package
+Every face is kept, with its box and detector score. `--shard I/N` does every Nth photo from the I-th and
+writes no manifest; a final run without --shard collects the shards' files (see manifest.py). The models come from the PyPI package
 face-recognition-models; nothing is downloaded.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from facepipe.atomic import write_json, write_text
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.images import load_rgb
-from facepipe.manifest import StageOutput, config_dict
+from facepipe.manifest import StageOutput, config_dict, shard_summary
 from facepipe.photos import Photo, list_photos
 from facepipe.pool import run_jobs
 from facepipe.progress import SILENT, Reporter
@@ -33,6 +34,7 @@ class LandmarksConfig:
     threshold: float = 0.0  # dlib detector score threshold
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
+    shard: tuple[int, int] | None = field(default=None, metadata={"identity": False})  # (I, N): every Nth photo
 
 
 def model_dir() -> Path:
@@ -113,17 +115,20 @@ def _work(args):
 def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
     photos, in_man = list_photos(cfg.src)
     out = Path(cfg.out)
-    with StageOutput(out, "landmarks", config_dict(cfg), force=cfg.force) as so:
+    with StageOutput(out, "landmarks", config_dict(cfg), force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
             return so.manifest
-        todo = [p for p in photos if not (out / "faces" / f"{p.id}.json").exists()]
+        mine = photos if cfg.shard is None else photos[cfg.shard[0]::cfg.shard[1]]
+        todo = [p for p in mine if not (out / "faces" / f"{p.id}.json").exists()]
         det_args = (cfg.upsample, cfg.max_side, cfg.threshold)
         skipped, workers = [], cfg.workers or (os.cpu_count() or 1)
-        with reporter.task("landmarks", len(photos)) as advance:
-            advance(len(photos) - len(todo))
+        with reporter.task("landmarks", len(mine)) as advance:
+            advance(len(mine) - len(todo))
             for r in run_jobs(_work, [(p, det_args, str(out)) for p in todo], workers):
                 _note(r, skipped)
                 advance()
+        if cfg.shard is not None:
+            return shard_summary(so, cfg.shard, len(mine), len(todo), skipped)
         recs = []
         for p in photos:
             f = out / "faces" / f"{p.id}.json"

@@ -3,6 +3,11 @@
 Centers are buffers moved by the center-loss rule, not parameters, so no optimizer (and no weight decay)
 touches them. The inter-class hinge is evaluated on the centers *after* this batch's update, written as
 a function of the batch's features: a hinge on stored centers alone would never reach the network.
+
+Several ranks, one global batch (`criterion.sync = facepipe.distributed.Dist`): pixel counts and the
+center-update sums are summed over ranks, so every rank moves the centers exactly as one process would;
+each rank's loss is world x its share of the global-batch loss, so DDP's gradient average is the
+gradient of the one-process loss; the parts are shares whose sum over ranks is the one-process value.
 """
 from __future__ import annotations
 
@@ -56,6 +61,10 @@ class CenterLoss(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.last_pair: tuple[int, int] | None = None
+        self.sync = None  # set by Criterion
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.sync is None else self.sync.sum(t)
 
     def _pixels(self, features: torch.Tensor, target: torch.Tensor, ce: torch.Tensor | None):
         n, d, h, w = features.shape
@@ -73,18 +82,21 @@ class CenterLoss(nn.Module):
         c = self.centers.to(x.dtype)
         if self.hard_aware and ce is not None:
             # Pixels the network still gets badly wrong would drag the centers towards confusion.
-            sums = torch.zeros(self.num_classes, dtype=ce.dtype, device=ce.device).index_add_(0, y, ce)
-            mean = sums / torch.bincount(y, minlength=self.num_classes).clamp(min=1)
+            sums = self._sum(torch.zeros(self.num_classes, dtype=ce.dtype, device=ce.device).index_add_(0, y, ce))
+            mean = sums / self._sum(torch.bincount(y, minlength=self.num_classes)).clamp(min=1)
             easy = ce <= mean[y]
             x, y = x[easy], y[easy]
-        count = torch.bincount(y, minlength=self.num_classes).to(x.dtype)[:, None]
+        count = self._sum(torch.bincount(y, minlength=self.num_classes)).to(x.dtype)[:, None]
         sums = torch.zeros_like(c).index_add_(0, y, x)
+        if self.sync is not None:
+            sums = self.sync.sum_keep_grad(sums)
         return c - self.alpha * (count * c - sums) / (1 + count)
 
     def _intra(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if len(y) == 0:
+        m = len(y) if self.sync is None else int(self._sum(torch.tensor(len(y), device=y.device)))
+        if m == 0:
             return x.sum() * 0
-        return ((x - self.centers.to(x.dtype)[y]) ** 2).sum() / (2 * len(y))
+        return ((x - self.centers.to(x.dtype)[y]) ** 2).sum() / (2 * m)
 
     def _inter(self, new_centers: torch.Tensor, valid: torch.Tensor, x: torch.Tensor):
         return x.sum() * 0, None
@@ -98,7 +110,7 @@ class CenterLoss(nn.Module):
         x, y, ce = self._pixels(features, target, ce)
         x = x.to(torch.promote_types(x.dtype, self.centers.dtype))
         new = self._updated_centers(x, y, ce)
-        present = torch.bincount(y, minlength=self.num_classes) > 0
+        present = self._sum(torch.bincount(y, minlength=self.num_classes)) > 0
         active = int(self.iteration) >= self.warmup
         if active:
             intra = self._intra(x, y)
@@ -114,7 +126,10 @@ class CenterLoss(nn.Module):
                 self.iteration += 1
         # Parts stay scalar tensors so a training loop can sum them; the pair is kept on the side.
         self.last_pair = pair
-        parts = {"intra": intra.detach(), "inter": inter.detach(), self.name: loss.detach()}
+        # Under sync the inter term is the same global value on every rank: its share is 1/world of it.
+        inter_part = inter.detach() / (1 if self.sync is None else self.sync.world)
+        parts = {"intra": intra.detach(), "inter": inter_part,
+                 self.name: loss.detach() if self.sync is None else self.lam * (intra.detach() + inter_part)}
         return loss.to(features.dtype), parts
 
 
@@ -157,25 +172,38 @@ class Criterion(nn.Module):
     def __init__(self, extra: CenterLoss | None = None, ignore_index: int = IGNORE):
         super().__init__()
         self.extra, self.ignore_index = extra, ignore_index
+        self.sync = None
+
+    def set_sync(self, sync) -> None:
+        """Ranks share one global batch (see the module docstring); None: one process."""
+        self.sync = sync
+        if self.extra is not None:
+            self.extra.sync = sync
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor | None, target: torch.Tensor):
         if logits.shape[-2:] != target.shape[-2:]:
             raise ValueError(f"logits {tuple(logits.shape[-2:])} and labels {tuple(target.shape[-2:])} differ")
         per_pixel = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
-        valid = (target != self.ignore_index).sum().clamp(min=1)
-        ce = per_pixel.sum() / valid
+        valid = (target != self.ignore_index).sum()
+        if self.sync is not None:
+            valid = self.sync.sum(valid)  # this rank's share of the global-batch mean
+        ce = per_pixel.sum() / valid.clamp(min=1)
+        scale = 1 if self.sync is None else self.sync.world
         parts = dict(ce=ce.detach())
         if self.extra is None:
             parts["total"] = parts["ce"]
-            return ce, parts
+            return ce * scale if self.sync is not None else ce, parts
         if features is None:
             raise ValueError("this criterion needs the model's features: call model(x, return_features=True)")
         hard = per_pixel.detach() if self.extra.hard_aware else None
         extra, extra_parts = self.extra(features, target, ce=hard)
         parts.update(extra_parts)
         total = ce + extra
-        parts["total"] = total.detach()
-        return total, parts
+        if self.sync is None:
+            parts["total"] = total.detach()
+            return total, parts
+        parts["total"] = parts["ce"] + parts[self.extra.name]
+        return total * scale, parts
 
 
 def build_criterion(kind: str, num_classes: int, feat_dim: int | None = None, **kw) -> Criterion:

@@ -6,7 +6,10 @@ Every stage output carries `manifest.json`, written last: stage, facepipe versio
   * rerunning the same command after an interrupt continues the work,
   * a finished output is left alone,
   * a different config into the same folder is refused unless --force,
-  * two processes writing the same folder are refused.
+  * two processes writing the same folder are refused,
+  * except shards (`shard=(i, n)`, from --shard I/N): per-item stages let N processes or machines each
+    write 1/N of the items into one folder, each under its own lock; shards write no manifest, and a
+    final run without --shard finds their items done, does any left and writes the manifest.
 """
 from __future__ import annotations
 
@@ -90,11 +93,16 @@ class StageOutput:
     "resume" (an interrupted run with the same config left work behind) or "fresh".
     """
 
-    def __init__(self, out, stage: str, config: dict, force: bool = False, is_file_root: bool = False):
+    def __init__(self, out, stage: str, config: dict, force: bool = False, is_file_root: bool = False,
+                 shard: tuple[int, int] | None = None):
         self.out = Path(out)
         self.stage = stage
         self.config = config
         self.force = force
+        self.shard = shard
+        if shard is not None and force:
+            raise FacepipeError("--force cannot go with --shard (shards would wipe each other); "
+                                "clear the folder with a plain --force run first.")
         self.state = "fresh"
         self.started = time.time()
         self._lock_fd = None
@@ -137,11 +145,12 @@ class StageOutput:
                     "rerun that command to finish it, or use --force to start over.")
             else:
                 self._wipe()
-        elif any(p.name not in (LOCK,) for p in out.iterdir()):
+        elif any(not p.name.startswith(LOCK) for p in out.iterdir()):
             if not self.force:
                 raise FacepipeError(f"{out} is not empty and was not made by facepipe; use --force or another folder.")
             self._wipe()
-        write_json(prog, {"stage": self.stage, "config": self.config, "started": self.started})
+        if self.shard is None or not prog.exists():
+            write_json(prog, {"stage": self.stage, "config": self.config, "started": self.started})
         return self
 
     def finish(self, inputs: dict | None = None, counts: dict | None = None,
@@ -176,7 +185,8 @@ class StageOutput:
         return False
 
     def _lock(self):
-        fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        name = LOCK if self.shard is None else f"{LOCK}-shard{self.shard[0]}of{self.shard[1]}"
+        fd = os.open(self.out / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -186,7 +196,7 @@ class StageOutput:
 
     def _wipe(self):
         for p in self.out.iterdir():
-            if p.name == LOCK:
+            if p.name.startswith(LOCK):
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -217,3 +227,23 @@ def file_lock(path):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """"I/N" (0 <= I < N) -> (I, N); None stays None."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise FacepipeError(f"--shard {value!r} must look like I/N, e.g. 0/4.") from None
+    if not 0 <= i < n:
+        raise FacepipeError(f"--shard {value}: I must be in 0..N-1.")
+    return i, n
+
+
+def shard_summary(so: StageOutput, shard: tuple[int, int], mine: int, done_now: int, skipped: list) -> dict:
+    """What a --shard run returns instead of a manifest (the final run without --shard writes that)."""
+    return {"stage": so.stage, "shard": list(shard), "skipped": skipped,
+            "counts": {"photos_in_shard": mine, "done_now": done_now - len(skipped), "unreadable": len(skipped)},
+            "seconds": round(time.time() - so.started, 3)}

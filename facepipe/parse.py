@@ -5,6 +5,11 @@ probabilities back into the photo -> one label map per photo (where faces overla
 confident that the pixel is not background wins). Per photo: <stem>.labels.png (uint8 ids),
 <stem>.overlay.png and <stem>.json (faces, boxes, landmarks, matrices, per-class pixel counts, timings).
 Photos without a face are listed, not fatal.
+
+Under torchrun each rank parses a contiguous share of the photos (whole photo groups, cuda:LOCAL_RANK on
+GPUs) and writes summary.part<rank>of<world>.json when its share is done; rank 0 merges the parts into
+summary.json. A rerun after a rank died redoes only the shares without a part. Output names are given
+over the whole list up front, so ranks never pick the same name for two photos.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from facepipe.atomic import save_image, write_json
+from facepipe.distributed import setup, split_range
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.geometry import apply, five_from, fit_similarity, template, warp_image, warp_to_photo
 from facepipe.heatmap import draw_heatmap
@@ -83,13 +89,58 @@ def _footprint(matrix: np.ndarray, size: int, shape) -> tuple[int, int, int, int
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
                  min_score: float = 0.2) -> dict:
+    out = Path(out)
+    d = setup(parser.device)
+    if d is None:
+        summary = _parse(parser, photos, out, batch_size, reporter, min_score)
+        write_json(out / "summary.json", summary)
+        return summary
+    if parser.device.type == "cuda":
+        parser.device = d.device
+        parser.model.to(d.device)
+    lo, hi = split_range(len(photos), d, max(1, batch_size // 2))  # whole photo groups
+    part = out / f"summary.part{d.rank}of{d.world}.json"
+    mine = [str(p) for p in photos[lo:hi]]
+    old = json.loads(part.read_text()) if part.exists() else {}
+    if old.get("part_photos") != mine:
+        taken, names = {}, []
+        for p in photos:
+            names.append(p.stem if p.stem not in taken else f"{p.stem}_{len(taken)}")
+            taken[names[-1]] = True
+        s = _parse(parser, photos[lo:hi], out, batch_size, reporter, min_score, names[lo:hi])
+        write_json(part, {**s, "part_photos": mine})
+    d.barrier()
+    summary = None
+    if d.is_main:
+        parts = [out / f"summary.part{r}of{d.world}.json" for r in range(d.world)]
+        summary = _merge_summaries([json.loads(p.read_text()) for p in parts])
+        write_json(out / "summary.json", summary)
+        for p in parts:
+            p.unlink()
+    return d.share(summary)
+
+
+def _merge_summaries(parts: list[dict]) -> dict:
+    """Per-rank summaries -> the one-process summary (seconds are summed over ranks), plus `ranks`."""
+    m = {k: sum(p[k] for p in parts) for k in ("photos", "parsed", "faces")}
+    m["no_face"] = [x for p in parts for x in p["no_face"]]
+    m["unreadable"] = [x for p in parts for x in p["unreadable"]]
+    for k in ("seconds_align", "seconds_network", "seconds_write"):
+        m[k] = round(sum(p[k] for p in parts), 3)
+    m["ms_align_per_photo"] = round(1000 * m["seconds_align"] / max(1, m["photos"]), 1)
+    m["ms_network_per_face"] = round(1000 * m["seconds_network"] / max(1, m["faces"]), 1)
+    return {**m, "model_size": parts[0]["model_size"], "device": parts[0]["device"], "ranks": len(parts)}
+
+
+def _parse(parser: Parser, photos: list[Path], out: Path, batch_size: int, reporter: Reporter, min_score: float,
+           names: list[str] | None = None) -> dict:
     from facepipe.dataset import to_input
     from facepipe.landmarks import _detector
     from facepipe.predict import predict_probs
     from facepipe.sheets import overlay
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    names = dict(zip(photos, names)) if names is not None else None
     tmpl = template(parser.size, parser.iod)
     results, no_face, bad = [], [], []
     t_align = t_net = t_write = 0.0
@@ -132,8 +183,11 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
             t_net += t2 - t1
             k = 0
             for p, rgb, faces, crops, hms, mats in items:
-                stem = p.stem if p.stem not in stems else f"{p.stem}_{len(stems)}"
-                stems[stem] = True
+                if names:
+                    stem = names[p]
+                else:
+                    stem = p.stem if p.stem not in stems else f"{p.stem}_{len(stems)}"
+                    stems[stem] = True
                 h, w = rgb.shape[:2]
                 labels = np.zeros((h, w), np.uint8)
                 best_fg = np.zeros((h, w), np.float32)
@@ -174,5 +228,4 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                "ms_align_per_photo": round(1000 * t_align / max(1, len(photos)), 1),
                "ms_network_per_face": round(1000 * t_net / max(1, n_faces), 1),
                "model_size": parser.size, "device": str(parser.device)}
-    write_json(out / "summary.json", summary)
     return summary

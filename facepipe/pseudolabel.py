@@ -7,6 +7,12 @@ OUT.h5 (self-contained, so distillation needs nothing else):
 attrs: format "facepipe-pseudo", teacher (arch, checkpoint path and sha256, its manifest sha256), schema,
 size, tta_flip, storage, done (faces written so far), manifest (written last).
 Written as OUT.h5.partial in batches; rerunning continues from `done`; renamed when complete.
+
+Under torchrun (or with `shard=(rank, world)`) each rank labels a contiguous run of whole batches into
+OUT.h5.part<rank>of<world> (resumable the same way); once every part is complete, rank 0 (or, without
+torchrun, the shard that completes the set) copies their compressed chunks in order into OUT.h5 and
+deletes the parts. Batches are the ones a single process would form, so the merged file holds the same
+faces in the same order with the same probability bytes as a one-process run.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
 from facepipe.dataset import to_input
 from facepipe.device import pick_device, set_threads
+from facepipe.distributed import default_threads, setup, split_range
 from facepipe.errors import FacepipeError
 from facepipe.manifest import config_dict, file_lock, file_sha256
 from facepipe.predict import predict_probs
@@ -42,7 +49,8 @@ class PseudoConfig:
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
-    shard: tuple = field(default=(0, 1), metadata={"identity": False})  # (rank, world) for torch.distributed
+    # (rank, world) of this process when not launched by torchrun (torchrun's own ranks take precedence).
+    shard: tuple = field(default=(0, 1), metadata={"identity": False})
 
 
 def default_output(teacher_run) -> Path:
@@ -79,32 +87,88 @@ def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
     config["teacher_id"] = teacher_id
     config["src_finished"] = src_man.get("finished")
     out = Path(cfg.out)
-    with file_lock(out):
-        if out.exists():
-            old = read_pseudo_manifest(out)
-            if old["config"] == config and not cfg.force:
-                return old
-            if not cfg.force:
-                raise FacepipeError(f"{out} exists with another teacher or config; use --force to replace it.")
-        return _run(cfg, config, ck, teacher_id, out, reporter)
-
-
-def _run(cfg, config, ck, teacher_id, out, reporter) -> dict:
-    t0 = time.time()
     device = pick_device(cfg.device)
-    set_threads(cfg.threads)
+    d = setup(device)
+    rank, world = (d.rank, d.world) if d else tuple(cfg.shard)
+    if not 0 <= rank < world:
+        raise FacepipeError(f"shard {rank}/{world} is not a rank of {world}.")
+    if out.exists() and not cfg.force:
+        old = read_pseudo_manifest(out)
+        if old["config"] == config:
+            return old
+        raise FacepipeError(f"{out} exists with another teacher or config; use --force to replace it.")
+    set_threads(cfg.threads or default_threads(d))
+    ctx = _Ctx(cfg, config, ck, teacher_id, d.device if d else device, time.time())
+    if world == 1:
+        with file_lock(out):
+            _label(ctx, Path(str(out) + ".partial"), 0, _src_len(cfg.src), reporter)
+            return _finish(ctx, [Path(str(out) + ".partial")], out)
+    parts = [part_path(out, r, world) for r in range(world)]
+    n = _src_len(cfg.src)
+    with file_lock(parts[rank]):
+        _label(ctx, parts[rank], *split_range(n, _Rank(rank, world), cfg.batch_size), reporter)
+    if d is not None:
+        d.barrier()  # every part complete (a rank that died took the others down with it)
+        manifest = None
+        if d.is_main:
+            with file_lock(out):
+                manifest = _finish(ctx, parts, out)
+        return d.share(manifest)
+    if not all(_complete(p, config) for p in parts):
+        return {"stage": "pseudolabel", "part": str(parts[rank]), "shard": [rank, world], "merged": False}
+    with file_lock(out):
+        if out.exists():  # another shard merged first
+            return read_pseudo_manifest(out)
+        return _finish(ctx, parts, out)
+
+
+def part_path(out, rank: int, world: int) -> Path:
+    return Path(f"{out}.part{rank}of{world}")
+
+
+@dataclass(frozen=True)
+class _Rank:  # what split_range needs, for shards run without torchrun
+    rank: int
+    world: int
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    cfg: PseudoConfig
+    config: dict
+    ck: dict
+    teacher_id: dict
+    device: torch.device
+    t0: float
+
+
+def _src_len(src) -> int:
+    with h5py.File(src, "r") as f:
+        return int(f["images"].shape[0])
+
+
+def _complete(part: Path, config: dict) -> bool:
+    try:
+        with h5py.File(part, "r") as f:
+            return f.attrs.get("config") == json.dumps(config) and int(f.attrs["done"]) == f["images"].shape[0]
+    except (OSError, KeyError):
+        return False
+
+
+def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
+    """Teacher probabilities of source faces lo..hi-1 into `part`, resuming from its `done` count."""
+    cfg, config, ck = ctx.cfg, ctx.config, ctx.ck
     model, schema = build_from_checkpoint(ck)
-    model.to(device).eval()
+    model.to(ctx.device).eval()
     heat = bool(ck["heatmap"])
     src = h5py.File(cfg.src, "r")
-    n_all, s = src["images"].shape[0], src["images"].shape[1]
+    s = src["images"].shape[1]
     if s != ck["size"]:
+        src.close()
         raise FacepipeError(f"{cfg.src} has {s}px crops but the teacher was trained on {ck['size']}px; "
                             f"re-align with --size {ck['size']}.")
-    rank, world = cfg.shard
-    idx_all = np.arange(n_all)[rank::world]
+    idx_all = np.arange(lo, hi)
     n, c = len(idx_all), schema.num_classes
-    part = Path(str(out) + ".partial")
     f = None
     if part.exists():
         try:
@@ -135,8 +199,8 @@ def _run(cfg, config, ck, teacher_id, out, reporter) -> dict:
             for a in range(done, n, cfg.batch_size):
                 sel = idx_all[a:a + cfg.batch_size]
                 imgs, hms = src["images"][sel], src["heatmaps"][sel]
-                x = to_input(imgs, hms if heat else None).to(device)
-                p = predict_probs(model, x, flip_perm, cfg.tta_flip, autocast=device.type == "cuda").cpu().numpy()
+                x = to_input(imgs, hms if heat else None).to(ctx.device)
+                p = predict_probs(model, x, flip_perm, cfg.tta_flip, autocast=ctx.device.type == "cuda").cpu().numpy()
                 b = slice(a, a + len(sel))
                 f["images"][b], f["heatmaps"][b] = imgs, hms
                 f["probs"][b] = np.rint(p * 255).astype(np.uint8) if cfg.storage == "uint8" else p.astype(np.float16)
@@ -144,27 +208,64 @@ def _run(cfg, config, ck, teacher_id, out, reporter) -> dict:
                 f.attrs["done"] = a + len(sel)
                 f.flush()
                 advance(len(sel))
-        conf = f["confidence"]
-        mean_conf = float(np.mean([conf[i].mean() for i in range(0, n, max(1, n // 200))]) / 255)
-        f.attrs["format"] = "facepipe-pseudo"
         f.attrs["schema"] = json.dumps(schema.to_dict())
         f.attrs["size"] = s
         f.attrs["heatmap"] = heat
+    finally:
+        f.close()
+        src.close()
+
+
+CHUNKED = ("images", "heatmaps", "probs", "confidence")
+
+
+def _finish(ctx: _Ctx, parts: list[Path], out: Path) -> dict:
+    """Complete parts -> OUT (one part: renamed; several: their compressed chunks copied in order)."""
+    merged = parts[0] if len(parts) == 1 else Path(str(out) + ".partial")
+    if len(parts) > 1:
+        # Rewritten from scratch each time: a merge killed half-way leaves the parts, which are kept until
+        # OUT is in place, so rerunning gives the same file.
+        with h5py.File(merged, "w") as f:
+            srcs = [h5py.File(p, "r") for p in parts]
+            try:
+                n = sum(p["images"].shape[0] for p in srcs)
+                for k in CHUNKED:
+                    d0 = srcs[0][k]
+                    dst = f.create_dataset(k, (n,) + d0.shape[1:], d0.dtype, chunks=d0.chunks,
+                                           compression="gzip", compression_opts=4)
+                    zero = (0,) * (len(d0.shape) - 1)
+                    row = 0
+                    for p in srcs:
+                        for i in range(p[k].shape[0]):
+                            mask, raw = p[k].id.read_direct_chunk((i,) + zero)
+                            dst.id.write_direct_chunk((row + i,) + zero, raw, mask)
+                        row += p[k].shape[0]
+                ids = [v.decode() if isinstance(v, bytes) else v for p in srcs for v in p["ids"][:]]
+                f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                f.create_dataset("source_index", data=np.concatenate([p["source_index"][:] for p in srcs]))
+                for k in ("config", "schema", "size", "heatmap"):
+                    f.attrs[k] = srcs[0].attrs[k]
+                f.attrs["done"] = n
+            finally:
+                for p in srcs:
+                    p.close()
+    with h5py.File(merged, "a") as f:
+        n, c = f["probs"].shape[:2]
+        conf = f["confidence"]
+        mean_conf = float(np.mean([conf[i].mean() for i in range(0, n, max(1, n // 200))]) / 255)
+        f.attrs["format"] = "facepipe-pseudo"
         manifest = {"stage": "pseudolabel", "schema_version": 1, "facepipe_version": __version__,
-                    "config": config, "teacher": teacher_id,
-                    "inputs": {"src": {"path": str(Path(cfg.src).resolve())}},
-                    "counts": {"faces": n, "classes": c, "mean_confidence": round(mean_conf, 4)},
-                    "shard": list(cfg.shard), "seconds": round(time.time() - t0, 2),
+                    "config": ctx.config, "teacher": ctx.teacher_id,
+                    "inputs": {"src": {"path": str(Path(ctx.cfg.src).resolve())}},
+                    "counts": {"faces": int(n), "classes": int(c), "mean_confidence": round(mean_conf, 4)},
+                    "ranks": len(parts), "seconds": round(time.time() - ctx.t0, 2),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         f.attrs["manifest"] = json.dumps(manifest)
-        f.close()
-        f = None
-        os.replace(part, out)
-        return manifest
-    finally:
-        if f is not None:
-            f.close()
-        src.close()
+    os.replace(merged, out)
+    for p in parts:
+        if p != merged and p.exists():
+            p.unlink()
+    return manifest
 
 
 def pseudo_sheet(path, n: int = 12, seed: int = 0):

@@ -8,6 +8,15 @@ runs/NAME/
   curves.png, eval.json       learning curves; test-split scores in photo coordinates at the end
   manifest.json               written last
 Rerunning the same command continues from last.pt; a finished run is left alone.
+
+Under `torchrun --nproc-per-node N -m facepipe train ...` the same command runs data-parallel
+(DistributedDataParallel; gloo on CPU, nccl with one GPU per rank). --batch-size stays the global batch:
+each rank takes its B/N faces of every batch of the one seeded order, augmentation draws are made for
+the whole batch, losses are normalised over the whole batch and the sc-loss centers move on statistics
+summed over ranks, so N ranks take the steps one process would take with batch B. The exception is
+BatchNorm: on CUDA it becomes SyncBatchNorm (global-batch statistics); on CPU (gloo; torch's
+SyncBatchNorm runs on GPUs only) each rank normalises with its own B/N faces, and the checkpoint keeps
+rank 0's running statistics. Rank 0 alone writes the run folder; every rank resumes from its last.pt.
 """
 from __future__ import annotations
 
@@ -26,8 +35,9 @@ from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import load_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, to_input
 from facepipe.device import pick_device, set_threads
+from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
-from facepipe.manifest import StageOutput, config_dict
+from facepipe.manifest import config_dict
 from facepipe.metrics import confusion_torch, scores
 from facepipe.progress import SILENT, Reporter
 
@@ -43,7 +53,7 @@ class TrainConfig:
     loss_weight: float = 0.005
     loss_warmup: int = 200  # iterations before the sc/center term applies
     epochs: int = 100  # ~25 min on a 2-core CPU for FASSEG's 202 training faces at 256 px
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: under torchrun each of N ranks takes batch_size / N
     lr: float = 2e-3
     weight_decay: float = 1e-4
     train_split: str = "train"
@@ -60,12 +70,16 @@ class TrainConfig:
 
 
 class Batches:
-    """Seeded shuffled batches; small caches are held in memory, big ones read by DataLoader workers."""
+    """Seeded shuffled batches; small caches are held in memory, big ones read by DataLoader workers.
+
+    With ranks, every rank draws the same order and takes rows [first, first + per) of each global batch."""
 
     IN_MEMORY_BYTES = 2 << 30
 
-    def __init__(self, ds: FaceCache, batch_size: int, seed: int, workers: int):
+    def __init__(self, ds: FaceCache, batch_size: int, seed: int, workers: int, d: Dist | None = None):
         self.ds, self.bs, self.seed, self.workers = ds, batch_size, seed, workers
+        self.per = batch_size // (d.world if d else 1)
+        self.first = d.rank * self.per if d else 0
         s = ds.size
         self.in_memory = len(ds) * s * s * 5 < self.IN_MEMORY_BYTES
         if self.in_memory:
@@ -83,12 +97,13 @@ class Batches:
         order = torch.randperm(len(self.ds), generator=g).numpy()
         if self.in_memory:
             for b in range(len(self)):
-                sel = np.sort(order[b * self.bs:(b + 1) * self.bs])
+                sel = np.sort(order[b * self.bs:(b + 1) * self.bs])[self.first:self.first + self.per]
                 x = to_input(self.images[sel], self.heat[sel] if self.ds.heatmap else None)
                 yield x, torch.from_numpy(self.labels[sel].astype(np.int64))
         else:
-            sub = torch.utils.data.Subset(self.ds, order[: len(self) * self.bs].tolist())
-            dl = torch.utils.data.DataLoader(sub, batch_size=self.bs, num_workers=self.workers,
+            mine = order[: len(self) * self.bs].reshape(len(self), self.bs)[:, self.first:self.first + self.per]
+            sub = torch.utils.data.Subset(self.ds, mine.ravel().tolist())
+            dl = torch.utils.data.DataLoader(sub, batch_size=self.per, num_workers=self.workers,
                                              persistent_workers=False)
             yield from dl
 
@@ -108,17 +123,21 @@ def _val_split(cfg: TrainConfig, cache) -> str | None:
 
 
 @torch.no_grad()
-def validate(model, ds: FaceCache, schema, device, batch_size: int = 16) -> dict:
-    """Scores in the aligned crop (fast, for model selection and curves)."""
+def validate(model, ds: FaceCache, schema, device, batch_size: int = 16, d: Dist | None = None) -> dict:
+    """Scores in the aligned crop (fast, for model selection and curves); ranks share the faces out and
+    sum their confusion matrices."""
     model.eval()
     n = schema.num_classes
     cm = np.zeros((n, n), np.int64)
     f = ds._file()
-    for start in range(0, len(ds), batch_size):
-        idx = np.sort(ds.indices[start:start + batch_size])
+    faces = ds.indices if d is None else ds.indices[d.rank::d.world]
+    for start in range(0, len(faces), batch_size):
+        idx = np.sort(faces[start:start + batch_size])
         x = to_input(f["images"][idx], f["heatmaps"][idx] if ds.heatmap else None).to(device)
         y = torch.from_numpy(f["labels"][idx].astype(np.int64)).to(device)
         cm += confusion_torch(model(x).argmax(1), y, n)
+    if d is not None:
+        cm = d.sum_np(cm)
     s = scores(cm, schema)
     return {"pixel_acc": s["pixel_acc"], "overall_f1": s["overall_f1"], "mean_f1": s["mean_f1"]}
 
@@ -131,13 +150,19 @@ def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> dict:
+def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | None = None) -> dict:
+    """`distributed`: this rank's Dist; by default joined from torchrun's environment (None outside it)."""
     from facepipe.losses import build_criterion
     from facepipe.models import create_model
 
     cache_man = read_cache_manifest(cfg.cache)
     device = pick_device(cfg.device)
-    set_threads(cfg.threads)
+    d = distributed or setup(device)
+    if d is not None:
+        device = d.device
+        check_global_batch(cfg.batch_size, d)
+    main = d is None or d.is_main
+    set_threads(cfg.threads or default_threads(d))
     train_ds = FaceCache(cfg.cache, split=cfg.train_split, heatmap=cfg.heatmap)
     schema = train_ds.schema
     if schema is None:
@@ -148,10 +173,11 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
     config = config_dict(cfg)
     config["cache_manifest"] = {"path": str(Path(cfg.cache).resolve()), "seconds": cache_man.get("seconds"),
                                 "finished": cache_man.get("finished")}
-    with StageOutput(out, "train", config, force=cfg.force) as so:
+    with stage_output(out, "train", config, cfg.force, d) as so:
         if so.state == "done":
             return so.manifest
-        write_json(out / "config.json", {**asdict(cfg), "val_split_used": vsplit})
+        if main:
+            write_json(out / "config.json", {**asdict(cfg), "val_split_used": vsplit})
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if cfg.heatmap else 3,
                              **cfg.model_kwargs).to(device)
@@ -165,13 +191,18 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         use_amp = cfg.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        batches = Batches(train_ds, cfg.batch_size, cfg.seed, cfg.workers)
+        batches = Batches(train_ds, cfg.batch_size, cfg.seed, cfg.workers, d)
         total_steps = cfg.epochs * len(batches)
         start_epoch, step, best = 0, 0, -1.0
         last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
-        if so.state == "resume" and last_path.exists():
-            start_epoch, step, best = resume(out, model, opt, criterion)
+        ck = resume_checkpoint(so.state, last_path, d)
+        if ck is not None:
+            start_epoch, step, best = resume(out, model, opt, criterion, ck=ck, trim=main)
             reporter.log(f"resuming {out} at epoch {start_epoch}")
+        net = model if d is None else data_parallel(model, d, find_unused=criterion.extra is None)
+        if d is not None:
+            criterion.set_sync(d)
+        part = (batches.first, cfg.batch_size) if d is not None else None
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         align = cache_man.get("align") or {"size": train_ds.size, "iod": 0.22}
@@ -179,17 +210,17 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
         with reporter.task(f"train {cfg.arch}", cfg.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
-                model.train()
+                net.train()
                 t0, sums, nb = time.time(), {}, 0
                 g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
                 for x, y in batches.epoch(epoch):
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if cfg.augment:
-                        x, y = augment(x, y, flip_perm, aug_cfg, g)
+                        x, y = augment(x, y, flip_perm, aug_cfg, g, part=part)
                     for pg in opt.param_groups:
                         pg["lr"] = lr_at(step, total_steps, cfg.lr)
                     with torch.autocast(device.type, enabled=use_amp):
-                        logits, feats = model(x, return_features=True)
+                        logits, feats = net(x, return_features=True)
                     loss, parts = criterion(logits.float(), feats.float(), y)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -202,27 +233,34 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
                     if not math.isfinite(float(loss.detach())):
                         raise FacepipeError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); "
                                             "lower --lr or check the cache.")
+                sums = reduce_sums(sums, d)
                 rec = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                        "seconds": round(time.time() - t0, 2), **{k: v / nb for k, v in sums.items()}}
                 last_epoch = epoch + 1 == cfg.epochs
+                if d is not None:
+                    d.sync_buffers(model)  # rank 0's BN statistics: the ones its checkpoint keeps
                 if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-                    rec["val"] = validate(model, val_ds, schema, device)
+                    rec["val"] = validate(model, val_ds, schema, device, d=d)
                 score = rec["val"]["overall_f1"] if "val" in rec else None
                 extra = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step, "align": align,
                          "rng": torch.get_rng_state(), "config": config,
                          "criterion": criterion.state_dict() if isinstance(criterion, torch.nn.Module) else None}
                 if val_ds is None or (score is not None and score > best):
                     best = score if score is not None else best
-                    save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=train_ds.size,
-                                    heatmap=cfg.heatmap, extra={"epoch": epoch + 1, "metrics": rec, "config": config,
-                                                                "align": align})
+                    if main:
+                        save_checkpoint(best_path, model, arch=cfg.arch, schema=schema, size=train_ds.size,
+                                        heatmap=cfg.heatmap, extra={"epoch": epoch + 1, "metrics": rec,
+                                                                    "config": config, "align": align})
                 extra["best"] = best
-                # Metrics first: a kill between the two leaves a line that resume trims.
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-                save_checkpoint(last_path, model, arch=cfg.arch, schema=schema, size=train_ds.size,
-                                heatmap=cfg.heatmap, extra={**extra, "metrics": rec})
+                if main:
+                    # Metrics first: a kill between the two leaves a line that resume trims.
+                    with open(out / "metrics.jsonl", "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                    save_checkpoint(last_path, model, arch=cfg.arch, schema=schema, size=train_ds.size,
+                                    heatmap=cfg.heatmap, extra={**extra, "metrics": rec})
                 advance(1, loss=f"{rec.get('total', 0):.3f}", **({"val_f1": f"{score:.3f}"} if score else {}))
+        if not main:
+            return d.share()  # rank 0's manifest, once it has plotted, evaluated and finished
         train_seconds = time.time() - t_start
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         result = {"train_seconds_this_session": round(train_seconds, 1)}
@@ -230,7 +268,10 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
             result["eval"] = final_eval(best_path, cfg, device, reporter)
         counts = {"train_faces": len(train_ds), "val_faces": len(val_ds) if val_ds else 0,
                   "epochs": cfg.epochs, "steps": step}
-        return so.finish(inputs={"cache": config["cache_manifest"]}, counts=counts, extra=result)
+        if d is not None:
+            counts["ranks"] = d.world
+        m = so.finish(inputs={"cache": config["cache_manifest"]}, counts=counts, extra=result)
+        return m if d is None else d.share(m)
 
 
 def final_eval(ckpt_path, cfg: TrainConfig, device, reporter) -> dict | None:
@@ -253,23 +294,62 @@ def final_eval(ckpt_path, cfg: TrainConfig, device, reporter) -> dict | None:
     return {k: r[k] for k in ("overall_f1", "pixel_acc", "mean_f1", "coords", "split")}
 
 
-def resume(out: Path, model, opt, criterion=None) -> tuple[int, int, float]:
-    """Load run state from out/checkpoints/last.pt; returns (epoch, step, best score)."""
-    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+def resume(out: Path, model, opt, criterion=None, ck: dict | None = None, trim: bool = True) -> tuple[int, int, float]:
+    """Load run state from out/checkpoints/last.pt (or `ck`, its contents); returns (epoch, step, best score)."""
+    ck = ck or load_checkpoint(out / "checkpoints" / "last.pt")
     model.load_state_dict(ck["state_dict"])
     opt.load_state_dict(ck["optimizer"])
     if ck.get("criterion") and isinstance(criterion, torch.nn.Module):
         criterion.load_state_dict(ck["criterion"])
     torch.set_rng_state(ck["rng"])
     # Metrics of epochs after the checkpoint (killed mid-epoch) are dropped.
-    _trim_metrics(out / "metrics.jsonl", ck["epoch"])
+    if trim:
+        _trim_metrics(out / "metrics.jsonl", ck["epoch"])
     return ck["epoch"], ck["step"], ck.get("best", -1.0)
+
+
+def resume_checkpoint(state: str, last_path: Path, d: Dist | None) -> dict | None:
+    """last.pt's contents when resuming, read by rank 0 and sent to every rank (no shared disk needed)."""
+    main = d is None or d.is_main
+    ck = load_checkpoint(last_path) if main and state == "resume" and last_path.exists() else None
+    return ck if d is None else d.share(ck)
+
+
+def check_global_batch(batch_size: int, d: Dist) -> None:
+    if batch_size % d.world:
+        raise FacepipeError(f"--batch-size {batch_size} is the global batch and must be a multiple of the "
+                            f"{d.world} ranks; use {max(1, batch_size // d.world) * d.world}.")
+
+
+def data_parallel(model, d: Dist, find_unused: bool = False):
+    """DDP around `model` (whose parameters the optimizer already holds); SyncBatchNorm on GPUs.
+    `find_unused`: some parameters get no gradient (the feature projection under plain cross entropy)."""
+    kw = {"find_unused_parameters": find_unused}
+    if d.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device], **kw)
+    return torch.nn.parallel.DistributedDataParallel(model, **kw)
+
+
+def reduce_sums(sums: dict, d: Dist | None) -> dict:
+    """Per-rank sums of loss shares -> the one-process sums (every rank has the same keys in order)."""
+    if d is None or not sums:
+        return sums
+    keys = list(sums)
+    tot = d.sum_np(np.array([sums[k] for k in keys], np.float64))
+    return {k: float(v) for k, v in zip(keys, tot)}
 
 
 def _trim_metrics(path: Path, upto_epoch: int):
     if not path.exists():
         return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] <= upto_epoch]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] <= upto_epoch:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by a full disk or a kill mid-append: its epoch is redone anyway
     write_text(path, "".join(l + "\n" for l in keep))
 
 

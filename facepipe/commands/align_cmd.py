@@ -1,7 +1,8 @@
 import click
 
 from facepipe.align import AlignConfig, run_align
-from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_option
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, shard_option, workers_option
+from facepipe.manifest import parse_shard
 
 
 @click.command("align", context_settings=CONTEXT)
@@ -23,9 +24,11 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_
 @click.option("--outside-label", type=int, default=0, show_default=True,
               help="Label for crop pixels outside the photo: 0 = background, 255 = ignore.")
 @workers_option
+@shard_option
 @force_option
 @quiet_option
-def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, outside_label, workers, force, quiet):
+def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, outside_label, workers, shard, force,
+              quiet):
     """Align every face onto a 5-point template (similarity transform) in SIZE x SIZE crops.
 
     \b
@@ -38,11 +41,12 @@ def align_cmd(src, out, size, iod, landmarks, min_face, no_face, letterbox, outs
       facepipe align data/fasseg data/fasseg-aligned --landmarks data/fasseg-lm
       facepipe align raw/ data/aligned
       facepipe align data/lapa data/lapa-aligned --landmarks dataset --size 512
+      facepipe align photos/ al/ --landmarks lm/ --shard 1/2   # half of it; then once without --shard
     """
     rep = reporter(quiet)
     cfg = AlignConfig(src=src, out=out, size=size, iod=iod, landmarks=landmarks, min_face=min_face,
                       no_face=no_face, letterbox=letterbox, outside_label=outside_label, workers=workers,
-                      force=force)
+                      force=force, shard=parse_shard(shard))
     m = run_align(cfg, rep)
     rep.table(f"align -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
 

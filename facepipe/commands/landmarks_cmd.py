@@ -1,6 +1,7 @@
 import click
 
-from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, workers_option
+from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, shard_option, workers_option
+from facepipe.manifest import parse_shard
 from facepipe.landmarks import LandmarksConfig, run_landmarks
 
 
@@ -13,9 +14,10 @@ from facepipe.landmarks import LandmarksConfig, run_landmarks
               help="Photos are shrunk to this longest side for detection.")
 @click.option("--threshold", type=float, default=0.0, show_default=True, help="Detector score threshold.")
 @workers_option
+@shard_option
 @force_option
 @quiet_option
-def landmarks_cmd(src, out, upsample, max_side, threshold, workers, force, quiet):
+def landmarks_cmd(src, out, upsample, max_side, threshold, workers, shard, force, quiet):
     """Detect faces and 5- and 68-point landmarks (dlib) in every photo of SRC.
 
     \b
@@ -26,10 +28,12 @@ def landmarks_cmd(src, out, upsample, max_side, threshold, workers, force, quiet
     Examples:
       facepipe landmarks data/fasseg data/fasseg-lm
       facepipe landmarks ~/photos data/photos-lm --upsample 1
+      facepipe landmarks photos/ lm/ --shard 0/2   # machine A (machine B: --shard 1/2), one shared folder
+      facepipe landmarks photos/ lm/               # afterwards: collects both halves, writes the manifest
     """
     rep = reporter(quiet)
     cfg = LandmarksConfig(src=src, out=out, upsample=upsample, max_side=max_side, threshold=threshold,
-                          workers=workers, force=force)
+                          workers=workers, force=force, shard=parse_shard(shard))
     m = run_landmarks(cfg, rep)
     rep.table(f"landmarks -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
 

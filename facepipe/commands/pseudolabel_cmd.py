@@ -13,10 +13,11 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
               help="Probabilities stored as uint8 (x255) or float16.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, show_default="all cores, shared among torchrun's ranks")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None, help="Sample sheet PNG (default: OUT.png).")
 @force_option
 @quiet_option
-def pseudolabel_cmd(teacher, src, out, tta_flip, storage, batch_size, device, sheet, force, quiet):
+def pseudolabel_cmd(teacher, src, out, tta_flip, storage, batch_size, device, threads, sheet, force, quiet):
     """Label unlabelled aligned faces with a teacher's soft predictions (for `distill`).
 
     \b
@@ -30,16 +31,20 @@ def pseudolabel_cmd(teacher, src, out, tta_flip, storage, batch_size, device, sh
       facepipe align ../shared/data/unlabeled/utkface-5k data/utk-aligned --landmarks data/utk-lm
       facepipe cache data/utk-aligned data/utk.h5
       facepipe pseudolabel --teacher runs/t1 data/utk.h5
+      torchrun --standalone --nproc-per-node 2 -m facepipe pseudolabel --teacher runs/t1 data/utk.h5
     """
     from pathlib import Path
 
     from facepipe.atomic import save_image
+    from facepipe.distributed import is_main
     from facepipe.pseudolabel import PseudoConfig, default_output, pseudo_sheet, run_pseudolabel
 
     out = out or str(default_output(teacher))
     rep = reporter(quiet)
     m = run_pseudolabel(PseudoConfig(teacher=teacher, src=src, out=out, tta_flip=tta_flip, storage=storage,
-                                     batch_size=batch_size, device=device, force=force), rep)
+                                     batch_size=batch_size, device=device, threads=threads, force=force), rep)
+    if not is_main():
+        return  # rank 0 draws the sheet and prints the table
     sheet = sheet or str(Path(out).with_suffix(".png"))
     save_image(sheet, pseudo_sheet(out))
     rep.table(f"pseudolabel -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"]), ("sheet", sheet)],
