@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -219,7 +220,14 @@ def dilation_candidates(n: int, rates=(1, 2, 4, 8, 16)) -> list[tuple[int, ...]]
 
 
 def best_dilations(name: str, size: int, target: float, candidates=None, **kw) -> dict:
-    """The `dilations` setting whose r / size is closest to `target` (ties: smaller largest rate)."""
+    """The `dilations` setting whose r / size is closest to `target` (ties: smaller largest rate).
+
+    Measuring r exactly costs seconds per large setting, so every candidate is ranked by the analytic
+    walk plus the offset (decoder layers the walk misses) measured exactly at the default setting:
+    dilations only change the sequential context block, so the offset does not depend on them. The
+    winner's r is then measured exactly; if it disagrees with the prediction, every candidate is
+    measured exactly instead.
+    """
     rf_kw = {k: kw.pop(k) for k in _RF_KEYS if k in kw}
     default = _build(name, dict(kw)).config.get("dilations")
     if default is None:
@@ -228,9 +236,54 @@ def best_dilations(name: str, size: int, target: float, candidates=None, **kw) -
         raise FacepipeError(f"model {name!r} has no `dilations` setting to search")
     if candidates is None:
         candidates = sorted(set(dilation_candidates(len(default))) | {tuple(default)})
+
+    def exact(dil):
+        return receptive_field(_build(name, dict(kw, dilations=tuple(dil))), **rf_kw)["r"]
+
+    def analytic(dil):
+        return max(row["r"] for row in layer_table(_build(name, dict(kw, dilations=tuple(dil)))))
+
+    def pick(table):
+        return min(table, key=lambda t: (abs(t["r_norm"] - target), max(t["dilations"]), sum(t["dilations"])))
+
+    offset = exact(default) - analytic(default)
     table = []
     for dil in candidates:
-        r = receptive_field(_build(name, dict(kw, dilations=tuple(dil))), **rf_kw)["r"]
+        r = analytic(dil) + offset
         table.append(dict(dilations=tuple(dil), r=r, r_norm=r / size))
-    best = min(table, key=lambda t: (abs(t["r_norm"] - target), max(t["dilations"]), sum(t["dilations"])))
+    best = pick(table)
+    if exact(best["dilations"]) != best["r"]:
+        table = [dict(dilations=tuple(d), r=exact(d), r_norm=exact(d) / size) for d in candidates]
+        best = pick(table)
     return dict(best, target=target, size=size, table=table)
+
+
+OPTIMUM_FILE = Path(__file__).parent / "assets" / "rnorm_optimum.json"
+
+
+def measured_optimum() -> dict:
+    """The r/s optimum our own sweep measured (assets/rnorm_optimum.json: value, arch, command, date)."""
+    import json
+
+    from facepipe.errors import FacepipeError
+
+    if not OPTIMUM_FILE.exists():
+        raise FacepipeError("no measured r_norm optimum is shipped; give a number or run `facepipe rnorm sweep`.")
+    return json.loads(OPTIMUM_FILE.read_text())
+
+
+def dilations_for(arch: str, size: int, target: str | float) -> tuple[tuple[int, ...], dict]:
+    """Dilations whose r / size is closest to `target` (a number, or "optimum" for the measured one)."""
+    from facepipe.errors import FacepipeError
+
+    if isinstance(target, str) and target.strip().lower() == "optimum":
+        value = float(measured_optimum()["rnorm"])
+    else:
+        try:
+            value = float(target)
+        except ValueError:
+            raise FacepipeError(f"--rnorm {target!r}: give a number such as 1.2, or `optimum`.") from None
+    if not value > 0:
+        raise FacepipeError(f"--rnorm {target!r}: r/s must be positive.")
+    b = best_dilations(arch, size, value)
+    return tuple(b["dilations"]), b

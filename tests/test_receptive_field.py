@@ -98,3 +98,12 @@ def test_best_dilations_picks_the_closest():
 def test_best_dilations_needs_a_dilations_setting():
     with pytest.raises(FacepipeError):
         best_dilations("bisenet-r18", 256, 1.0, candidates=[(1,)])
+
+
+def test_best_dilations_ranks_with_the_exact_r_of_every_candidate():
+    # the analytic-plus-offset ranking must give the r an exact measurement gives, for each candidate
+    cands = [(1, 1, 1), (1, 2, 4), (2, 4, 8), (4, 4, 4), (1, 8, 8)]
+    out = best_dilations("student-tiny", 128, target=1.5, candidates=cands)
+    for row in out["table"]:
+        assert row["r"] == rnorm("student-tiny", 128, dilations=row["dilations"])["r"]
+    assert out["dilations"] == min(out["table"], key=lambda t: abs(t["r_norm"] - 1.5))["dilations"]

@@ -75,3 +75,23 @@ def test_sweep_refuses_a_model_without_dilations(synthetic_cache, tmp_path):
     res = CliRunner().invoke(cli, ["rnorm", "sweep", str(synthetic_cache), "--out", str(tmp_path / "x"),
                                    "--arch", "bisenet-r18", "--epochs", "1"])
     assert res.exit_code != 0 and "no `dilations`" in str(res.exception)
+
+
+def test_train_rnorm_sets_the_dilations_closest_to_the_target(synthetic_cache, tmp_path, monkeypatch):
+    from facepipe import receptive_field as rf
+
+    opt = tmp_path / "opt.json"
+    opt.write_text(json.dumps({"rnorm": 2.0, "source": "test"}))
+    monkeypatch.setattr(rf, "OPTIMUM_FILE", opt)
+    for target, want in (("1.0", 1.0), ("optimum", 2.0)):
+        out = tmp_path / f"t{want}"
+        res = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(out), "--arch", "student-tiny",
+                                       "--rnorm", target, "--epochs", "1", "--quiet"])
+        assert res.exit_code == 0, res.output
+        dil = tuple(json.loads((out / "config.json").read_text())["model_kwargs"]["dilations"])
+        best = rf.best_dilations("student-tiny", 64, want)
+        assert dil == best["dilations"] and abs(best["r_norm"] - want) <= min(
+            abs(t["r_norm"] - want) for t in best["table"]) + 1e-12
+    res = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(tmp_path / "x"), "--rnorm", "1",
+                                   "--dilations", "1,1,1,1"])
+    assert res.exit_code != 0 and "not both" in res.output

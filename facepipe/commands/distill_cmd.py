@@ -1,7 +1,7 @@
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
-from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
+from facepipe.commands.train_cmd import build_model_kwargs, dilations_for_rnorm, parse_dilations, rnorm_option
 
 
 @click.command("distill", context_settings=CONTEXT)
@@ -12,6 +12,7 @@ from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default: runs/<teacher>-student).")
 @click.option("--arch", default="student", show_default=True)
 @click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None, help="e.g. 2,4,8")
+@rnorm_option
 @click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of the KD terms.")
@@ -27,7 +28,7 @@ from facepipe.commands.train_cmd import build_model_kwargs, parse_dilations
 @click.option("--threads", type=int, default=0, show_default="all cores")
 @force_option
 @quiet_option
-def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs, temperature, alpha, confidence,
+def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target, model_kwargs, temperature, alpha, confidence,
                 no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, threads, force, quiet):
     """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
 
@@ -40,12 +41,18 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, model_kwargs,
       facepipe distill --teacher runs/t1
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
+      facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
     """
     from pathlib import Path
 
     from facepipe.distill import DistillConfig, distill
 
     out = out or str(Path("runs") / f"{Path(teacher).name}-student")
+    if rnorm_target is not None:  # the student sees the teacher's input size
+        from facepipe.checkpoint import load_checkpoint, run_checkpoint
+
+        size = int(load_checkpoint(run_checkpoint(teacher))["size"])
+        dilations = dilations_for_rnorm(arch, size, rnorm_target, dilations)
     cfg = DistillConfig(teacher=teacher, out=out, labeled=labeled, unlabeled=unlabeled, arch=arch,
                         model_kwargs=build_model_kwargs(dilations, None, model_kwargs), temperature=temperature,
                         alpha=alpha, confidence=confidence, kd_labeled=not no_kd_labeled, epochs=epochs,

@@ -10,8 +10,9 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
 @click.option("--arch", default="teacher", show_default=True, help="Registered architecture.")
 @click.option("--size", type=int, default=256, show_default=True, help="Input side s.")
 @click.option("--dilations", default=None, help="Dilation rates to measure instead of the default, e.g. 1,2,4,8.")
-@click.option("--target", type=float, default=None,
-              help="Find the dilation setting whose r/s is closest to this r_norm.")
+@click.option("--target", default="optimum", show_default=True,
+              help="Find the dilation setting whose r/s is closest to this r_norm; `optimum` is the one our "
+                   "sweep measured (facepipe/assets/rnorm_optimum.json).")
 @click.pass_context
 def rnorm_cmd(ctx, arch, size, dilations, target):
     """Receptive field r and normalised receptive field r/s of a model, exactly, from its real layers.
@@ -29,7 +30,7 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
     if ctx.invoked_subcommand is not None:
         return
     from facepipe.progress import Reporter
-    from facepipe.receptive_field import best_dilations, layer_table, rnorm
+    from facepipe.receptive_field import layer_table, rnorm
     from facepipe.models import create_model
 
     rep = Reporter(quiet=False)
@@ -53,11 +54,21 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
     if r.get("global_context"):
         rows.append(("global pooling", "yes: sees the whole image; r is the local part"))
     rep.table(f"{arch} at {size}x{size}", rows, ("", "value"))
-    if target is not None:
-        b = best_dilations(arch, size, target)
-        rep.table(f"dilations for r_norm {target} at s={size}",
-                  [("best dilations", ",".join(map(str, b["dilations"]))), ("r", b["r"]),
-                   ("r_norm", round(b["r_norm"], 4))], ("", "value"))
+    from facepipe.errors import FacepipeError
+    from facepipe.receptive_field import dilations_for, measured_optimum
+
+    try:
+        dil, b = dilations_for(arch, size, target)
+    except FacepipeError as e:
+        if target != "optimum":
+            raise
+        rep.log(str(e))
+        return
+    what = f"measured optimum {b['target']:.3f} ({measured_optimum().get('source', '')})" \
+        if target == "optimum" else f"{b['target']:g}"
+    rep.table(f"dilations for r_norm {what} at s={size}",
+              [("best dilations", ",".join(map(str, dil))), ("r", b["r"]),
+               ("r_norm", round(b["r_norm"], 4))], ("", "value"))
 
 
 COMMANDS = [rnorm_cmd]

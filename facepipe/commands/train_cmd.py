@@ -14,6 +14,23 @@ def parse_dilations(value):
         raise click.BadParameter("give rates as a comma list, e.g. 2,4,8,1") from None
 
 
+def rnorm_option(f):
+    return click.option("--rnorm", "rnorm_target", default=None,
+                        help="Set the dilations so that r/s is closest to this (a number, or `optimum`: the "
+                             "optimum our r_norm sweep measured). Not with --dilations.")(f)
+
+
+def dilations_for_rnorm(arch, size, target, dilations):
+    """--rnorm -> dilation rates for `arch` at input `size` (None when --rnorm is not given)."""
+    if target is None:
+        return dilations
+    if dilations:
+        raise click.UsageError("give --dilations or --rnorm, not both.")
+    from facepipe.receptive_field import dilations_for
+
+    return dilations_for(arch, size, target)[0]
+
+
 def build_model_kwargs(dilations, width, extra_json):
     kw = json.loads(extra_json) if extra_json else {}
     if dilations:
@@ -29,6 +46,7 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.option("--arch", default="teacher", show_default=True, help="Registered model (see `facepipe models`).")
 @click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None,
               help="Dilation rates of the higher layers, e.g. 2,4,8,1 (sets the receptive field).")
+@rnorm_option
 @click.option("--width", type=int, default=None, help="Base channel width of the model.")
 @click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
 @click.option("--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]), default="sc", show_default=True,
@@ -48,7 +66,7 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers for big caches.")
 @force_option
 @quiet_option
-def train_cmd(cache, out, arch, dilations, width, model_kwargs: str, loss, loss_weight, loss_warmup, heatmap,
+def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: str, loss, loss_weight, loss_warmup, heatmap,
               epochs, batch_size, lr, val_split, no_augment, seed, device, threads, workers, force, quiet):
     """Train a parser on a labelled cache (defaults: the documented teacher recipe).
 
@@ -61,10 +79,15 @@ def train_cmd(cache, out, arch, dilations, width, model_kwargs: str, loss, loss_
     Examples:
       facepipe train data/fasseg.h5 --out runs/t1
       facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
+      facepipe train data/fasseg.h5 --out runs/t-opt --rnorm optimum
       torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
     """
     from facepipe.train import TrainConfig, train
 
+    if rnorm_target is not None:
+        from facepipe.cache import read_cache_manifest
+
+        dilations = dilations_for_rnorm(arch, int(read_cache_manifest(cache)["size"]), rnorm_target, dilations)
     kw = build_model_kwargs(dilations, width, model_kwargs)
     cfg = TrainConfig(cache=cache, out=out, arch=arch, model_kwargs=kw, heatmap=heatmap, loss=loss,
                       loss_weight=loss_weight, loss_warmup=loss_warmup, epochs=epochs, batch_size=batch_size,
