@@ -18,6 +18,7 @@ an interrupted run resumes from the partial file (faces done so far are kept).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -105,22 +106,26 @@ def _write(cfg, config, src, man, faces, size, schema, labelled, out, reporter) 
             if f.attrs.get("config") != json.dumps(config) or f["images"].shape[0] != n:
                 f.close()
                 f = None
-        except (OSError, KeyError):
-            f = None  # a partial file broken by a kill: start over
+        except Exception:  # a partial file broken by a kill (h5py raises several types): start over
+            f = None
     if f is None:
         f = _create(part, n, size, lmax, labelled, cfg.compression, config)
     try:
         start = int(f.attrs["done"])
         with reporter.task("cache", n) as advance:
             advance(start)
+            # Handles held for the loop: a temporary handle closed per face flushes metadata each time,
+            # and on a full disk those failures only surface as ignored errors in h5py's deallocator.
+            d_img, d_hm, d_lm = f["images"], f["heatmaps"], f["landmarks"]
+            d_lab = f["labels"] if labelled else None
             for i in range(start, n):
                 img, lab, lm, hm = _decode(faces[i], src, size)
-                f["images"][i] = img
-                f["heatmaps"][i] = hm
+                d_img[i] = img
+                d_hm[i] = hm
                 if labelled:
-                    f["labels"][i] = lab
+                    d_lab[i] = lab
                 if lm is not None:
-                    f["landmarks"][i, : len(lm)] = lm
+                    d_lm[i, : len(lm)] = lm
                 if (i + 1) % 64 == 0 or i + 1 == n:
                     f.attrs["done"] = i + 1
                     f.flush()
@@ -170,9 +175,48 @@ def _write(cfg, config, src, man, faces, size, schema, labelled, out, reporter) 
         f = None
         os.replace(part, out)
         return manifest
+    except (OSError, RuntimeError) as e:
+        if f is None:
+            raise
+        _truncate(part)  # first: closing the handles below needs the space back
+        d_img = d_hm = d_lm = d_lab = None  # noqa: F841
+        abandon_h5(f, part)
+        f = None
+        raise FacepipeError(write_failure(out, part, e)) from None
     finally:
         if f is not None:
             f.close()
+
+
+def abandon_h5(f, part: Path) -> None:
+    """Drop a partial HDF5 file after a failed write (disk full). HDF5 flushes its metadata on close;
+    with the disk still full that fails again and h5py can crash the interpreter at exit, so the file
+    is truncated first (freeing its space), then closed and removed."""
+    _truncate(part)
+    try:
+        f.close()
+    except Exception:
+        pass
+    try:
+        os.unlink(part)
+    except OSError:
+        pass
+
+
+def _truncate(path: Path) -> None:
+    try:
+        os.truncate(path, 0)
+    except OSError:
+        pass
+
+
+def write_failure(out: Path, part: Path, e: Exception) -> str:
+    """One line for a failed HDF5 write; HDF5 puts the errno inside its message text."""
+    text = str(e)
+    full = getattr(e, "errno", None) == errno.ENOSPC or "errno = 28" in text or "No space left" in text
+    reason = "no space left on device" if full else (text.strip().splitlines() or [type(e).__name__])[0][:160]
+    return (f"writing {out} failed: {reason}; the unfinished {part.name} was removed and any earlier "
+            f"{out.name} is untouched. Free some space and rerun.")
 
 
 def read_cache_manifest(path) -> dict:

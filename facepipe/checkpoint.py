@@ -27,8 +27,14 @@ def save_checkpoint(path, model, *, arch: str, schema: LabelSchema, size: int, h
         "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
     }
     ckpt.update(extra or {})
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as RuntimeError ("unexpected pos ..."): say what it likely means.
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise FacepipeError(f"writing checkpoint {path} failed ({first}); is the disk full? "
+                            f"Any earlier {Path(path).name} is kept; free some space and rerun.") from None
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -99,7 +99,11 @@ def _main():
         sys.exit(e.exit_code)
     except OSError as e:
         # Disk full, permission denied...: the environment, not a bug; atomic writes kept old outputs.
-        click.secho(f"error: {e.strerror or e} ({getattr(e, 'filename', '') or ''})", fg="red", err=True)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        text = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        # HDF5 read failures carry no errno: a damaged chunk in a cache or pseudo-label file.
+        hint = "" if e.errno else "; an HDF5 input is corrupt or truncated, remake it with the command that made it"
+        click.secho(f"error: {text}{where}{hint}", fg="red", err=True)
         sys.exit(1)
 
 

@@ -8,6 +8,7 @@ stages count per image instead of crashing).
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def _inside(p: Path, root: Path) -> bool:
 def _open(path) -> Image.Image:
     path = Path(path)
     try:
+        # A FIFO or device named like a photo (or a symlink to one) would block or never end.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BadImage(f"{path.name}: not a regular file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -65,7 +69,14 @@ def _open(path) -> Image.Image:
     except UnidentifiedImageError:
         raise BadImage(f"{path.name}: not an image or corrupt") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadImage(f"{path.name}: unreadable ({str(e) or type(e).__name__})") from None
+        raise BadImage(f"{path.name}: unreadable ({_first_line(e)})") from None
+    except Exception as e:  # fuzzed files reach decoder bugs (struct.error, IndexError...): still one bad image
+        raise BadImage(f"{path.name}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def to_rgb8(im: Image.Image) -> np.ndarray:

@@ -14,6 +14,7 @@ over the whole list up front, so ranks never pick the same name for two photos.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,17 @@ def collect_photos(paths) -> list[Path]:
     return out
 
 
+def _out_stem(photo: Path, taken: set) -> str:
+    """A name for one photo's outputs that no other photo of this run uses (a/x.png and b/x.png both
+    exist), short enough in bytes for the ".overlay.png" suffix; odd bytes are kept as they are."""
+    base = os.fsdecode(os.fsencode(photo.stem)[:200])
+    stem, k = base, 1
+    while stem in taken:
+        stem, k = f"{base}_{k}", k + 1
+    taken.add(stem)
+    return stem
+
+
 def _footprint(matrix: np.ndarray, size: int, shape) -> tuple[int, int, int, int]:
     """Photo-pixel bounding box (y0, y1, x0, x1) of the crop's area, clipped to the photo."""
     inv = np.linalg.inv(matrix)
@@ -103,10 +115,8 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     mine = [str(p) for p in photos[lo:hi]]
     old = json.loads(part.read_text()) if part.exists() else {}
     if old.get("part_photos") != mine:
-        taken, names = {}, []
-        for p in photos:
-            names.append(p.stem if p.stem not in taken else f"{p.stem}_{len(taken)}")
-            taken[names[-1]] = True
+        taken = {"summary"}
+        names = [_out_stem(p, taken) for p in photos]
         s = _parse(parser, photos[lo:hi], out, batch_size, reporter, min_score, names[lo:hi])
         write_json(part, {**s, "part_photos": mine})
     d.barrier()
@@ -145,7 +155,7 @@ def _parse(parser: Parser, photos: list[Path], out: Path, batch_size: int, repor
     results, no_face, bad = [], [], []
     t_align = t_net = t_write = 0.0
     n_faces = 0
-    stems = {}
+    stems = {"summary"}  # summary.json is written last: no photo may take that name
     with reporter.task("parse", len(photos)) as advance:
         for start in range(0, len(photos), max(1, batch_size // 2)):
             group = photos[start:start + max(1, batch_size // 2)]
@@ -183,11 +193,7 @@ def _parse(parser: Parser, photos: list[Path], out: Path, batch_size: int, repor
             t_net += t2 - t1
             k = 0
             for p, rgb, faces, crops, hms, mats in items:
-                if names:
-                    stem = names[p]
-                else:
-                    stem = p.stem if p.stem not in stems else f"{p.stem}_{len(stems)}"
-                    stems[stem] = True
+                stem = names[p] if names else _out_stem(p, stems)
                 h, w = rgb.shape[:2]
                 labels = np.zeros((h, w), np.uint8)
                 best_fg = np.zeros((h, w), np.float32)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.images import load_rgb_raw
-from facepipe.importers.common import Item, safe_id
+from facepipe.importers.common import Item, read_split_text, safe_id
 from facepipe.schema import CELEBAMASK_HQ
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ def _splits(src: Path) -> dict[int, str]:
         log.warning("%s not found in %s: every image gets split 'unlisted'.", missing, src)
         return {}
     part: dict = {}
-    for line in partition.read_text(errors="replace").splitlines():
+    for line in read_split_text(partition).splitlines():
         toks = line.split()
         if len(toks) >= 2 and toks[1].isdigit():
             part[_key(toks[0])] = PARTITION_SPLITS.get(int(toks[1]), "unlisted")
     out: dict[int, str] = {}
-    for line in mapping.read_text(errors="replace").splitlines():
+    for line in read_split_text(mapping).splitlines():
         toks = line.split()
         if len(toks) >= 3 and toks[0].isdigit():  # the header line `idx orig_idx orig_file` is skipped
             out[int(toks[0])] = part.get(_key(toks[2]), "unlisted")

@@ -58,7 +58,9 @@ def safe_id(text: str) -> str:
     """A file-name-safe id: path separators and odd characters become '_'."""
     keep = "".join(c if (c.isalnum() or c in "-+_.") else "_" for c in text)
     keep = keep.strip(".") or "item"
-    return keep[:200]
+    # Capped in UTF-8 bytes, not characters: file names are limited to 255 bytes, and an id gets
+    # suffixes such as ".json" and ".overlay.png" downstream.
+    return keep.encode("utf-8")[:200].decode("utf-8", "ignore")
 
 
 def _is_clean_jpeg(path: Path) -> bool:
@@ -172,12 +174,34 @@ def read_items(folder) -> list[dict]:
 def read_landmark_txt(path) -> np.ndarray:
     """LaPa-style landmark file: first token N, then N 'x y' pairs."""
     try:
-        toks = Path(path).read_text().split()
+        toks = read_small_text(path).split()
         n = int(float(toks[0]))
         pts = np.array([float(t) for t in toks[1: 1 + 2 * n]], np.float64).reshape(n, 2)
     except (OSError, ValueError, IndexError):
         raise BadImage(f"{Path(path).name}: unreadable landmark file") from None
     return pts
+
+
+def read_small_text(path, limit: int = 1 << 20) -> str:
+    """A small text file (landmarks, split lists), refusing FIFOs, devices and huge files: a symlink
+    to /dev/zero or a named pipe would otherwise hang the import. Raises OSError."""
+    import stat
+
+    with open(path, "rb", opener=lambda p, fl: os.open(p, fl | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{Path(path).name} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{Path(path).name} is larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+def read_split_text(path) -> str:
+    """A split or mapping file (CelebA's partition list is ~3 MB); unreadable ones are one clear error."""
+    try:
+        return read_small_text(path, 64 << 20)
+    except OSError as e:
+        raise FacepipeError(f"cannot read {path}: {e.strerror or e}.") from None
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facepipe.errors import FacepipeError
 from facepipe.images import IMAGE_SUFFIXES, load_ids
-from facepipe.importers.common import Item, read_landmark_txt, require_dir, safe_id
+from facepipe.importers.common import Item, read_landmark_txt, read_split_text, require_dir, safe_id
 from facepipe.schema import load_schema
 
 
@@ -43,7 +43,7 @@ def _splits(src: Path) -> dict[str, str]:
     sj = src / "splits.json"
     if sj.exists():
         try:
-            d = json.loads(sj.read_text())
+            d = json.loads(read_split_text(sj))
             for split, stems in d.items():
                 for s in stems:
                     out[str(s)] = str(split)
@@ -51,7 +51,7 @@ def _splits(src: Path) -> dict[str, str]:
             raise FacepipeError(f"{sj} is not a valid splits file ({e}).") from None
         return out
     for txt in sorted(src.glob("*.txt")):
-        for line in txt.read_text(errors="replace").splitlines():
+        for line in read_split_text(txt).splitlines():
             if line.strip():
                 out[line.strip()] = txt.stem
     return out

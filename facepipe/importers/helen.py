@@ -14,7 +14,7 @@ import numpy as np
 
 from facepipe.errors import BadImage, FacepipeError
 from facepipe.images import IMAGE_SUFFIXES, load_rgb_raw
-from facepipe.importers.common import Item, safe_id
+from facepipe.importers.common import Item, read_split_text, safe_id
 from facepipe.schema import HELEN
 
 SCHEMA = HELEN
@@ -43,7 +43,7 @@ def read_label(label_dir, name: str) -> np.ndarray:
 def read_split_file(path: Path) -> list[str]:
     """Names from `<index> , <name>` lines; spacing around the comma does not matter."""
     names = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in read_split_text(path).splitlines():
         line = line.strip()
         if not line:
             continue

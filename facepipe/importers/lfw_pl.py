@@ -16,7 +16,7 @@ import numpy as np
 
 from facepipe.errors import FacepipeError
 from facepipe.images import load_rgb_raw
-from facepipe.importers.common import Item, safe_id
+from facepipe.importers.common import Item, read_split_text, safe_id
 from facepipe.schema import LFW_PL
 
 SCHEMA = LFW_PL
@@ -37,7 +37,7 @@ def read_label(path) -> np.ndarray:
 def read_split_file(path: Path) -> list[tuple[str, str]]:
     """`<Person_Name> <number>` lines -> (person, image name `<Person_Name>_NNNN`)."""
     names = []
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(read_split_text(path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
