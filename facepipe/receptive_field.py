@@ -277,7 +277,8 @@ def dilations_for(arch: str, size: int, target: str | float) -> tuple[tuple[int,
     from facepipe.errors import FacepipeError
 
     if isinstance(target, str) and target.strip().lower() == "optimum":
-        value = float(measured_optimum()["rnorm"])
+        opt = measured_optimum()
+        value = float(opt.get("by_arch", {}).get(arch, opt["rnorm"]))
     else:
         try:
             value = float(target)

@@ -219,10 +219,9 @@ def figure(cells: list[dict], a: dict, path: Path, title: str) -> None:
     xmax, ymax = r.max() * 1.1, s.max() * 1.2
     for k in (0.5, 1, 2, 4):
         ax.plot([0, xmax], [0, xmax / k], color="0.8", lw=0.8, ls="--", zorder=0)
-        if xmax / k < ymax:
-            ax.text(xmax, xmax / k, f" r/s={k:g}", color="0.5", fontsize=8, va="center")
-        else:
-            ax.text(ymax * k, ymax, f"r/s={k:g}", color="0.5", fontsize=8, ha="center", va="bottom")
+        # label each line inside the axes, where it leaves the plot's right or top edge
+        y = min(xmax / k, ymax) * 0.96
+        ax.text(y * k, y, f"r/s={k:g} ", color="0.45", fontsize=8, ha="right", va="top")
     o = a["optimum_rnorm"]
     ax.plot([0, xmax], [0, xmax / o], color="tab:red", lw=1.2, label=f"optimum r/s = {o:.2f}")
     sc = ax.scatter(r, s, c=f1, s=260, cmap="viridis", edgecolor="k", zorder=3)
