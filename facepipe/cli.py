@@ -72,12 +72,17 @@ def run_summary(manifest: dict) -> list[tuple]:
 
 
 def main():
+    ok = False
     try:
         _main()
+        ok = True
+    except SystemExit as e:
+        ok = e.code in (0, None)
+        raise
     finally:
         d = sys.modules.get("facepipe.distributed")  # loaded only by stages that ran under torchrun
         if d is not None:
-            d.cleanup()
+            d.cleanup(sync=ok)
 
 
 def _main():

@@ -109,8 +109,16 @@ def split_range(n: int, d: Dist | None, unit: int = 1) -> tuple[int, int]:
     return min(n, a * unit), min(n, b * unit)
 
 
-def cleanup() -> None:
+def cleanup(sync: bool = False) -> None:
+    """Leave the process group. After a clean run all ranks meet first: gloo aborts the process
+    ("terminate called without an active exception") when one rank tears down its connections while
+    another is still using them. After a failure there is no meeting (the others may never come)."""
     if dist.is_initialized():
+        if sync:
+            try:
+                dist.barrier()
+            except Exception:
+                pass
         dist.destroy_process_group()
 
 
