@@ -74,11 +74,11 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
 COMMANDS = [rnorm_cmd]
 
 
-def _ints(value, name):
+def _ints(value, name, example):
     try:
         out = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"give {name} as a comma list of integers, e.g. 1,2,4,8") from None
+        raise click.BadParameter(f"give {name} as a comma list of integers, e.g. {example}") from None
     if not out:
         raise click.BadParameter(f"no {name} given")
     return out
@@ -87,10 +87,10 @@ def _ints(value, name):
 @rnorm_cmd.command("sweep", context_settings=CONTEXT)
 @click.argument("cache", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder, e.g. runs/rn1.")
-@click.option("--sizes", default="128,192,256", show_default=True, callback=lambda c, p, v: _ints(v, "sizes"),
+@click.option("--sizes", default="128,192,256", show_default=True, callback=lambda c, p, v: _ints(v, "sizes", "128,192,256"),
               help="Input sizes s (the cache is resampled to each).")
 @click.option("--dilations", default="1,2,4,8", show_default=True,
-              callback=lambda c, p, v: _ints(v, "dilations"),
+              callback=lambda c, p, v: _ints(v, "dilations", "1,2,4,8"),
               help="Rate d given to every dilated context layer: sets r.")
 @click.option("--arch", default="teacher", show_default=True, help="Registered model with a `dilations` setting.")
 @click.option("--budget", type=float, default=300, show_default=True,
