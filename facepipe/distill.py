@@ -29,7 +29,7 @@ from facepipe.augment import AugmentConfig, augment
 from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, to_input
-from facepipe.device import pick_device, set_threads
+from facepipe.device import amp_dtype, channels_last, pick_device, set_threads
 from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
 from facepipe.manifest import config_dict, file_sha256
@@ -63,6 +63,7 @@ class DistillConfig:
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
+    amp: bool = field(default=True, metadata={"identity": False})
     final_eval: str = field(default="test", metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
 
@@ -168,6 +169,9 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         n_unl = U["images"].shape[0] if U else 0
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
                              **cfg.model_kwargs).to(device)
+        model = channels_last(model)
+        dtype = amp_dtype(device) if cfg.amp else None
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, len(idx) // cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
@@ -201,7 +205,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         x, y, p = augment(x, y, flip_perm, aug_cfg, g, soft=p, part=part)
                     for pg in opt.param_groups:
                         pg["lr"] = lr_at(step, total, cfg.lr)
-                    logits = net(x)
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        logits = net(channels_last(x)).float()
                     ce = ce_loss(logits, y, d)
                     loss, parts = ce, {"ce": ce.item() / scale}
                     if cfg.kd_labeled and cfg.alpha > 0:
@@ -219,13 +224,16 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         if cfg.augment:
                             xu, _, pu = augment(xu, None, flip_perm, aug_cfg, g, soft=pu, part=upart)
                         valid = (pu.max(1).values >= max(thr, 1e-3)).float()
-                        kd_u = kd_loss(net(xu), pu, cfg.temperature, valid, d)
+                        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                            logits_u = net(channels_last(xu)).float()
+                        kd_u = kd_loss(logits_u, pu, cfg.temperature, valid, d)
                         loss = loss + cfg.alpha * kd_u
                         parts["kd_unlabeled"] = kd_u.item() / scale
                     parts["total"] = loss.item() / scale
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                     step += 1
                     if not math.isfinite(parts["total"]):
                         raise FacepipeError(f"distillation diverged at epoch {epoch + 1}; lower --lr.")

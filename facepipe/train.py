@@ -34,7 +34,7 @@ from facepipe.augment import AugmentConfig, augment
 from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import load_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, to_input
-from facepipe.device import pick_device, set_threads
+from facepipe.device import amp_dtype, channels_last, pick_device, set_threads
 from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
 from facepipe.manifest import config_dict
@@ -189,8 +189,11 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
         if isinstance(criterion, torch.nn.Module):
             criterion.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        model = channels_last(model)
+        dtype = amp_dtype(device) if cfg.amp else None
+        use_amp = dtype is not None
+        # bf16 keeps fp32's exponent range: only fp16 needs loss scaling.
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         batches = Batches(train_ds, cfg.batch_size, cfg.seed, cfg.workers, d)
         total_steps = cfg.epochs * len(batches)
         start_epoch, step, best = 0, 0, -1.0
@@ -217,9 +220,10 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if cfg.augment:
                         x, y = augment(x, y, flip_perm, aug_cfg, g, part=part)
+                    x = channels_last(x)
                     for pg in opt.param_groups:
                         pg["lr"] = lr_at(step, total_steps, cfg.lr)
-                    with torch.autocast(device.type, enabled=use_amp):
+                    with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
                         logits, feats = net(x, return_features=True)
                     loss, parts = criterion(logits.float(), feats.float(), y)
                     opt.zero_grad(set_to_none=True)

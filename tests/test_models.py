@@ -97,3 +97,15 @@ def test_batchnorm_folding_keeps_the_function(name):
     x = torch.randn(2, cin, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(f(x), m(x), atol=1e-4, rtol=1e-4)
+
+
+def test_teacher_refine_stage_joins_the_input_at_full_resolution():
+    torch.manual_seed(0)
+    m = create_model("teacher", num_classes=6, in_channels=4, width=8, refine=4).eval()
+    assert m.config["refine"] == 4
+    assert create_model("teacher", **m.config).config == m.config  # what a checkpoint rebuilds from
+    first = m.refine[0][0]
+    assert first.in_channels == 8 + 4 and first.stride == (1, 1)  # stride-2 features + the input pixels
+    assert m(torch.zeros(1, 4, 32, 32)).shape == (1, 6, 32, 32)
+    plain = create_model("teacher", num_classes=6, in_channels=4, width=8)
+    assert plain.refine is None and plain.config["refine"] == 0

@@ -1,7 +1,7 @@
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
-from facepipe.commands.train_cmd import build_model_kwargs, dilations_for_rnorm, parse_dilations, rnorm_option
+from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilations_for_rnorm, parse_dilations, rnorm_option
 
 
 @click.command("distill", context_settings=CONTEXT)
@@ -26,10 +26,11 @@ from facepipe.commands.train_cmd import build_model_kwargs, dilations_for_rnorm,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default="all cores")
+@amp_option
 @force_option
 @quiet_option
 def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target, model_kwargs, temperature, alpha, confidence,
-                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, threads, force, quiet):
+                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, threads, amp, force, quiet):
     """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
 
     \b
@@ -57,7 +58,7 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target,
                         model_kwargs=build_model_kwargs(dilations, None, model_kwargs), temperature=temperature,
                         alpha=alpha, confidence=confidence, kd_labeled=not no_kd_labeled, epochs=epochs,
                         batch_size=batch_size, unlabeled_batch=unlabeled_batch, lr=lr, seed=seed, device=device,
-                        threads=threads, force=force)
+                        threads=threads, amp=amp, force=force)
     rep = reporter(quiet)
     m = distill(cfg, rep)
     rep.table(f"distill {arch} -> {out}", run_summary(m), ("", "value"))

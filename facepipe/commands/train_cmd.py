@@ -31,6 +31,12 @@ def dilations_for_rnorm(arch, size, target, dilations):
     return dilations_for(arch, size, target)[0]
 
 
+def amp_option(f):
+    return click.option("--amp/--no-amp", default=True, show_default=True,
+                        help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX); "
+                             "fp32 elsewhere.")(f)
+
+
 def build_model_kwargs(dilations, width, extra_json):
     kw = json.loads(extra_json) if extra_json else {}
     if dilations:
@@ -64,10 +70,11 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=int, default=0, show_default="all cores")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers for big caches.")
+@amp_option
 @force_option
 @quiet_option
 def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: str, loss, loss_weight, loss_warmup, heatmap,
-              epochs, batch_size, lr, val_split, no_augment, seed, device, threads, workers, force, quiet):
+              epochs, batch_size, lr, val_split, no_augment, seed, device, threads, workers, amp, force, quiet):
     """Train a parser on a labelled cache (defaults: the documented teacher recipe).
 
     \b
@@ -92,7 +99,7 @@ def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: st
     cfg = TrainConfig(cache=cache, out=out, arch=arch, model_kwargs=kw, heatmap=heatmap, loss=loss,
                       loss_weight=loss_weight, loss_warmup=loss_warmup, epochs=epochs, batch_size=batch_size,
                       lr=lr, val_split=val_split, augment=not no_augment, seed=seed, device=device,
-                      threads=threads, workers=workers, force=force)
+                      threads=threads, workers=workers, amp=amp, force=force)
     rep = reporter(quiet)
     m = train(cfg, rep)
     rep.table(f"train {arch} -> {out}", run_summary(m), ("", "value"))

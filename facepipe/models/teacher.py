@@ -28,14 +28,14 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 class Teacher(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32,
-                 dilations: tuple[int, ...] = (2, 4, 8, 1), feat_dim: int | None = None):
+                 dilations: tuple[int, ...] = (2, 4, 8, 1), feat_dim: int | None = None, refine: int = 0):
         super().__init__()
         feat_dim = num_classes if feat_dim is None else feat_dim
         if feat_dim < num_classes:
             raise ValueError(f"feat_dim {feat_dim} < num_classes {num_classes}: the sc loss needs a class axis each")
         dilations = tuple(int(d) for d in dilations)
         self.config = dict(num_classes=num_classes, in_channels=in_channels, width=width,
-                           dilations=dilations, feat_dim=feat_dim)
+                           dilations=dilations, feat_dim=feat_dim, refine=int(refine))
         w = width
         self.stem = nn.Sequential(conv_bn_relu(in_channels, w, stride=2), conv_bn_relu(w, w))
         self.down4 = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2), conv_bn_relu(2 * w, 2 * w))
@@ -46,7 +46,11 @@ class Teacher(nn.Module):
         self.fuse4 = conv_bn_relu(2 * w, 2 * w)
         self.lateral2 = nn.Conv2d(2 * w, w, 1, bias=False)
         self.fuse2 = conv_bn_relu(w, w)
-        self.classifier = nn.Conv2d(w, num_classes, 1)
+        # Optional full-resolution stage: stride-2 features upsampled and joined with the input pixels,
+        # so part boundaries (eyes are ~20x9 px in a 256 crop) are placed at input resolution.
+        self.refine = (nn.Sequential(conv_bn_relu(w + in_channels, refine), conv_bn_relu(refine, refine))
+                       if refine else None)
+        self.classifier = nn.Conv2d(refine or w, num_classes, 1)
         self.project = nn.Conv2d(4 * w, feat_dim, 1)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -56,7 +60,10 @@ class Teacher(nn.Module):
         # Channels are reduced before upsampling, where it is 4x cheaper.
         d4 = self.fuse4(_up(self.lateral4(ctx), s4) + s4)
         d2 = self.fuse2(_up(self.lateral2(d4), s2) + s2)
-        logits = _up(self.classifier(d2), x)
+        if self.refine is not None:
+            logits = self.classifier(self.refine(torch.cat([_up(d2, x), x], 1)))
+        else:
+            logits = _up(self.classifier(d2), x)
         if return_features:
             return logits, self.project(ctx)
         return logits
