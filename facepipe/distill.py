@@ -144,6 +144,10 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     config.update({"labeled_resolved": str(Path(labeled).resolve()), "unlabeled_resolved": unl and str(Path(unl).resolve()),
                    "teacher_checkpoint_sha256": file_sha256(t_ck_path)})
     out = Path(cfg.out)
+    # A trial build before the run folder is claimed, so settings the model refuses leave no half-made
+    # run behind; the RNG is put back, so the seeded build below initialises exactly as before.
+    with torch.random.fork_rng(devices=[]):
+        create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3, **cfg.model_kwargs)
     with stage_output(out, "distill", config, cfg.force, d) as so:
         if so.state == "done":
             return so.manifest

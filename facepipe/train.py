@@ -173,14 +173,15 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
     config = config_dict(cfg)
     config["cache_manifest"] = {"path": str(Path(cfg.cache).resolve()), "seconds": cache_man.get("seconds"),
                                 "finished": cache_man.get("finished")}
+    # Built before the run folder is claimed: settings the model refuses leave no half-made run behind.
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if cfg.heatmap else 3,
+                         **cfg.model_kwargs).to(device)
     with stage_output(out, "train", config, cfg.force, d) as so:
         if so.state == "done":
             return so.manifest
         if main:
             write_json(out / "config.json", {**asdict(cfg), "val_split_used": vsplit})
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if cfg.heatmap else 3,
-                             **cfg.model_kwargs).to(device)
         with torch.no_grad():
             model.eval()
             _, feat = model(torch.zeros(1, 4 if cfg.heatmap else 3, 64, 64, device=device), return_features=True)

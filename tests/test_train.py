@@ -101,6 +101,19 @@ def test_no_heatmap_cli_gives_a_3_channel_model(synthetic_cache, tmp_path):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 64, 64)
 
 
+@pytest.mark.parametrize("kwargs, says", [('{"refyne": 4}', "refyne"), ('{"refine": -1}', "refine -1 < 0"),
+                                           ("{bad", "not JSON"), ("[1]", "JSON object")])
+def test_bad_model_kwargs_give_one_line_and_leave_no_run(kwargs, says, synthetic_cache, tmp_path):
+    out = tmp_path / "bad"
+    r = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(out), "--model-kwargs", kwargs,
+                                 "--epochs", "1", "--threads", "1", "-q"])
+    # Usage errors come back from click as text; a refused model as FacepipeError, which the CLI prints
+    # as one line (tests/test_bad_input.py holds that path).
+    said = r.output + (str(r.exception) if isinstance(r.exception, FacepipeError) else "")
+    assert r.exit_code != 0 and says in said and "Traceback" not in r.output, (r.output, r.exception)
+    assert not out.exists()  # so the corrected command is not refused as "another config"
+
+
 # --- checkpoints -------------------------------------------------------------------------------------
 
 def test_checkpoint_rebuilds_the_same_model(tmp_path):

@@ -38,7 +38,12 @@ def amp_option(f):
 
 
 def build_model_kwargs(dilations, width, extra_json):
-    kw = json.loads(extra_json) if extra_json else {}
+    try:
+        kw = json.loads(extra_json) if extra_json else {}
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not JSON ({e.msg}); e.g. '{{\"refine\": 8}}'", param_hint="--model-kwargs") from None
+    if not isinstance(kw, dict):
+        raise click.BadParameter("give a JSON object, e.g. '{\"refine\": 8}'", param_hint="--model-kwargs")
     if dilations:
         kw["dilations"] = list(dilations)
     if width:

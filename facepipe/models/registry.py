@@ -8,6 +8,10 @@ from torch import nn
 from facepipe.errors import FacepipeError
 
 Builder = Callable[..., nn.Module]
+
+
+class ModelSettingsError(FacepipeError, ValueError):
+    """Settings a model's builder refuses: one line on the CLI, still a ValueError to API callers."""
 _BUILDERS: dict[str, Builder] = {}
 
 
@@ -32,6 +36,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) ->
     """Build a registered model; `create_model(m.arch, **m.config)` rebuilds `m`."""
     if name not in _BUILDERS:
         raise FacepipeError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except (TypeError, ValueError) as e:  # a setting the builder does not take, or a value it refuses
+        raise ModelSettingsError(f"model {name!r} refuses the settings {kwargs}: {e}") from None
     model.arch = name
     return model

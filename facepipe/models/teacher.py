@@ -34,8 +34,11 @@ class Teacher(nn.Module):
         if feat_dim < num_classes:
             raise ValueError(f"feat_dim {feat_dim} < num_classes {num_classes}: the sc loss needs a class axis each")
         dilations = tuple(int(d) for d in dilations)
+        refine = int(refine)
+        if refine < 0:
+            raise ValueError(f"refine {refine} < 0: give the refine stage's channels, or 0 for none")
         self.config = dict(num_classes=num_classes, in_channels=in_channels, width=width,
-                           dilations=dilations, feat_dim=feat_dim, refine=int(refine))
+                           dilations=dilations, feat_dim=feat_dim, refine=refine)
         w = width
         self.stem = nn.Sequential(conv_bn_relu(in_channels, w, stride=2), conv_bn_relu(w, w))
         self.down4 = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2), conv_bn_relu(2 * w, 2 * w))
