@@ -262,7 +262,7 @@ OPTIMUM_FILE = Path(__file__).parent / "assets" / "rnorm_optimum.json"
 
 
 def measured_optimum() -> dict:
-    """The r/s optimum our own sweep measured (assets/rnorm_optimum.json: value, arch, command, date)."""
+    """The r/s optima our own sweeps measured (assets/rnorm_optimum.json: per arch, with command and date)."""
     import json
 
     from facepipe.errors import FacepipeError
@@ -272,13 +272,29 @@ def measured_optimum() -> dict:
     return json.loads(OPTIMUM_FILE.read_text())
 
 
+def optimum_for(arch: str) -> dict:
+    """{rnorm, source} for `arch`: its own sweep's optimum if one was measured, else the file's default.
+
+    An entry of `by_arch` is a number or a record {rnorm, source, command, measured}. Our sweeps found
+    different optima for the teacher (1.06) and the student (0.53), so each family carries its own.
+    """
+    opt = measured_optimum()
+    entry = opt.get("by_arch", {}).get(arch)
+    if isinstance(entry, dict):
+        return {"rnorm": float(entry["rnorm"]), "source": entry.get("source", "")}
+    if entry is not None:
+        return {"rnorm": float(entry), "source": opt.get("source", "")}
+    return {"rnorm": float(opt["rnorm"]), "source": opt.get("source", "") + " (default: no sweep of " + arch + ")"}
+
+
 def dilations_for(arch: str, size: int, target: str | float) -> tuple[tuple[int, ...], dict]:
     """Dilations whose r / size is closest to `target` (a number, or "optimum" for the measured one)."""
     from facepipe.errors import FacepipeError
 
+    source = None
     if isinstance(target, str) and target.strip().lower() == "optimum":
-        opt = measured_optimum()
-        value = float(opt.get("by_arch", {}).get(arch, opt["rnorm"]))
+        opt = optimum_for(arch)
+        value, source = opt["rnorm"], opt["source"]
     else:
         try:
             value = float(target)
@@ -287,4 +303,4 @@ def dilations_for(arch: str, size: int, target: str | float) -> tuple[tuple[int,
     if not value > 0:
         raise FacepipeError(f"--rnorm {target!r}: r/s must be positive.")
     b = best_dilations(arch, size, value)
-    return tuple(b["dilations"]), b
+    return tuple(b["dilations"]), dict(b, source=source)

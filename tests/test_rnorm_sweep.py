@@ -95,3 +95,29 @@ def test_train_rnorm_sets_the_dilations_closest_to_the_target(synthetic_cache, t
     res = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(tmp_path / "x"), "--rnorm", "1",
                                    "--dilations", "1,1,1,1"])
     assert res.exit_code != 0 and "not both" in res.output
+
+
+def test_optimum_is_looked_up_per_architecture(tmp_path, monkeypatch):
+    from facepipe import receptive_field as rf
+
+    opt = tmp_path / "opt.json"
+    opt.write_text(json.dumps({"rnorm": 1.0, "source": "fallback",
+                               "by_arch": {"student-tiny": {"rnorm": 2.0, "source": "tiny sweep"},
+                                           "student": 0.5}}))
+    monkeypatch.setattr(rf, "OPTIMUM_FILE", opt)
+    assert rf.optimum_for("student-tiny") == {"rnorm": 2.0, "source": "tiny sweep"}
+    assert rf.optimum_for("student")["rnorm"] == 0.5
+    other = rf.optimum_for("teacher-small")
+    assert other["rnorm"] == 1.0 and "no sweep of teacher-small" in other["source"]
+    _, b = rf.dilations_for("student-tiny", 64, "optimum")
+    assert b["target"] == 2.0 and b["source"] == "tiny sweep"
+
+
+def test_shipped_optimum_covers_every_dilated_architecture():
+    from facepipe import receptive_field as rf
+    from facepipe.models import registry
+
+    shipped = rf.measured_optimum()["by_arch"]
+    for name in ("teacher", "teacher-small", "student", "student-tiny"):
+        assert name in shipped and 0.05 < rf.optimum_for(name)["rnorm"] < 5, name
+        assert "dilations" in registry.create_model(name, 7).config

@@ -12,7 +12,7 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
 @click.option("--dilations", default=None, help="Dilation rates to measure instead of the default, e.g. 1,2,4,8.")
 @click.option("--target", default="optimum", show_default=True,
               help="Find the dilation setting whose r/s is closest to this r_norm; `optimum` is the one our "
-                   "sweep measured (facepipe/assets/rnorm_optimum.json).")
+                   "sweep measured for --arch (facepipe/assets/rnorm_optimum.json).")
 @click.pass_context
 def rnorm_cmd(ctx, arch, size, dilations, target):
     """Receptive field r and normalised receptive field r/s of a model, exactly, from its real layers.
@@ -55,7 +55,7 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
         rows.append(("global pooling", "yes: sees the whole image; r is the local part"))
     rep.table(f"{arch} at {size}x{size}", rows, ("", "value"))
     from facepipe.errors import FacepipeError
-    from facepipe.receptive_field import dilations_for, measured_optimum
+    from facepipe.receptive_field import dilations_for
 
     try:
         dil, b = dilations_for(arch, size, target)
@@ -64,7 +64,7 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
             raise
         rep.log(str(e))
         return
-    what = f"measured optimum {b['target']:.3f} ({measured_optimum().get('source', '')})" \
+    what = f"measured optimum {b['target']:.3f} ({b['source']})" \
         if target == "optimum" else f"{b['target']:g}"
     rep.table(f"dilations for r_norm {what} at s={size}",
               [("best dilations", ",".join(map(str, dil))), ("r", b["r"]),

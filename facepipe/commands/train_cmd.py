@@ -17,7 +17,7 @@ def parse_dilations(value):
 def rnorm_option(f):
     return click.option("--rnorm", "rnorm_target", default=None,
                         help="Set the dilations so that r/s is closest to this (a number, or `optimum`: the "
-                             "optimum our r_norm sweep measured). Not with --dilations.")(f)
+                             "optimum our r_norm sweep measured for this architecture). Not with --dilations.")(f)
 
 
 def dilations_for_rnorm(arch, size, target, dilations):
