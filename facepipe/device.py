@@ -35,7 +35,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
     CUDA: fp16 (with a GradScaler). CPU: bf16, but only where the CPU has native bf16 instructions
     (AVX512-BF16 or AMX): there oneDNN's bf16 convolutions make a teacher step ~1.9x faster (2.65x with
-    channels_last, measured on this project's 2-core Zen 4); elsewhere bf16 is emulated and slower.
+    channels_last, measured on this project's 2-core development machine); elsewhere bf16 is emulated and slower.
     """
     if device.type == "cuda":
         return torch.float16
