@@ -43,7 +43,7 @@ class BenchConfig:
     warmup: int = 5
     seconds: float = 2.0  # timing window per (model, size, batch); at least `min_iters` iterations
     min_iters: int = 10
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC, as `parse` runs models (predict.predict_probs)
     fold_bn: bool = True  # fold BatchNorm into convs for every model timed, the baseline included
 
 
@@ -156,7 +156,7 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
         r["ratio_to_baseline"] = float(r["fps"] / base[0]["fps"]) if base else None
     env = environment(dev, threads, cfg)
     for r in rows:
-        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded")})
+        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded", "channels_last")})
     return rows
 
 
@@ -167,6 +167,6 @@ def environment(dev, threads, cfg) -> dict:
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": f"{dev.type}:{name}", "threads": threads, "dtype": cfg.dtype, "backend": cfg.backend,
-            "bn_folded": cfg.fold_bn,
+            "bn_folded": cfg.fold_bn, "channels_last": cfg.channels_last,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "facepipe": __version__,
             "python": platform.python_version(), "cpu_count": __import__("os").cpu_count()}

@@ -4,14 +4,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facepipe.device import channels_last
 from facepipe.geometry import warp_to_photo
 
 
 @torch.no_grad()
 def predict_probs(model, x: torch.Tensor, flip_perm: np.ndarray | None = None, tta_flip: bool = False,
                   autocast: bool = False) -> torch.Tensor:
-    """Softmax probabilities (N,C,H,W) for a normalised input batch; optional flip test-time averaging."""
+    """Softmax probabilities (N,C,H,W) for a normalised input batch; optional flip test-time averaging.
+
+    Model and batch run in channels_last (NHWC; the model is converted in place, a no-op when it already
+    is): oneDNN's convolutions run our student ~1.4x faster that way on CPU, the teacher ~1.15x.
+    The result is returned contiguous.
+    """
     dev_type = x.device.type
+    channels_last(model)
+    x = channels_last(x)
     with torch.autocast(dev_type, enabled=autocast and dev_type == "cuda"):
         p = torch.softmax(model(x).float(), 1)
         if tta_flip:
@@ -21,7 +29,7 @@ def predict_probs(model, x: torch.Tensor, flip_perm: np.ndarray | None = None, t
                 perm = torch.as_tensor(flip_perm[:c].astype(np.int64), device=p.device)
                 pf = pf[:, perm]  # channel k of the mirrored view describes class perm[k]
             p = (p + pf) / 2
-    return p
+    return p.contiguous()
 
 
 def probs_to_photo(probs: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

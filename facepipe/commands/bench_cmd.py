@@ -25,18 +25,22 @@ def _ints(ctx, param, value):
 @click.option("--seconds", type=float, default=2.0, show_default=True, help="Timing window per row.")
 @click.option("--no-baseline", is_flag=True, help="Do not add bisenet-r18 automatically.")
 @click.option("--no-fold-bn", is_flag=True, help="Time models as trained, without folding BatchNorm into convs.")
+@click.option("--channels-last/--contiguous", "channels_last", default=True, show_default=True,
+              help="Memory format of every model and input, the baseline included (torch backend); "
+                   "`parse` runs channels_last.")
 @click.option("--split", default="test", show_default=True, help="Split scored with RUN CACHE.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write rows as JSON.")
 @quiet_option
 def bench_cmd(run, cache, fps, models, archs, sizes, batches, threads, device, backend, dtype, seconds,
-              no_baseline, no_fold_bn, split, json_path, quiet):
+              no_baseline, no_fold_bn, channels_last, split, json_path, quiet):
     """Frames per second and latency of several models side by side (and accuracy with RUN CACHE).
 
     \b
     With no models named, benchmarks the registered teacher, student and bisenet-r18 (the baseline
     face-parsing.PyTorch and facexlib ship) at 256x256, batch 1. FPS counts frames (batch x iters /
     time) of the network forward after warm-up, BatchNorm folded into convs for every model (the
-    baseline too; --no-fold-bn to time them as trained); MACs and parameters are counted from the real layers;
+    baseline too; --no-fold-bn to time them as trained), models and inputs in channels_last as `parse`
+    runs them (every model; --contiguous for NCHW); MACs and parameters are counted from the real layers;
     ratio_to_baseline is FPS / bisenet-r18's FPS at the same size and batch, in this same run.
 
     \b
@@ -58,7 +62,8 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, threads, device, b
     nc = entries[0].schema.num_classes if entries else 6
     entries += [arch_entry(a, nc) for a in names]
     cfg = BenchConfig(sizes=sizes or (256,), batches=batches or (1,), threads=threads, device=device,
-                      backend=backend, dtype=dtype, seconds=seconds, fold_bn=not no_fold_bn)
+                      backend=backend, dtype=dtype, seconds=seconds, fold_bn=not no_fold_bn,
+                      channels_last=channels_last and backend == "torch")
     rows = bench_speed(entries, cfg, rep)
     acc = {}
     if run and cache:
@@ -77,7 +82,8 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, threads, device, b
     table = [tuple(_fmt(r.get(c)) for c in cols) for r in rows]
     env = rows[0]
     rep.table(f"facepipe bench: device {env['device']}, {env['threads']} threads, {env['dtype']}, "
-              f"backend {env['backend']}, BatchNorm folded: {env['bn_folded']}", table, cols)
+              f"backend {env['backend']}, BatchNorm folded: {env['bn_folded']}, "
+              f"channels_last: {env['channels_last']}", table, cols)
     if quiet:
         for t in table:
             click.echo("  ".join(t))
