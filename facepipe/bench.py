@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ class BenchConfig:
     warmup: int = 5
     seconds: float = 2.0  # timing window per (model, size, batch); at least `min_iters` iterations
     min_iters: int = 10
-    channels_last: bool = True  # NHWC, as `parse` runs models (predict.predict_probs)
+    channels_last: bool = True  # NHWC, as `parse` runs models (predict.predict_probs); torch backend only
     fold_bn: bool = True  # fold BatchNorm into convs for every model timed, the baseline included
 
 
@@ -89,6 +89,8 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     threads = set_threads(cfg.threads)
     if cfg.backend not in ("torch", "onnxruntime"):
         raise FacepipeError("--backend must be torch or onnxruntime")
+    # onnxruntime takes NCHW arrays and picks its own layouts: the memory format is a torch setting.
+    cfg = replace(cfg, channels_last=cfg.channels_last and cfg.backend == "torch")
     if cfg.backend == "onnxruntime" and dev.type != "cpu":
         raise FacepipeError("--backend onnxruntime is measured on the CPU here; use --device cpu.")
     if cfg.dtype == "fp16" and dev.type == "cpu":

@@ -63,7 +63,7 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, threads, device, b
     entries += [arch_entry(a, nc) for a in names]
     cfg = BenchConfig(sizes=sizes or (256,), batches=batches or (1,), threads=threads, device=device,
                       backend=backend, dtype=dtype, seconds=seconds, fold_bn=not no_fold_bn,
-                      channels_last=channels_last and backend == "torch")
+                      channels_last=channels_last)
     rows = bench_speed(entries, cfg, rep)
     acc = {}
     if run and cache:
