@@ -1,7 +1,8 @@
 """Atomic writes: a file is either absent or complete, never half written.
 
 Everything is written to a temporary name in the same folder and moved into place with
-os.replace, which is atomic on POSIX within one filesystem.
+os.replace, which is atomic on POSIX within one filesystem. The file moved into place gets the mode a
+plain open() would have given it (0666 less the umask), not mkstemp's private 0600.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        # Set on the finished file, whatever the writer did with the name (some libraries recreate it).
+        _chmod_like_open(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -29,6 +32,48 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux reports it (4.7+), read without changing it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    # os.umask can only be read by setting it, and for that instant a file another thread creates gets 022
+    # instead of the real umask: done once, at import, before facepipe starts threads of its own.
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_IMPORT_UMASK = _umask_from_proc()
+_PROC_UMASK = _IMPORT_UMASK is not None
+if not _PROC_UMASK:
+    _IMPORT_UMASK = _umask_by_setting()
+
+
+def current_umask() -> int:
+    """The process umask: read from /proc at every call where Linux shows it (thread-safe, and it follows
+    a later os.umask), else the one at import."""
+    m = _umask_from_proc() if _PROC_UMASK else None
+    return _IMPORT_UMASK if m is None else m
+
+
+def _chmod_like_open(path) -> None:
+    try:
+        os.chmod(path, 0o666 & ~current_umask())
+    except OSError:
+        # A filesystem without POSIX modes (vfat, some network mounts) keeps its own default; a file that
+        # is really unusable fails in os.replace next, with the error worth reporting.
+        pass
 
 
 def write_bytes(path, data: bytes) -> None:

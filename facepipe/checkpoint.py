@@ -16,6 +16,18 @@ from facepipe.schema import LabelSchema
 
 FORMAT = "facepipe-checkpoint"
 
+ASSETS = Path(__file__).parent / "assets"
+# Names for the checkpoints shipped in facepipe/assets/. They live here, beside run_checkpoint, so that
+# parse, eval, bench and export all mean the same file by `fast`. `default` is what `parse` runs without
+# --model; `fast` is the distilled student. A teacher will join as `accurate`.
+BUNDLED = {"default": "default.pt", "fast": "default.pt"}
+
+
+def bundled_checkpoint(name) -> Path | None:
+    """The shipped checkpoint called `name` (default, fast, ...), or None when no bundled model has that name."""
+    f = BUNDLED.get(str(name))
+    return ASSETS / f if f else None
+
 
 def save_checkpoint(path, model, *, arch: str, schema: LabelSchema, size: int, heatmap: bool,
                     extra: dict | None = None) -> None:
@@ -64,12 +76,25 @@ def build_from_checkpoint(ckpt: dict):
 
 
 def run_checkpoint(run_or_file, which: str = "best") -> Path:
-    """A run folder's checkpoint (best, falling back to last) or a checkpoint file itself."""
+    """A run folder's checkpoint (best, falling back to last), a checkpoint file itself, or a bundled
+    model by name (`default`, `fast`). A path that exists wins over a bundled name: a run folder called
+    `fast` in the working directory is that run."""
     p = Path(run_or_file)
     if p.is_file():
         return p
+    bundled = None if p.exists() else bundled_checkpoint(run_or_file)
+    if bundled is not None:
+        if not bundled.exists():
+            raise FacepipeError(f"the bundled model {str(run_or_file)!r} ({bundled.name}) is not installed with "
+                                "this package; pass a run folder or checkpoint file.")
+        return bundled
+    # A mistyped run must not read as a run that has no checkpoint yet (that one says how to train it).
+    if not p.exists():
+        raise FacepipeError(f"{p} does not exist; give a run folder (`facepipe train CACHE --out RUN`), "
+                            f"a checkpoint file, or a bundled model ({', '.join(BUNDLED)}).")
     for name in (which, "last"):
         c = p / "checkpoints" / f"{name}.pt"
         if c.exists():
             return c
-    raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`.")
+    raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`, "
+                        f"or name a bundled model ({', '.join(BUNDLED)}).")

@@ -12,12 +12,24 @@ import click
 
 from facepipe import __version__
 from facepipe.errors import FacepipeError
+from facepipe.interrupt import exit_on_next_sigint
 from facepipe.progress import Reporter
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Group(click.Group):
+    def list_commands(self, ctx):
+        # Workflow order (facepipe.commands.MODULES), not click's alphabetical, so that `facepipe --help`
+        # reads as the pipeline; sorted() is stable, so a module's own commands keep their order.
+        from facepipe.commands import MODULES
+
+        def rank(name):
+            mod = getattr(self.commands[name].callback, "__module__", "").rpartition(".")[2]
+            return MODULES.index(mod) if mod in MODULES else len(MODULES)
+
+        return sorted(self.commands, key=rank)
+
     def resolve_command(self, ctx, args):
         try:
             return super().resolve_command(ctx, args)
@@ -37,12 +49,26 @@ def cli():
     """facepipe: face parsing after Wei et al. (TIP 2019), from photos to a real-time parser.
 
     \b
-    Stages, in workflow order (each reads the previous stage's folder):
-      import      dataset release layout -> common layout (images/, labels/, splits)
-      landmarks   dlib faces + 5/68-point landmarks
-      align       similarity-aligned face crops (+ labels), matrices to warp back
-      cache       one HDF5 with images, labels, landmark heatmaps
-      demo        the whole chain on the embedded default data
+    Commands, in workflow order (each stage reads the previous stage's folder):
+      import           a dataset's release layout -> common layout (images/, labels/, splits)
+      landmarks        dlib face boxes + 5- and 68-point landmarks
+      align            similarity-aligned face crops (+ labels), matrices to warp back
+      cache            one HDF5 file with images, labels, landmark heatmaps
+      show             contact sheet of a cache: faces, label overlays, heatmaps
+      check-landmarks  landmark error against dlib XML ground truth
+      train            train a parser (teacher recipe: heatmap channel + contextual loss)
+      eval             score a run on a cache split, in the original photos' coordinates
+      pseudolabel      a teacher's soft labels on unlabelled faces
+      distill          distil a teacher into a real-time student
+      bench            FPS, latency, parameters, MACs of models side by side (+ accuracy)
+      export           a run or bundled model -> ONNX with metadata, checked against torch
+      parse            photos -> label maps, overlays, JSON (bundled model by default)
+      rnorm            receptive field r and r/s of a model; `rnorm sweep`: the r/s experiment
+      models           registered architectures and the bundled weights (default, fast)
+      demo             the whole chain on embedded data, no download
+
+    \b
+    `facepipe COMMAND --help` gives each command's options and examples.
     """
 
 
@@ -55,7 +81,7 @@ def reporter(quiet: bool) -> Reporter:
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 force_option = click.option("--force", is_flag=True, help="Replace an existing output made with another config.")
-workers_option = click.option("--workers", type=int, default=0, show_default="all cores",
+workers_option = click.option("--workers", type=click.IntRange(min=0), default=0, show_default="all cores",
                               help="Worker processes.")
 shard_option = click.option("--shard", default=None, metavar="I/N",
                             help="Do every Nth photo from the I-th (N machines, one folder); "
@@ -92,9 +118,11 @@ def _main():
         click.secho(f"error: {e}", fg="red", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
+        exit_on_next_sigint()
         click.echo("aborted; rerun the same command to continue where it stopped.", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
+        exit_on_next_sigint()
         click.echo("interrupted; rerun the same command to continue where it stopped.", err=True)
         sys.exit(130)
     except click.ClickException as e:

@@ -81,3 +81,26 @@ class FaceCache(torch.utils.data.Dataset):
         d = dict(self.__dict__)
         d["_f"] = None
         return d
+
+
+def loader_batches(dataset, batch_size: int, workers: int):
+    """Batches of a DataLoader over `dataset` whose workers leave Ctrl-C to this process and are shut down
+    as soon as the iteration ends, by exhaustion, an exception or close() of this generator.
+
+    Not left to the iterator's __del__: an interrupted epoch's iterator can live on in a traceback until
+    interpreter shutdown, where torch's __del__ does nothing and workers are killed instead of joined."""
+    from facepipe.interrupt import ignore_sigint, sigint_blocked
+
+    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                     persistent_workers=False, worker_init_fn=ignore_sigint if workers else None)
+    it = None
+    try:
+        # The workers are forked here: none may take a Ctrl-C before ignore_sigint runs. One pressed
+        # meanwhile is delivered as the block ends, once `it` exists to be shut down.
+        with sigint_blocked():
+            it = iter(dl)
+        yield from it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # private, but the one way to join workers now
+        if shutdown is not None:
+            shutdown()

@@ -32,6 +32,7 @@ from facepipe.dataset import FaceCache, to_input
 from facepipe.device import amp_dtype, channels_last, pick_device, set_threads
 from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
+from facepipe.interrupt import check as check_interrupt, deferred_sigint
 from facepipe.manifest import config_dict, file_sha256
 from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
@@ -119,8 +120,9 @@ def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
 def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     from facepipe.models import create_model
 
-    labeled, unl = resolve_inputs(cfg)
+    # The teacher first: a mistyped teacher is then named as such, not as a run without config.json.
     t_ck_path = run_checkpoint(cfg.teacher, "best")
+    labeled, unl = resolve_inputs(cfg)
     t_ck = load_checkpoint(t_ck_path)
     heat = bool(t_ck["heatmap"])
     device = pick_device(cfg.device)
@@ -192,7 +194,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence
         align = t_ck.get("align") or {"size": lab_ds.size, "iod": 0.22}
-        with reporter.task(f"distill {cfg.arch}", cfg.epochs) as advance:
+        # Ctrl-C between batches, as in train (facepipe.interrupt).
+        with reporter.task(f"distill {cfg.arch}", cfg.epochs) as advance, deferred_sigint():
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
                 net.train()
@@ -201,6 +204,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                 order = torch.randperm(len(idx), generator=g).numpy()
                 uorder = torch.randperm(n_unl, generator=g).numpy() if n_unl else None
                 for b in range(steps_per_epoch):
+                    check_interrupt()
                     sel = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])[first:first + per]
                     x = to_input(L_img[sel], L_hm[sel] if heat else None).to(device)
                     y = torch.from_numpy(L_lab[sel].astype(np.int64)).to(device)

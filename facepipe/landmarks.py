@@ -86,14 +86,16 @@ def _pts(shape) -> list[list[float]]:
     return [[float(shape.part(i).x), float(shape.part(i).y)] for i in range(shape.num_parts)]
 
 
-_DETECTOR: FaceDetector | None = None
+_DETECTORS: dict[tuple, FaceDetector] = {}
 
 
 def _detector(cfg_tuple) -> FaceDetector:
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = FaceDetector(*cfg_tuple)
-    return _DETECTOR
+    """One detector per setting per process (the models take ~1 s to load); keyed by the settings, so a
+    later caller with another threshold does not get the first caller's detector."""
+    key = tuple(cfg_tuple)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FaceDetector(*key)
+    return _DETECTORS[key]
 
 
 def detect_photo(photo: Photo, det_args: tuple) -> dict:

@@ -1,36 +1,57 @@
 """`facepipe parse`: photos in, label maps out, in each photo's own coordinates.
 
-detect (dlib) -> align every face -> parse all faces of a batch of photos together -> warp each face's
-probabilities back into the photo -> one label map per photo (where faces overlap, the face more
-confident that the pixel is not background wins). Per photo: <stem>.labels.png (uint8 ids),
-<stem>.overlay.png and <stem>.json (faces, boxes, landmarks, matrices, per-class pixel counts, timings).
-Photos without a face are listed, not fatal.
+A pipeline over three kinds of work, so the network is not left waiting on dlib or on PNG encoding:
+  workers (processes): decode, detect, landmarks, warp each face to a crop   -> parse_work.align_photo
+  this process:        the network on batches of faces from several photos
+  workers:             warp probabilities back over each face's footprint, one label map per photo
+                       (where faces overlap, the face more confident that the pixel is not background
+                       wins), overlay, encode, write                         -> parse_work.write_photo
+Photos go through a bounded window, so memory stays flat on 100,000 photos. Per photo:
+<stem>.labels.png (palette PNG: pixel values are class ids, viewers show class colours),
+<stem>.overlay.png (with a legend) and <stem>.json (faces, boxes, landmarks, matrices, per-class pixel
+counts, schema, model), the json written last: it marks the photo done, so a rerun skips it (`--force`
+redoes it). summary.json and manifest.json (config, counts, the command) are written at the end.
 
-Under torchrun each rank parses a contiguous share of the photos (whole photo groups, cuda:LOCAL_RANK on
-GPUs) and writes summary.part<rank>of<world>.json when its share is done; rank 0 merges the parts into
-summary.json. A rerun after a rank died redoes only the shares without a part. Output names are given
-over the whole list up front, so ranks never pick the same name for two photos.
+Under torchrun each rank parses a contiguous share of the photos (cuda:LOCAL_RANK on GPUs) and writes
+summary.part<rank>of<world>.json; rank 0 merges the parts. Output names are given over the whole list up
+front, so ranks never pick the same name for two photos.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shlex
+import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facepipe.atomic import save_image, write_json
+from facepipe import __version__
+from facepipe.atomic import write_json
+from facepipe.checkpoint import build_from_checkpoint, bundled_checkpoint, load_checkpoint, run_checkpoint
+from facepipe.dataset import to_input
+from facepipe.device import pick_device
 from facepipe.distributed import setup, split_range
-from facepipe.errors import BadImage, FacepipeError
-from facepipe.geometry import apply, five_from, fit_similarity, template, warp_image, warp_to_photo
-from facepipe.heatmap import draw_heatmap
-from facepipe.images import IMAGE_SUFFIXES, list_images, load_rgb
+from facepipe.errors import FacepipeError
+from facepipe.geometry import template
+from facepipe.images import list_images
+from facepipe.manifest import file_sha256
+from facepipe.models.fold import fold_batchnorm
+from facepipe.parse_work import OUTPUTS, align_photo, init_worker, write_photo
+from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.pt"
+DEFAULT_MODEL = bundled_checkpoint("default")
+DETECTOR = (-1, 1600, 0.0)  # dlib upsampling auto, photos shrunk to 1600 px for detection, no threshold
+RESERVED = {"summary", "manifest"}  # written by the run itself: no photo may take these names
+MAX_BATCH_PIXELS = 64_000_000  # photos held for one network batch: ~200 MB of RGB at most
 
 
 @dataclass
@@ -41,34 +62,42 @@ class Parser:
     iod: float
     heatmap: bool
     device: torch.device
+    name: str = "default"
+    sha256: str = ""
 
     @classmethod
     def load(cls, run: str | None, device: str = "auto") -> "Parser":
-        from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
-        from facepipe.device import pick_device
-
-        if run is None:
+        if run is None:  # the bundled model, even where a folder called "default" exists here
             if not DEFAULT_MODEL.exists():
                 raise FacepipeError("no default model is installed with this package; pass --model RUN.")
             path = DEFAULT_MODEL
         else:
-            path = run_checkpoint(run)
+            path = run_checkpoint(run)  # a run, a checkpoint file or a bundled name (checkpoint.BUNDLED)
         ck = load_checkpoint(path)
         model, schema = build_from_checkpoint(ck)
-        from facepipe.models.fold import fold_batchnorm
-
         model = fold_batchnorm(model)  # same function, one memory pass less per conv
         dev = pick_device(device)
         align = ck.get("align") or {}
         return cls(model.to(dev).eval(), schema, int(ck["size"]), float(align.get("iod", 0.22)), bool(ck["heatmap"]),
-                   dev)
+                   dev, "default" if run is None else str(run), file_sha256(path))
+
+    def identity(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256}
+
+
+class PhotoList(list):
+    """The photos found, and the links among them that lead nowhere (`.dangling`)."""
+    dangling: list
 
 
 def collect_photos(paths) -> list[Path]:
-    out = []
+    out = PhotoList()
+    out.dangling = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += list_images(p)
+            found = list_images(p)
+            out += found
+            out.dangling += list(getattr(found, "dangling", []))
         elif p.is_file() or p.is_symlink():
             out.append(p)
         else:
@@ -78,160 +107,327 @@ def collect_photos(paths) -> list[Path]:
     return out
 
 
-def _out_stem(photo: Path, taken: set) -> str:
-    """A name for one photo's outputs that no other photo of this run uses (a/x.png and b/x.png both
-    exist), short enough in bytes for the ".overlay.png" suffix; odd bytes are kept as they are."""
-    base = os.fsdecode(os.fsencode(photo.stem)[:200])
-    stem, k = base, 1
-    while stem in taken:
-        stem, k = f"{base}_{k}", k + 1
-    taken.add(stem)
-    return stem
+@dataclass
+class Tally:
+    """What a run did, kept small: counts and the names of the photos that need a word."""
+    photos: int = 0
+    parsed: int = 0
+    faces: int = 0
+    resumed: int = 0
+    no_face: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
+    grayscale: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+    def add_seconds(self, sec: dict) -> None:
+        for k, v in sec.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+    def done(self, path: str, faces: int, grayscale: bool) -> None:
+        self.faces += faces
+        if faces:
+            self.parsed += 1
+        else:
+            self.no_face.append(path)
+        if grayscale:
+            self.grayscale.append(path)
 
 
-def _footprint(matrix: np.ndarray, size: int, shape) -> tuple[int, int, int, int]:
-    """Photo-pixel bounding box (y0, y1, x0, x1) of the crop's area, clipped to the photo."""
-    inv = np.linalg.inv(matrix)
-    c = apply(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-    h, w = shape
-    x0, y0 = np.floor(c.min(0)).astype(int)
-    x1, y1 = np.ceil(c.max(0)).astype(int) + 1
-    return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+def _base_stem(photo: Path) -> str:
+    """Short enough in bytes for the ".overlay.png" suffix; odd bytes are kept as they are."""
+    return os.fsdecode(os.fsencode(photo.stem)[:200])
+
+
+def _record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _whole(path: Path) -> bool:
+    """Present and not empty (outputs are not fsynced: a power cut can leave an empty file)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, force: bool) -> list[tuple]:
+    """(photo, stem, record-if-done) for every photo. Names are given over the whole list, so a/x.png and
+    b/x.png get x and x_1 on every rerun and on every rank; a name whose record belongs to a photo not in
+    this position is passed over, so an earlier run's outputs are never overwritten by another photo's."""
+    taken, plan = set(RESERVED), []
+    for p in photos:
+        base, k = _base_stem(p), 0
+        while True:
+            stem = base if k == 0 else f"{base}_{k}"
+            k += 1
+            if stem in taken:
+                continue
+            rec = _record(out / f"{stem}.json") if "json" in outputs else None
+            if rec is not None and rec.get("photo") != str(p):
+                continue
+            break
+        taken.add(stem)
+        done = None
+        if force:
+            pass
+        elif "json" in outputs:  # written last: a record of this model means every output is there
+            if (rec is not None and (rec.get("model") or {}).get("sha256") == model_sha
+                    and all(_whole(out / rec[o]) for o in ("labels", "overlay") if o in rec)):
+                done = rec
+        elif all(_whole(out / f"{stem}.{o}.png") for o in ("labels", "overlay") if o in outputs):
+            done = {"_nojson": True}  # files without a record: done, face count unknown
+        plan.append((p, stem, done))
+    return plan
+
+
+class _Inline:
+    """The executor interface, run in this process: small jobs don't pay for starting workers."""
+
+    def submit(self, fn, *args):
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, **kw):
+        pass
+
+
+def _executor(workers: int, n_photos: int):
+    # Starting a worker costs ~1 s (dlib's 100 MB landmark model is loaded in each), so a few photos
+    # run here. "spawn": forking a process that has started torch's thread pools can deadlock.
+    if workers > 1 and n_photos >= 2 * workers:
+        return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                                   initargs=(DETECTOR, True))
+    init_worker(DETECTOR)
+    return _Inline()
+
+
+def _network(parser: Parser, batch: list[dict], batch_size: int) -> None:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job."""
+    crops = [c for r in batch for c in r["crops"]]
+    if not crops:
+        return
+    hms = [h for r in batch for h in r["heatmaps"]]
+    probs = []
+    for a in range(0, len(crops), batch_size):
+        x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
+        probs.append(predict_probs(parser.model, x.to(parser.device)).cpu().numpy())
+    probs = np.concatenate(probs)
+    k = 0
+    for r in batch:
+        n = len(r["crops"])
+        r["probs"] = probs[k:k + n]
+        k += n
+
+
+def _run(parser: Parser, todo: list[tuple], out: Path, tally: Tally, batch_size: int, min_score: float,
+         workers: int, outputs: tuple, reporter: Reporter, advance) -> None:
+    """Push `todo` [(photo, stem)] through align -> network -> write with a bounded window."""
+    if not todo:
+        return
+    base = {"det_args": DETECTOR, "min_score": min_score, "size": parser.size,
+            "template": template(parser.size, parser.iod), "out": str(out), "outputs": outputs,
+            "schema": {"name": parser.schema.name, "classes": list(parser.schema.classes),
+                       "colors": [list(c) for c in parser.schema.colors]},
+            "model": parser.identity()}
+    ex = _executor(workers, len(todo))
+    pooled = isinstance(ex, ProcessPoolExecutor)
+    window = 2 * workers + 2 if pooled else 1
+    threads = torch.get_num_threads()
+    if pooled and parser.device.type == "cpu":
+        # The workers keep the cores busy; OpenMP threads that wait at barriers for descheduled siblings
+        # made the network 4x slower here than on one thread.
+        torch.set_num_threads(1)
+    aligning, writing, batch = deque(), deque(), []
+    jobs = iter(todo)
+    t0, finished = time.perf_counter(), [0]
+
+    def step():
+        finished[0] += 1
+        rate = finished[0] / max(time.perf_counter() - t0, 1e-9)
+        advance(photos_per_s=f"{rate:.1f}", eta=f"{(len(todo) - finished[0]) / rate:.0f}s")
+
+    def finish_write(f):
+        r = f.result()
+        tally.add_seconds(r["seconds"])
+        tally.done(r["path"], r["faces"], r["grayscale"])
+        if r["grayscale"]:
+            reporter.log(f"[yellow]grayscale[/] {r['path']}: the model has never seen a grayscale face; "
+                         "skin and lips are often missed.")
+        step()
+
+    def flush():
+        t0 = time.perf_counter()
+        _network(parser, batch, batch_size)
+        tally.add_seconds({"network": time.perf_counter() - t0})
+        for r in batch:
+            for k in ("crops", "heatmaps", "det_args", "template", "min_score"):
+                r.pop(k, None)
+            writing.append(ex.submit(write_photo, r))
+            while len(writing) > window:
+                finish_write(writing.popleft())
+        batch.clear()
+
+    try:
+        while True:
+            while len(aligning) < window:
+                nxt = next(jobs, None)
+                if nxt is None:
+                    break
+                aligning.append(ex.submit(align_photo, {**base, "path": str(nxt[0]), "stem": nxt[1]}))
+            if not aligning:
+                break
+            r = aligning.popleft().result()
+            tally.add_seconds(r["seconds"])
+            if "error" in r:
+                tally.unreadable.append({"photo": r["path"], "reason": r["error"]})
+                reporter.log(f"[red]skipped[/] {r['path']}: {r['error']}")
+                step()
+                continue
+            batch.append(r)
+            if (sum(len(b["crops"]) for b in batch) >= batch_size
+                    or sum(b["rgb"].size for b in batch) >= 3 * MAX_BATCH_PIXELS):
+                flush()
+        flush()
+        while writing:
+            finish_write(writing.popleft())
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def _claim(out: Path, config: dict, force: bool) -> int:
+    """Lock the output folder (one writer at a time) and refuse outputs of another model or settings."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FacepipeError(f"cannot create output folder {out}: {e.strerror}.") from None
+    if not out.is_dir():
+        raise FacepipeError(f"output {out} exists and is not a folder.")
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FacepipeError(f"{out} is being written by another facepipe process; wait for it to finish.") from None
+    old = _record(out / "manifest.json")
+    if old and old.get("stage") == "parse" and old.get("config") != config and not force:
+        os.close(fd)
+        was = (old.get("config") or {}).get("model", {}).get("name", "?")
+        raise FacepipeError(f"{out} holds parse outputs made with another model or settings (model {was}); "
+                            "use --force to redo the photos given, or choose another folder.")
+    return fd
+
+
+def parse_config(parser: Parser, min_score: float, outputs: tuple) -> dict:
+    return {"model": parser.identity(), "detector": list(DETECTOR), "min_score": min_score,
+            "outputs": list(outputs), "size": parser.size}
 
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
-                 min_score: float = 0.2) -> dict:
+                 min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False) -> dict:
+    """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
+
+    workers: processes for detection and writing (0 = every core); 1 runs everything here."""
     out = Path(out)
+    workers = workers or len(os.sched_getaffinity(0))
+    outputs = tuple(o for o in OUTPUTS if o in outputs)
+    config = parse_config(parser, min_score, outputs)
     d = setup(parser.device)
+    fd = None
+    if d is None or d.is_main:
+        fd = _claim(out, config, force)
+    try:
+        return _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d):
+    t0 = time.perf_counter()
+    if d is not None:
+        d.barrier()  # rank 0 has claimed the folder
+        if parser.device.type == "cuda":
+            parser.device = d.device
+            parser.model.to(d.device)
+    plan = plan_photos(photos, out, outputs, parser.sha256, force)
+    lo, hi = split_range(len(plan), d, max(1, batch_size // 2))
+    mine = plan[lo:hi]
+    tally = Tally(photos=len(mine))
+    for p, _, rec in mine:
+        if rec is None:
+            continue
+        tally.resumed += 1
+        if rec.get("_nojson"):
+            tally.parsed += 1
+        else:
+            tally.done(str(p), len(rec.get("faces", [])), rec.get("grayscale", False))
+    todo = [(p, stem) for p, stem, rec in mine if rec is None]
+    if tally.resumed:
+        reporter.log(f"{tally.resumed} of {len(mine)} photos already parsed in {out} (--force redoes them)")
+    with reporter.task("parse", len(mine)) as advance:
+        advance(tally.resumed)
+        _run(parser, todo, out, tally, batch_size, min_score, workers, outputs, reporter, advance)
+    s = _summary(tally, parser, time.perf_counter() - t0, workers)
     if d is None:
-        summary = _parse(parser, photos, out, batch_size, reporter, min_score)
-        write_json(out / "summary.json", summary)
-        return summary
-    if parser.device.type == "cuda":
-        parser.device = d.device
-        parser.model.to(d.device)
-    lo, hi = split_range(len(photos), d, max(1, batch_size // 2))  # whole photo groups
+        return _finish(out, s, config)
     part = out / f"summary.part{d.rank}of{d.world}.json"
-    mine = [str(p) for p in photos[lo:hi]]
-    old = json.loads(part.read_text()) if part.exists() else {}
-    if old.get("part_photos") != mine:
-        taken = {"summary"}
-        names = [_out_stem(p, taken) for p in photos]
-        s = _parse(parser, photos[lo:hi], out, batch_size, reporter, min_score, names[lo:hi])
-        write_json(part, {**s, "part_photos": mine})
+    write_json(part, s)
     d.barrier()
     summary = None
     if d.is_main:
         parts = [out / f"summary.part{r}of{d.world}.json" for r in range(d.world)]
-        summary = _merge_summaries([json.loads(p.read_text()) for p in parts])
-        write_json(out / "summary.json", summary)
+        summary = _finish(out, merge_summaries([json.loads(p.read_text()) for p in parts]), config)
         for p in parts:
             p.unlink()
     return d.share(summary)
 
 
-def _merge_summaries(parts: list[dict]) -> dict:
-    """Per-rank summaries -> the one-process summary (seconds are summed over ranks), plus `ranks`."""
-    m = {k: sum(p[k] for p in parts) for k in ("photos", "parsed", "faces")}
-    m["no_face"] = [x for p in parts for x in p["no_face"]]
-    m["unreadable"] = [x for p in parts for x in p["unreadable"]]
+def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
+    sec = {k: round(v, 3) for k, v in t.seconds.items()}
+    align = sum(sec.get(k, 0) for k in ("decode", "detect+landmarks", "warp"))
+    write = sum(sec.get(k, 0) for k in ("warp back", "encode+write"))
+    return {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
+            "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
+            "seconds_align": round(align, 3), "seconds_network": sec.get("network", 0.0),
+            "seconds_write": round(write, 3), "stage_seconds": sec, "wall_seconds": round(wall, 3),
+            "photos_per_second": round((t.photos - t.resumed) / max(wall, 1e-9), 2),
+            "ms_align_per_photo": round(1000 * align / max(1, t.photos - t.resumed), 1),
+            "ms_network_per_face": round(1000 * sec.get("network", 0.0) / max(1, t.faces), 1),
+            "workers": workers, "model": parser.identity(), "model_size": parser.size,
+            "device": str(parser.device),
+            "schema": {"name": parser.schema.name, "classes": list(parser.schema.classes),
+                       "colors": [list(c) for c in parser.schema.colors]}}
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """Per-rank summaries -> the one-process summary (seconds summed over ranks, wall the longest)."""
+    m = dict(parts[0])
+    for k in ("photos", "parsed", "faces", "resumed"):
+        m[k] = sum(p[k] for p in parts)
+    for k in ("no_face", "unreadable", "grayscale"):
+        m[k] = [x for p in parts for x in p[k]]
     for k in ("seconds_align", "seconds_network", "seconds_write"):
         m[k] = round(sum(p[k] for p in parts), 3)
-    m["ms_align_per_photo"] = round(1000 * m["seconds_align"] / max(1, m["photos"]), 1)
+    m["stage_seconds"] = {k: round(sum(p["stage_seconds"].get(k, 0) for p in parts), 3)
+                          for k in {k for p in parts for k in p["stage_seconds"]}}
+    m["wall_seconds"] = max(p["wall_seconds"] for p in parts)
+    m["photos_per_second"] = round((m["photos"] - m["resumed"]) / max(m["wall_seconds"], 1e-9), 2)
+    m["ms_align_per_photo"] = round(1000 * m["seconds_align"] / max(1, m["photos"] - m["resumed"]), 1)
     m["ms_network_per_face"] = round(1000 * m["seconds_network"] / max(1, m["faces"]), 1)
-    return {**m, "model_size": parts[0]["model_size"], "device": parts[0]["device"], "ranks": len(parts)}
+    return {**m, "ranks": len(parts)}
 
 
-def _parse(parser: Parser, photos: list[Path], out: Path, batch_size: int, reporter: Reporter, min_score: float,
-           names: list[str] | None = None) -> dict:
-    from facepipe.dataset import to_input
-    from facepipe.landmarks import _detector
-    from facepipe.predict import predict_probs
-    from facepipe.sheets import overlay
-
-    out.mkdir(parents=True, exist_ok=True)
-    names = dict(zip(photos, names)) if names is not None else None
-    tmpl = template(parser.size, parser.iod)
-    results, no_face, bad = [], [], []
-    t_align = t_net = t_write = 0.0
-    n_faces = 0
-    stems = {"summary"}  # summary.json is written last: no photo may take that name
-    with reporter.task("parse", len(photos)) as advance:
-        for start in range(0, len(photos), max(1, batch_size // 2)):
-            group = photos[start:start + max(1, batch_size // 2)]
-            t0 = time.perf_counter()
-            items = []  # (photo idx in group, rgb, faces, crops, heatmaps, matrices)
-            for gi, p in enumerate(group):
-                try:
-                    rgb = load_rgb(p)
-                except BadImage as e:
-                    bad.append({"photo": str(p), "reason": str(e)})
-                    continue
-                # dlib HOG scores below ~0.2 were mostly false positives on our photos (a badge on the
-                # astronaut); every annotated face of dlib's own test photos scored above 0.22.
-                faces = [f for f in _detector((-1, 1600, 0.0))(rgb) if f["score"] >= min_score]
-                crops, hms, mats = [], [], []
-                for f in faces:
-                    pts = np.asarray(f["lm68"], float)
-                    m = fit_similarity(five_from(pts), tmpl)
-                    crops.append(warp_image(rgb, m, parser.size))
-                    hms.append(draw_heatmap(apply(m, pts), parser.size))
-                    mats.append(m)
-                items.append((p, rgb, faces, crops, hms, mats))
-            t1 = time.perf_counter()
-            t_align += t1 - t0
-            allc = [c for it in items for c in it[3]]
-            probs = []
-            if allc:
-                allh = [h for it in items for h in it[4]]
-                for a in range(0, len(allc), batch_size):
-                    x = to_input(np.stack(allc[a:a + batch_size]),
-                                 np.stack(allh[a:a + batch_size]) if parser.heatmap else None).to(parser.device)
-                    probs.append(predict_probs(parser.model, x).cpu().numpy())
-                probs = np.concatenate(probs)
-            t2 = time.perf_counter()
-            t_net += t2 - t1
-            k = 0
-            for p, rgb, faces, crops, hms, mats in items:
-                stem = names[p] if names else _out_stem(p, stems)
-                h, w = rgb.shape[:2]
-                labels = np.zeros((h, w), np.uint8)
-                best_fg = np.zeros((h, w), np.float32)
-                for m in mats:
-                    y0, y1, x0, x1 = _footprint(m, parser.size, (h, w))
-                    if y1 <= y0 or x1 <= x0:
-                        k += 1
-                        continue
-                    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
-                    hwc = np.ascontiguousarray(np.transpose(probs[k], (1, 2, 0)))
-                    pr = warp_to_photo(hwc, m @ shift, (y1 - y0, x1 - x0), order=1, fill=0.0)
-                    fg = 1.0 - pr[..., 0] - (pr.sum(-1) < 1e-6)  # uncovered pixels: not foreground
-                    win = fg > best_fg[y0:y1, x0:x1]
-                    labels[y0:y1, x0:x1][win] = pr.argmax(-1)[win]
-                    best_fg[y0:y1, x0:x1][win] = fg[win]
-                    k += 1
-                n_faces += len(faces)
-                rec = {"photo": str(p), "width": w, "height": h, "faces": [
-                    {"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist()}
-                    for f, m in zip(faces, mats)]}
-                if faces:
-                    counts = np.bincount(labels.ravel(), minlength=parser.schema.num_classes)
-                    rec["pixel_counts"] = {c: int(counts[i]) for i, c in enumerate(parser.schema.classes)}
-                    save_image(out / f"{stem}.labels.png", labels)
-                    save_image(out / f"{stem}.overlay.png", overlay(rgb, labels, parser.schema, 0.5))
-                    rec["labels"], rec["overlay"] = f"{stem}.labels.png", f"{stem}.overlay.png"
-                else:
-                    no_face.append(str(p))
-                write_json(out / f"{stem}.json", rec)
-                results.append(rec)
-                advance()
-            for _ in range(len(group) - len(items)):
-                advance()
-            t_write += time.perf_counter() - t2
-    summary = {"photos": len(photos), "parsed": len(results) - len(no_face), "faces": n_faces,
-               "no_face": no_face, "unreadable": bad, "seconds_align": round(t_align, 3),
-               "seconds_network": round(t_net, 3), "seconds_write": round(t_write, 3),
-               "ms_align_per_photo": round(1000 * t_align / max(1, len(photos)), 1),
-               "ms_network_per_face": round(1000 * t_net / max(1, n_faces), 1),
-               "model_size": parser.size, "device": str(parser.device)}
+def _finish(out: Path, summary: dict, config: dict) -> dict:
+    write_json(out / "summary.json", summary)
+    counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
+    counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]))
+    write_json(out / "manifest.json", {
+        "stage": "parse", "facepipe_version": __version__, "config": config, "counts": counts,
+        "command": shlex.join(["facepipe", *sys.argv[1:]]) if sys.argv else "",
+        "seconds": summary["wall_seconds"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return summary

@@ -42,7 +42,9 @@ def list_photos(folder) -> tuple[list[Photo], dict | None]:
         return photos, man
     files = list_images(folder)
     if not files:
-        raise FacepipeError(f"no images found in {folder} (looked for .jpg, .png, .bmp, .ppm, .tif, .webp).")
+        n = len(files.dangling)
+        broken = f"; skipped {n} dangling link{'s' * (n != 1)}, e.g. {files.dangling[0].name}" if n else ""
+        raise FacepipeError(f"no images found in {folder} (looked for .jpg, .png, .bmp, .ppm, .tif, .webp){broken}.")
     photos, seen = [], set()
     for p in files:
         rel = p.relative_to(folder.resolve()) if p.is_absolute() else p.relative_to(folder)

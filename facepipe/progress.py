@@ -5,6 +5,7 @@ rich progress bars on a terminal (plain periodic lines otherwise) and prints the
 """
 from __future__ import annotations
 
+import io
 import sys
 import time
 from contextlib import contextmanager
@@ -61,7 +62,35 @@ class Reporter:
             t.add_column(c, justify="right" if c and c != columns[0] else "left")
         for r in rows:
             t.add_row(*[_fmt(v) for v in r])
-        Console(file=sys.stdout).print(t)
+        # A pipe or log file has no width; rich would squeeze the table into $COLUMNS or 80 and cut cells
+        # ("teach…", "laten…"). Logs are read later and wider: print them at the table's own width. Asks
+        # the file, not rich's is_terminal, which FORCE_COLOR (set in CI for coloured logs) turns on.
+        need = _natural_width(t)
+        out = Console(file=sys.stdout, width=None if _isatty(sys.stdout) else need)
+        if need <= out.width:
+            out.print(t)
+            return
+        # A terminal narrower than the table: rich would cut "1548.75M" to "1548.…" and hide the magnitude.
+        # One line per row keeps every value whole; the terminal wraps it between fields.
+        out.print(title, style="italic", markup=False, highlight=False)
+        for r in rows:
+            head, *rest = [_fmt(v) for v in r]
+            fields = [f"{c}={v}" if c else v for c, v in zip(columns[1:], rest)]
+            out.print(f"{columns[0] + '=' if columns[0] else ''}{head}  " + " ".join(fields),
+                      markup=False, highlight=False)
+
+
+def _isatty(f) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):  # no such method, or already closed
+        return False
+
+
+def _natural_width(t: Table) -> int:
+    """Columns the table needs to show every cell and header on one line."""
+    probe = Console(file=io.StringIO(), width=100_000)
+    return max(20, probe.measure(t).maximum)
 
 
 def _fmt(v) -> str:

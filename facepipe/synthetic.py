@@ -65,19 +65,25 @@ def draw_face(rng: np.random.Generator, width: int = 200, height: int = 240):
     return np.clip(rgb, 0, 255).astype(np.uint8), np.asarray(lab), lm
 
 
-def write_folder_set(out, n: int = 24, test_fraction: float = 0.25, seed: int = 0, size=(200, 240)) -> Path:
-    """A labelled set in the `folder` import format (images/, labels/, landmarks/, schema.json, splits.json)."""
+def write_folder_set(out, n: int = 24, test_fraction: float = 0.25, seed: int = 0, size=(200, 240),
+                     labelled: bool = True) -> Path:
+    """A set in the `folder` import format (images/, labels/, landmarks/, schema.json, splits.json).
+
+    labelled=False leaves labels/ out (the importer then imports the faces unlabelled) and puts every
+    face in "train": the unlabelled pool that pseudolabel and distill take. splits.json is written
+    last, so a caller can take it as the sign that the set is complete."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     splits = {"train": [], "test": []}
-    n_test = int(round(n * test_fraction))
+    n_test = int(round(n * test_fraction)) if labelled else 0
     for i in range(n):
         rgb, lab, lm = draw_face(rng, *size)
         stem = f"face{i:03d}"
         save_image(out / "images" / f"{stem}.png", rgb)
-        save_image(out / "labels" / f"{stem}.png", lab)
+        if labelled:
+            save_image(out / "labels" / f"{stem}.png", lab)
         write_text(out / "landmarks" / f"{stem}.txt", "5\n" + "".join(f"{x:.2f} {y:.2f}\n" for x, y in lm))
         splits["test" if i < n_test else "train"].append(stem)
     FASSEG.save(out / "schema.json")
-    write_json(out / "splits.json", splits)
+    write_json(out / "splits.json", splits if labelled else {"train": splits["train"]})
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,10 +34,11 @@ from facepipe.atomic import write_json, write_text
 from facepipe.augment import AugmentConfig, augment
 from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import load_checkpoint, save_checkpoint
-from facepipe.dataset import FaceCache, to_input
+from facepipe.dataset import FaceCache, loader_batches, to_input
 from facepipe.device import amp_dtype, channels_last, pick_device, set_threads
 from facepipe.distributed import Dist, default_threads, setup, stage_output
 from facepipe.errors import FacepipeError
+from facepipe.interrupt import check as check_interrupt, deferred_sigint
 from facepipe.manifest import config_dict
 from facepipe.metrics import confusion_torch, scores
 from facepipe.progress import SILENT, Reporter
@@ -103,9 +105,7 @@ class Batches:
         else:
             mine = order[: len(self) * self.bs].reshape(len(self), self.bs)[:, self.first:self.first + self.per]
             sub = torch.utils.data.Subset(self.ds, mine.ravel().tolist())
-            dl = torch.utils.data.DataLoader(sub, batch_size=self.per, num_workers=self.workers,
-                                             persistent_workers=False)
-            yield from dl
+            yield from loader_batches(sub, self.per, self.workers)
 
 
 def _val_split(cfg: TrainConfig, cache) -> str | None:
@@ -132,6 +132,7 @@ def validate(model, ds: FaceCache, schema, device, batch_size: int = 16, d: Dist
     f = ds._file()
     faces = ds.indices if d is None else ds.indices[d.rank::d.world]
     for start in range(0, len(faces), batch_size):
+        check_interrupt()
         idx = np.sort(faces[start:start + batch_size])
         x = to_input(f["images"][idx], f["heatmaps"][idx] if ds.heatmap else None).to(device)
         y = torch.from_numpy(f["labels"][idx].astype(np.int64)).to(device)
@@ -211,33 +212,38 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
         aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         align = cache_man.get("align") or {"size": train_ds.size, "iod": 0.22}
         t_start = time.time()
-        with reporter.task(f"train {cfg.arch}", cfg.epochs) as advance:
+        # Ctrl-C is taken between batches (facepipe.interrupt): never inside a finalizer, where it would be
+        # swallowed, nor inside a checkpoint write.
+        with reporter.task(f"train {cfg.arch}", cfg.epochs) as advance, deferred_sigint():
             advance(start_epoch)
             for epoch in range(start_epoch, cfg.epochs):
                 net.train()
                 t0, sums, nb = time.time(), {}, 0
                 g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-                for x, y in batches.epoch(epoch):
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    if cfg.augment:
-                        x, y = augment(x, y, flip_perm, aug_cfg, g, part=part)
-                    x = channels_last(x)
-                    for pg in opt.param_groups:
-                        pg["lr"] = lr_at(step, total_steps, cfg.lr)
-                    with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-                        logits, feats = net(x, return_features=True)
-                    loss, parts = criterion(logits.float(), feats.float(), y)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    step += 1
-                    nb += 1
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    if not math.isfinite(float(loss.detach())):
-                        raise FacepipeError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); "
-                                            "lower --lr or check the cache.")
+                # closing(): on an exception the DataLoader's workers are joined right here, not later by GC.
+                with closing(batches.epoch(epoch)) as epoch_batches:
+                    for x, y in epoch_batches:
+                        check_interrupt()
+                        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                        if cfg.augment:
+                            x, y = augment(x, y, flip_perm, aug_cfg, g, part=part)
+                        x = channels_last(x)
+                        for pg in opt.param_groups:
+                            pg["lr"] = lr_at(step, total_steps, cfg.lr)
+                        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+                            logits, feats = net(x, return_features=True)
+                        loss, parts = criterion(logits.float(), feats.float(), y)
+                        opt.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                        step += 1
+                        nb += 1
+                        for k, v in parts.items():
+                            sums[k] = sums.get(k, 0.0) + float(v)
+                        if not math.isfinite(float(loss.detach())):
+                            raise FacepipeError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); "
+                                                "lower --lr or check the cache.")
                 sums = reduce_sums(sums, d)
                 rec = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                        "seconds": round(time.time() - t0, 2), **{k: v / nb for k, v in sums.items()}}

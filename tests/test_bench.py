@@ -70,3 +70,81 @@ def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cach
     mine = [r for r in rows if r["model"].startswith("r ")][0]
     assert 0 <= mine["overall_f1"] <= 1 and 0 < mine["pixel_acc"] <= 1 and mine["coords"] == "original"
     assert any(r["model"] == BASELINE and "overall_f1" not in r for r in rows)
+
+
+def test_spread_and_unreliability_from_synthetic_timings():
+    from facepipe.bench import SPREAD_MAX, WAIT_MAX, cpu_wait_share, repeat_spread, unreliable, warning
+
+    steady = [0.010] * 50
+    assert repeat_spread(steady) == pytest.approx(0.0)
+    # One iteration's hiccup averages out within its slice of ten...
+    assert repeat_spread([0.010] * 49 + [0.030]) < SPREAD_MAX
+    # ...a neighbour taking the cores for the second half of the window does not.
+    loaded = [0.010] * 25 + [0.040] * 25
+    assert repeat_spread(loaded) > 1.0
+    assert repeat_spread([0.01]) == 0.0
+
+    # Kernel counters per thread: (ns on a CPU, ns waiting for one); a thread born mid-window counts from 0.
+    before = {"1": (1_000, 0), "2": (1_000, 0)}
+    after = {"1": (9_000, 2_000), "2": (9_000, 2_000), "3": (500, 500)}
+    assert cpu_wait_share(before, after) == pytest.approx(4_500 / 21_000)
+    # Without them: CPU time the process did not get out of threads x wall.
+    assert cpu_wait_share(None, None, cpu_s=1.0, wall_s=1.0, threads=2) == pytest.approx(0.5)
+    assert cpu_wait_share(None, None, cpu_s=2.1, wall_s=1.0, threads=2) == 0.0
+
+    assert unreliable(0.05, 0.01, 0.3, cores=2) == []
+    assert unreliable(0.05, None, None, cores=2) == []  # nothing measured against it
+    assert unreliable(0.05, 0.01, 1.9, cores=2) == []  # our own previous run still in the 1-min average
+    assert unreliable(SPREAD_MAX + 0.1, 0.01, 0.3, cores=2) == [f"repeat spread {SPREAD_MAX + 0.1:.0%}"]
+    assert unreliable(0.05, WAIT_MAX + 0.3, 0.3, cores=2) == ["waited 40% of the time for a CPU"]
+    assert unreliable(0.05, 0.01, 3.1, cores=2) == ["load 3.1 on 2 cores"]
+
+    row = dict(model="student", spread=0.05, cpu_wait=0.01, load=0.3, cores=2, unreliable=False)
+    assert warning([row, dict(row, model=BASELINE)]) is None
+    msg = warning([row, dict(row, model=BASELINE, spread=0.38, cpu_wait=0.41, load=3.1, unreliable=True)])
+    assert msg.startswith("figures unreliable: load 0.3 on 2 cores, repeat spread up to 38% (bisenet-r18)")
+    assert "41%" in msg and "ratio_to_baseline" in msg and "\n" not in msg
+
+
+def test_bench_piped_prints_whole_cells_and_json_says_how_far_to_trust_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "b.json"
+    # As CI runs it: stdout a pipe, no COLUMNS (rich would fall back to 80 and cut cells to "teach…").
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-m", "facepipe", "bench", "--fps", "--arch", "student-tiny", "--size", "64",
+                        "--seconds", "0.05", "--threads", "1", "--json", str(out)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and "..." not in r.stdout
+    for word in ("student-tiny", BASELINE, "latency_ms_p50", "ratio_to_baseline", "spread", "cpu_wait"):
+        assert word in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) > 80  # printed at its own width, not squeezed
+    rows = json.loads(out.read_text())["rows"]
+    for row in rows:
+        assert KEYS <= set(row) and row["spread"] >= 0 and row["cores"] >= 1
+        assert isinstance(row["unreliable"], bool)
+        assert row["load"] is None or row["load"] >= 0
+        assert row["cpu_wait"] is None or 0 <= row["cpu_wait"] <= 1
+    # The warning goes to stderr, on one line, whenever a row is flagged (tiny settings on a shared machine often are).
+    assert ("figures unreliable:" in r.stderr) == any(row["unreliable"] for row in rows)
+
+
+def test_tables_are_never_cut(capsys, monkeypatch):
+    from facepipe import progress
+
+    cols = ("model", "fps", "macs", "ratio_to_baseline")
+    rows = [("a-long-model-name (student)", 3.941, "1548.75M", "2.511")]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    progress.Reporter(quiet=False).table("piped", rows, cols)  # capsys: not a terminal, like a CI log
+    out = capsys.readouterr().out
+    assert "…" not in out and "a-long-model-name (student)" in out and "1548.75M" in out
+    # A terminal narrower than the table gets one line per row rather than "1548.…".
+    monkeypatch.setattr(progress, "_isatty", lambda f: True)
+    monkeypatch.setenv("COLUMNS", "40")
+    progress.Reporter(quiet=False).table("narrow", rows, cols)
+    out = capsys.readouterr().out
+    assert "…" not in out and "fps=3.941" in out and "macs=1548.75M" in out and "ratio_to_baseline=2.511" in out

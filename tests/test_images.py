@@ -145,13 +145,50 @@ def test_load_ids(tmp_path):
         load_ids(tmp_path / "c.png")
 
 
-def test_list_images_skips_hidden_and_outside_links(tmp_path):
+def test_list_images_skips_hidden_and_follows_links_out_of_the_folder(tmp_path):
+    """A folder of links to photos kept elsewhere is how people pick a subset: the links are followed
+    (reading through a link is harmless; stages write only under OUT). The old rule, links that leave
+    the folder skipped, stays available as outside_links=False."""
     (tmp_path / "in" / "sub").mkdir(parents=True)
     Image.fromarray(noise()).save(tmp_path / "in" / "b.png")
     Image.fromarray(noise()).save(tmp_path / "in" / "sub" / "a.JPG", format="JPEG")
     Image.fromarray(noise()).save(tmp_path / "in" / ".hidden.png")
     Image.fromarray(noise()).save(tmp_path / "outside.png")
     (tmp_path / "in" / "link.png").symlink_to(tmp_path / "outside.png")
+    (tmp_path / "in" / "inner.png").symlink_to(tmp_path / "in" / "b.png")
     (tmp_path / "in" / "notes.txt").write_text("x")
-    got = [p.relative_to((tmp_path / "in").resolve()).as_posix() for p in list_images(tmp_path / "in")]
-    assert got == ["b.png", "sub/a.JPG"]
+    root = (tmp_path / "in").resolve()
+    found = list_images(tmp_path / "in")
+    assert [p.relative_to(root).as_posix() for p in found] == ["b.png", "inner.png", "link.png", "sub/a.JPG"]
+    assert found.dangling == []
+    np.testing.assert_array_equal(load_rgb(found[2]), noise())  # the link's name, the target's pixels
+    old = list_images(tmp_path / "in", outside_links=False)
+    assert [p.relative_to(root).as_posix() for p in old] == ["b.png", "inner.png", "sub/a.JPG"]
+
+
+def test_list_images_counts_dangling_links_and_skips_fifos_and_link_loops(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(noise()).save(src / "a.png")
+    (src / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (src / "loop1.png").symlink_to(src / "loop2.png")
+    (src / "loop2.png").symlink_to(src / "loop1.png")
+    (src / "gone.txt").symlink_to(tmp_path / "deleted.txt")  # not named like an image: not counted
+    (src / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(src / "fifo.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (src / "to_fifo.png").symlink_to(tmp_path / "pipe.png")
+    (src / "sub" / "up").symlink_to(src, target_is_directory=True)  # a folder loop: must not be walked
+    found = list_images(src)
+    assert [p.name for p in found] == ["a.png"]
+    assert sorted(p.name for p in found.dangling) == ["gone.png", "loop1.png", "loop2.png"]
+
+
+def test_no_images_error_names_the_dangling_links(tmp_path):
+    from facepipe.errors import FacepipeError
+    from facepipe.photos import list_photos
+
+    (tmp_path / "pick").mkdir()
+    (tmp_path / "pick" / "a.jpg").symlink_to(tmp_path / "moved" / "a.jpg")
+    with pytest.raises(FacepipeError, match="skipped 1 dangling link, e.g. a.jpg"):
+        list_photos(tmp_path / "pick")

@@ -2,26 +2,27 @@ import click
 
 from facepipe.align import AlignConfig, run_align
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, shard_option, workers_option
+from facepipe.commands.options import LABEL_ID, OPEN_FRACTION, SIZE
 from facepipe.manifest import parse_shard
 
 
 @click.command("align", context_settings=CONTEXT)
 @click.argument("src", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--size", type=int, default=256, show_default=True, help="Side of the square aligned crop.")
-@click.option("--iod", type=float, default=0.22, show_default=True,
+@click.option("--size", type=SIZE, default=256, show_default=True, help="Side of the square aligned crop.")
+@click.option("--iod", type=OPEN_FRACTION, default=0.22, show_default=True,
               help="Eye distance as a fraction of the crop side (smaller = more hair and background).")
 @click.option("--landmarks", "landmarks", default=None,
               help="A `facepipe landmarks` output, or 'dataset' for the dataset's own landmarks; "
                    "default: detect here.")
-@click.option("--min-face", type=int, default=20, show_default=True,
+@click.option("--min-face", type=click.IntRange(min=0), default=20, show_default=True,
               help="Skip unlabelled faces whose box is smaller than this (px).")
 @click.option("--no-face", type=click.Choice(["auto", "fit", "skip"]), default="auto", show_default=True,
               help="Photos without a face: fit the whole photo into the crop, or skip it "
                    "(auto: fit labelled photos, skip unlabelled ones).")
 @click.option("--letterbox", is_flag=True,
               help="Baseline without alignment: fit each whole photo into the crop (landmarks kept for the heatmap).")
-@click.option("--outside-label", type=int, default=0, show_default=True,
+@click.option("--outside-label", type=LABEL_ID, default=0, show_default=True,
               help="Label for crop pixels outside the photo: 0 = background, 255 = ignore.")
 @workers_option
 @shard_option

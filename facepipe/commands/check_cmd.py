@@ -1,12 +1,14 @@
 import click
 
 from facepipe.cli import CONTEXT
+from facepipe.commands.options import POSITIVE_FRACTION
 
 
 @click.command("check-landmarks", context_settings=CONTEXT)
 @click.argument("landmarks_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("xml", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--min-iou", type=float, default=0.3, show_default=True, help="Box IoU to match a detection.")
+@click.option("--min-iou", type=POSITIVE_FRACTION, default=0.3, show_default=True,
+              help="Box IoU to match a detection.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
 def check_cmd(landmarks_dir, xml, min_iou, json_path):
     """Score a `facepipe landmarks` output against dlib imglab XML ground truth (68 points).
@@ -17,8 +19,8 @@ def check_cmd(landmarks_dir, xml, min_iou, json_path):
 
     \b
     Example:
-      facepipe landmarks ../shared/data/unlabeled/dlib-faces data/dlib-lm
-      facepipe check-landmarks data/dlib-lm ../shared/data/unlabeled/dlib-faces/*_with_face_landmarks.xml
+      facepipe landmarks ~/datasets/dlib-faces data/dlib-lm
+      facepipe check-landmarks data/dlib-lm ~/datasets/dlib-faces/*_with_face_landmarks.xml
     """
     from facepipe.atomic import write_json
     from facepipe.landmark_eval import evaluate

@@ -1,7 +1,9 @@
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
-from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilations_for_rnorm, parse_dilations, rnorm_option
+from facepipe.commands.options import (BATCH, EPOCHS, FRACTION, NON_NEGATIVE, POSITIVE, SEED, THREADS,
+                                       dilation_rates)
+from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilations_for_rnorm, rnorm_option
 
 
 @click.command("distill", context_settings=CONTEXT)
@@ -11,21 +13,21 @@ from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilation
               help="Pseudo-labels from `facepipe pseudolabel` (default: TEACHER/pseudo/unlabeled.h5; 'none' to skip).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default: runs/<teacher>-student).")
 @click.option("--arch", default="student", show_default=True)
-@click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None, help="e.g. 2,4,8")
+@click.option("--dilations", callback=dilation_rates, default=None, help="e.g. 2,4,8")
 @rnorm_option
 @click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of the KD terms.")
-@click.option("--confidence", type=float, default=0.0, show_default=True,
+@click.option("--temperature", type=POSITIVE, default=1.0, show_default=True)
+@click.option("--alpha", type=NON_NEGATIVE, default=1.0, show_default=True, help="Weight of the KD terms.")
+@click.option("--confidence", type=FRACTION, default=0.0, show_default=True,
               help="Leave out pixels where the teacher's max probability is below this.")
 @click.option("--no-kd-labeled", is_flag=True, help="KD on unlabelled faces only.")
-@click.option("--epochs", type=int, default=60, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--unlabeled-batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=4e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=EPOCHS, default=60, show_default=True)
+@click.option("--batch-size", type=BATCH, default=8, show_default=True)
+@click.option("--unlabeled-batch", type=BATCH, default=8, show_default=True)
+@click.option("--lr", type=POSITIVE, default=4e-3, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, show_default="all cores")
+@click.option("--threads", type=THREADS, default=0, show_default="all cores")
 @amp_option
 @force_option
 @quiet_option

@@ -6,12 +6,23 @@ from facepipe.cli import CONTEXT
 @click.command("export", context_settings=CONTEXT)
 @click.argument("run")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--cache", default=None, help="Faces to check the export on (default: the run's cache).")
+@click.option("--cache", default=None,
+              help="Faces to check the export on (default: the run's cache, else scikit-image's astronaut photo).")
 def export_cmd(run, onnx_path, cache):
-    """Export a trained run to ONNX (dynamic batch) and check it against torch on real faces.
+    """Export a run, checkpoint or bundled model (default, fast) to ONNX and check it against torch.
 
     \b
-    Example:
+    Input `image` is (batch, channels, height, width) float32: RGB normalised as in training, plus the
+    landmark heatmap channel if the model takes one; output `logits` is (batch, classes, height, width).
+    The file's metadata_props describe classes and colours, normalisation, the heatmap, the alignment
+    template, the architecture and the source checkpoint's sha256 (README: "Running the ONNX file").
+    The check compares onnxruntime with torch on real faces: the cache's, or without one the astronaut
+    photo that ships with scikit-image, detected and aligned as `parse` does (random input only if no
+    face is found, and the table says so).
+
+    \b
+    Examples:
+      facepipe export fast --onnx facepipe-fast.onnx
       facepipe export runs/s1 --onnx s1.onnx
     """
     from facepipe.export import export_run

@@ -1,6 +1,7 @@
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, shard_option, workers_option
+from facepipe.commands.options import DETECT_SIDE, FINITE, UPSAMPLE
 from facepipe.manifest import parse_shard
 from facepipe.landmarks import LandmarksConfig, run_landmarks
 
@@ -8,11 +9,11 @@ from facepipe.landmarks import LandmarksConfig, run_landmarks
 @click.command("landmarks", context_settings=CONTEXT)
 @click.argument("src", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--upsample", type=int, default=-1, show_default="auto",
+@click.option("--upsample", type=UPSAMPLE, default=-1, show_default="auto",
               help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size.")
-@click.option("--max-side", type=int, default=1600, show_default=True,
+@click.option("--max-side", type=DETECT_SIDE, default=1600, show_default=True,
               help="Photos are shrunk to this longest side for detection.")
-@click.option("--threshold", type=float, default=0.0, show_default=True, help="Detector score threshold.")
+@click.option("--threshold", type=FINITE, default=0.0, show_default=True, help="Detector score threshold.")
 @workers_option
 @shard_option
 @force_option

@@ -1,6 +1,7 @@
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+from facepipe.commands.options import BATCH, THREADS
 
 
 @click.command("pseudolabel", context_settings=CONTEXT)
@@ -11,9 +12,9 @@ from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
               help="Average the teacher's prediction with its mirrored one.")
 @click.option("--storage", type=click.Choice(["uint8", "float16"]), default="uint8", show_default=True,
               help="Probabilities stored as uint8 (x255) or float16.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=BATCH, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, show_default="all cores, shared among torchrun's ranks")
+@click.option("--threads", type=THREADS, default=0, show_default="all cores, shared among torchrun's ranks")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None, help="Sample sheet PNG (default: OUT.png).")
 @force_option
 @quiet_option
@@ -27,8 +28,8 @@ def pseudolabel_cmd(teacher, src, out, tta_flip, storage, batch_size, device, th
 
     \b
     Examples:
-      facepipe landmarks ../shared/data/unlabeled/utkface-5k data/utk-lm
-      facepipe align ../shared/data/unlabeled/utkface-5k data/utk-aligned --landmarks data/utk-lm
+      facepipe landmarks ~/datasets/utkface data/utk-lm
+      facepipe align ~/datasets/utkface data/utk-aligned --landmarks data/utk-lm
       facepipe cache data/utk-aligned data/utk.h5
       facepipe pseudolabel --teacher runs/t1 data/utk.h5
       torchrun --standalone --nproc-per-node 2 -m facepipe pseudolabel --teacher runs/t1 data/utk.h5

@@ -4,13 +4,15 @@ from pathlib import Path
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter
+from facepipe.commands.options import POSITIVE, SEED, SIZE, THREADS, dilation_rates, int_list, rnorm_target
 
 
 @click.group("rnorm", context_settings=CONTEXT, invoke_without_command=True)
 @click.option("--arch", default="teacher", show_default=True, help="Registered architecture.")
-@click.option("--size", type=int, default=256, show_default=True, help="Input side s.")
-@click.option("--dilations", default=None, help="Dilation rates to measure instead of the default, e.g. 1,2,4,8.")
-@click.option("--target", default="optimum", show_default=True,
+@click.option("--size", type=SIZE, default=256, show_default=True, help="Input side s.")
+@click.option("--dilations", default=None, callback=dilation_rates,
+              help="Dilation rates to measure instead of the default, e.g. 1,2,4,8.")
+@click.option("--target", default="optimum", show_default=True, callback=rnorm_target,
               help="Find the dilation setting whose r/s is closest to this r_norm; `optimum` is the one our "
                    "sweep measured for --arch (facepipe/assets/rnorm_optimum.json).")
 @click.pass_context
@@ -36,7 +38,7 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
     rep = Reporter(quiet=False)
     kw = {}
     if dilations:
-        kw["dilations"] = tuple(int(v) for v in dilations.split(","))
+        kw["dilations"] = dilations
     model = create_model(arch, num_classes=2, **kw)
     stages = {}
     for row in layer_table(model):
@@ -74,34 +76,24 @@ def rnorm_cmd(ctx, arch, size, dilations, target):
 COMMANDS = [rnorm_cmd]
 
 
-def _ints(value, name, example):
-    try:
-        out = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"give {name} as a comma list of integers, e.g. {example}") from None
-    if not out:
-        raise click.BadParameter(f"no {name} given")
-    return out
-
-
 @rnorm_cmd.command("sweep", context_settings=CONTEXT)
 @click.argument("cache", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder, e.g. runs/rn1.")
-@click.option("--sizes", default="128,192,256", show_default=True, callback=lambda c, p, v: _ints(v, "sizes", "128,192,256"),
+@click.option("--sizes", default="128,192,256", show_default=True,
+              callback=int_list(SIZE, "128,192,256", multiple_of=8),
               help="Input sizes s (the cache is resampled to each).")
-@click.option("--dilations", default="1,2,4,8", show_default=True,
-              callback=lambda c, p, v: _ints(v, "dilations", "1,2,4,8"),
+@click.option("--dilations", default="1,2,4,8", show_default=True, callback=dilation_rates,
               help="Rate d given to every dilated context layer: sets r.")
 @click.option("--arch", default="teacher", show_default=True, help="Registered model with a `dilations` setting.")
-@click.option("--budget", type=float, default=300, show_default=True,
+@click.option("--budget", type=POSITIVE, default=300, show_default=True,
               help="Training seconds per cell (epochs = what the budget buys at the timed step speed).")
-@click.option("--epochs", type=int, default=0, help="Fixed epochs per cell instead of --budget.")
+@click.option("--epochs", type=click.IntRange(min=0), default=0, help="Fixed epochs per cell instead of --budget.")
 @click.option("--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]), default="sc", show_default=True)
 @click.option("--heatmap/--no-heatmap", default=True, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--jobs", type=int, default=1, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells trained at once (threads are split between them).")
-@click.option("--threads", type=int, default=0, show_default="all cores")
+@click.option("--threads", type=THREADS, default=0, show_default="all cores")
 @click.option("--device", default="auto", show_default=True)
 @force_option
 @quiet_option

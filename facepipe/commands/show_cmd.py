@@ -1,14 +1,15 @@
 import click
 
 from facepipe.cli import CONTEXT
+from facepipe.commands.options import COUNT, SEED
 
 
 @click.command("show", context_settings=CONTEXT)
 @click.argument("cache", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
-@click.option("-n", "count", type=int, default=12, show_default=True, help="Faces to show.")
+@click.option("-n", "count", type=COUNT, default=12, show_default=True, help="Faces to show.")
 @click.option("--split", default=None, help="Only faces of this split.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def show_cmd(cache, out, count, split, seed):
     """Contact sheet of a cache: each face, its label overlay and its heatmap.
 

@@ -3,19 +3,12 @@ import json
 import click
 
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
-
-
-def parse_dilations(value):
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("give rates as a comma list, e.g. 2,4,8,1") from None
+from facepipe.commands.options import (BATCH, EPOCHS, NON_NEGATIVE, POSITIVE, SEED, THREADS, WORKERS, dilation_rates,
+                                       rnorm_target)
 
 
 def rnorm_option(f):
-    return click.option("--rnorm", "rnorm_target", default=None,
+    return click.option("--rnorm", "rnorm_target", default=None, callback=rnorm_target,
                         help="Set the dilations so that r/s is closest to this (a number, or `optimum`: the "
                              "optimum our r_norm sweep measured for this architecture). Not with --dilations.")(f)
 
@@ -55,26 +48,26 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.argument("cache", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder, e.g. runs/t1.")
 @click.option("--arch", default="teacher", show_default=True, help="Registered model (see `facepipe models`).")
-@click.option("--dilations", callback=lambda c, p, v: parse_dilations(v), default=None,
+@click.option("--dilations", callback=dilation_rates, default=None,
               help="Dilation rates of the higher layers, e.g. 2,4,8,1 (sets the receptive field).")
 @rnorm_option
-@click.option("--width", type=int, default=None, help="Base channel width of the model.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width of the model.")
 @click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
 @click.option("--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]), default="sc", show_default=True,
               help="Cross entropy alone, + center loss, + statistical contextual loss (closest pair / all pairs).")
-@click.option("--loss-weight", type=float, default=0.005, show_default=True, help="Weight of the center/sc term.")
-@click.option("--loss-warmup", type=int, default=200, show_default=True, help="Iterations before it applies.")
+@click.option("--loss-weight", type=NON_NEGATIVE, default=0.005, show_default=True, help="Weight of the center/sc term.")
+@click.option("--loss-warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Iterations before it applies.")
 @click.option("--heatmap/--no-heatmap", default=True, show_default=True, help="Landmark heatmap input channel.")
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--epochs", type=EPOCHS, default=100, show_default=True)
+@click.option("--batch-size", type=BATCH, default=8, show_default=True)
+@click.option("--lr", type=POSITIVE, default=2e-3, show_default=True)
 @click.option("--val-split", default="auto", show_default=True,
               help="Split for model selection: a name, none, or auto (val when present).")
 @click.option("--no-augment", is_flag=True, help="No flips/jitter.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--threads", type=int, default=0, show_default="all cores")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers for big caches.")
+@click.option("--threads", type=THREADS, default=0, show_default="all cores")
+@click.option("--workers", type=WORKERS, default=0, show_default=True, help="DataLoader workers for big caches.")
 @amp_option
 @force_option
 @quiet_option

@@ -1,0 +1,94 @@
+"""Ctrl-C without stray tracebacks: worker processes leave it to the main process, and the main process
+takes it where the code chooses.
+
+A terminal sends SIGINT to the whole foreground process group, workers included, and CPython raises
+KeyboardInterrupt at whichever bytecode the main thread runs next. Two things go wrong with that:
+
+* a worker hit while it starts up (multiprocessing's bootstrap, before torch's DataLoader loop guards
+  against it) or while it runs a finalizer prints "Process ...: Traceback ... KeyboardInterrupt" or
+  "Exception ignored in ... KeyboardInterrupt". Workers therefore ignore SIGINT (`ignore_sigint`, their
+  initializer), and are forked with SIGINT blocked (`sigint_blocked`) so there is no moment between
+  fork and initializer in which they could take it; the main process shuts them down.
+* in the main process, the next bytecode is often a finalizer: torch's shared-memory bookkeeping of every
+  batch a DataLoader worker sends (StorageWeakRef.__del__, WeakValueDictionary callbacks) or an iterator's
+  __del__. An exception cannot leave a finalizer: Python prints "Exception ignored in ..." and carries on
+  as if Ctrl-C had not been pressed. Inside `deferred_sigint()` SIGINT only sets a flag and `check()`
+  raises KeyboardInterrupt between batches, where it unwinds like any other exception. That also keeps
+  Ctrl-C out of a checkpoint being written. A second Ctrl-C before the next check raises at once.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+_pending = False  # a Ctrl-C arrived inside deferred_sigint() and check() has not raised it yet
+_active = False
+
+
+def ignore_sigint(*_) -> None:
+    """Initializer of worker processes (DataLoader worker_init_fn, pool initializer): Ctrl-C is the main
+    process's to handle. SIG_IGN before unblocking discards a SIGINT that arrived while blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def sigint_blocked():
+    """SIGINT held back (not lost) in this thread; processes forked meanwhile inherit the block, and the
+    mask survives exec, so spawned workers start blocked too. A Ctrl-C pressed meanwhile is delivered on exit."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, and no fork
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _on_sigint(signum, frame):
+    global _pending
+    if _pending:  # the second Ctrl-C: the user does not want to wait for the next check
+        raise KeyboardInterrupt
+    _pending = True
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed inside deferred_sigint(); a no-op outside it."""
+    global _pending
+    if _pending:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_sigint():
+    """Within this block Ctrl-C is raised by check(), or on leaving the block, not wherever it lands.
+
+    Does nothing outside the main thread (only it may set handlers, and only it gets KeyboardInterrupt),
+    inside another deferred_sigint(), or when SIGINT already has a handler other than Python's default
+    (someone chose how Ctrl-C behaves; that choice stands)."""
+    global _pending, _active
+    if (_active or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    _active, _pending = True, False
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        pending, _active, _pending = _pending, False, False
+    if pending:  # pressed after the block's last check: not lost
+        raise KeyboardInterrupt
+
+
+def exit_on_next_sigint() -> None:
+    """For a process on its way out after a Ctrl-C: another one ends it the kernel's way (status 130 in
+    the shell too) instead of raising KeyboardInterrupt in an atexit handler or a finalizer of the
+    interpreter's shutdown, which would print a traceback after the one-line message."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)

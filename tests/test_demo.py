@@ -1,0 +1,51 @@
+"""`facepipe demo`: every stage runs end to end, the photo is parsed by the bundled model, the mission
+patch on the astronaut's suit is not a face, scikit-image's photo never enters training, reruns resume."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from facepipe.cli import cli
+from facepipe.pseudolabel import read_pseudo_manifest
+
+# The demo's stages at the smallest sizes that still exercise them (the real demo: 48 + 24 faces, 64 px).
+TINY = ["--faces", "8", "--unlabelled", "4", "--size", "64", "--epochs", "1", "--student-epochs", "1"]
+STAGES = ["draw cartoons", "import", "align", "cache", "train teacher", "pseudolabel", "distill student", "eval",
+          "bench", "export", "landmarks", "align photo", "parse photo"]
+
+
+@pytest.mark.slow  # 15-24 s on 2 shared cores (load 3.6-4.2): library imports, dlib, ONNX export
+def test_demo_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(cli, ["demo", str(out), *TINY])
+    assert r.exit_code == 0, r.output
+    assert f"parsed photo: {out / 'photo-parsed' / 'astronaut.overlay.png'}" in r.output
+    assert "smoke run" in r.output  # the cartoon scores are labelled as what they are
+    rec = json.loads((out / "demo.json").read_text())
+    assert [row[0] for row in rec["rows"]] == STAGES
+    assert (out / "photo-parsed" / "astronaut.overlay.png").exists()
+    assert (out / "cartoon-student.onnx").exists() and (out / "cartoon-student" / "eval-test.png").exists()
+
+    # Only the face: dlib scores the mission patch ~0.12, under the demo's minimum score.
+    lm = json.loads((out / "photo-landmarks" / "faces" / "astronaut.json").read_text())
+    assert len(lm["faces"]) == 1 and lm["faces"][0]["score"] > 0.5
+    assert rec["faces_parsed"] == 1
+
+    # scikit-image's photos are for measuring: teacher and student train on cartoons only.
+    t_cfg = json.loads((out / "cartoon-teacher" / "config.json").read_text())
+    s_cfg = json.loads((out / "cartoon-student" / "config.json").read_text())
+    assert t_cfg["cache"].endswith("cartoons.h5")
+    assert s_cfg["labeled"].endswith("cartoons.h5")
+    assert read_pseudo_manifest(s_cfg["unlabeled"])["config"]["src"].endswith("cartoons-unlabelled.h5")
+
+    # A rerun finds every stage finished.
+    r2 = CliRunner().invoke(cli, ["demo", str(out), *TINY])
+    assert r2.exit_code == 0, r2.output
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert all(row[2].endswith("(done before)") for row in rows), rows
+
+
+def test_demo_help_states_smoke_run_and_bundled_model():
+    r = CliRunner().invoke(cli, ["demo", "--help"])
+    assert r.exit_code == 0
+    assert "bundled model" in r.output and "--min-score" in r.output

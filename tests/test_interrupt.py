@@ -1,0 +1,103 @@
+"""Ctrl-C handling (facepipe/interrupt.py): the main process takes it where the loop chooses, worker
+processes ignore it. The end-to-end check is tests/test_long_run.py's Ctrl-C of `train --workers 2`."""
+import multiprocessing
+import os
+import signal
+
+import pytest
+import torch
+
+from facepipe.dataset import loader_batches
+from facepipe.interrupt import check, deferred_sigint
+from facepipe.pool import run_jobs
+
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_is_raised_by_check_not_where_it_lands():
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint():
+            ctrl_c()
+            for _ in range(1000):  # plenty of bytecodes at which an immediate KeyboardInterrupt would land
+                pass
+            reached = True
+            check()
+            raise AssertionError("check() did not raise")
+    assert reached
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    check()  # taken: nothing pending any more
+
+
+def test_ctrl_c_after_the_last_check_is_raised_on_leaving():
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint():
+            ctrl_c()
+    with deferred_sigint():  # and a block without Ctrl-C raises nothing
+        check()
+
+
+def test_second_ctrl_c_raises_at_once():
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint():
+            ctrl_c()
+            ctrl_c()
+            for _ in range(1000):
+                pass
+            raise AssertionError("the second Ctrl-C did not raise")
+
+
+def test_a_handler_someone_set_is_kept():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_sigint():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            ctrl_c()
+            check()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_loader_workers_ignore_ctrl_c_and_are_joined_when_closed():
+    data = torch.utils.data.TensorDataset(torch.arange(64.0))
+    batches = loader_batches(data, 4, 2)
+    first = next(batches)
+    workers = multiprocessing.active_children()
+    assert len(workers) == 2
+    for w in workers:
+        os.kill(w.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches them too
+    rest = list(batches)  # they carry on, without a traceback of their own
+    assert torch.cat([first[0]] + [b[0] for b in rest]).tolist() == list(range(64))
+    assert not any(w.is_alive() for w in workers) and not multiprocessing.active_children()
+
+    batches = loader_batches(data, 4, 2)
+    next(batches)
+    batches.close()  # an interrupted epoch: the workers are joined now, not when the GC gets to them
+    assert not multiprocessing.active_children()
+
+
+def _ctrl_c_in_worker(i):
+    ctrl_c()
+    return i * i
+
+
+def test_pool_workers_ignore_ctrl_c():
+    assert list(run_jobs(_ctrl_c_in_worker, list(range(10)), workers=2, chunksize=2)) == [i * i for i in range(10)]
+
+
+def _slow_square(i):
+    import time
+
+    time.sleep(0.02)
+    return i * i
+
+
+def test_ctrl_c_stops_a_pool_soon_and_leaves_no_worker():
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for r in run_jobs(_slow_square, list(range(200)), workers=2, chunksize=2):
+            got.append(r)
+            if len(got) == 3:
+                ctrl_c()  # taken at the next result, not inside the pool's machinery
+    assert len(got) == 3 and not multiprocessing.active_children()
