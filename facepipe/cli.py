@@ -51,6 +51,7 @@ def cli():
     \b
     Commands, in workflow order (each stage reads the previous stage's folder):
       import           a dataset's release layout -> common layout (images/, labels/, splits)
+      paste            an imported set's faces on other backgrounds: a robustness benchmark
       landmarks        dlib face boxes + 5- and 68-point landmarks
       align            similarity-aligned face crops (+ labels), matrices to warp back
       cache            one HDF5 file with images, labels, landmark heatmaps

@@ -35,6 +35,7 @@ SCHEMA_VERSION = 1
 # Which command makes each stage's output, for "missing input" messages.
 MAKERS = {
     "import": "facepipe import FORMAT SRC OUT",
+    "paste": "facepipe paste DATASET BACKGROUNDS OUT",
     "landmarks": "facepipe landmarks IN OUT",
     "align": "facepipe align IN OUT",
     "cache": "facepipe cache IN OUT.h5",

@@ -20,7 +20,7 @@ class Photo:
 
 
 def list_photos(folder) -> tuple[list[Photo], dict | None]:
-    """Photos of an imported set (with labels and splits) or of a plain folder, and its manifest."""
+    """Photos of an imported (or pasted) set (with labels and splits) or of a plain folder, and its manifest."""
     from facepipe.importers.common import safe_id
 
     folder = Path(folder)
@@ -29,7 +29,7 @@ def list_photos(folder) -> tuple[list[Photo], dict | None]:
     if not folder.is_dir():
         raise FacepipeError(f"input {folder} is not a folder.")
     if (folder / MANIFEST).exists() or (folder / "items.jsonl").exists():
-        man = read_manifest(folder, ("import",))
+        man = read_manifest(folder, ("import", "paste"))  # paste writes the same layout
         photos = []
         for line in (folder / "items.jsonl").read_text().splitlines():
             if not line.strip():

@@ -12,7 +12,7 @@ from facepipe.cli import cli
 from facepipe.commands import MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ["import", "landmarks", "align", "cache", "show", "check-landmarks", "train", "eval", "pseudolabel",
+WORKFLOW = ["import", "paste", "landmarks", "align", "cache", "show", "check-landmarks", "train", "eval", "pseudolabel",
             "distill", "bench", "export", "parse", "rnorm", "models", "demo"]
 
 

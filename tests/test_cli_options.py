@@ -34,6 +34,8 @@ ACCEPTS = {
     ("parse", "--workers"): ({"0"}, "0 = all cores"),
     ("bench", "--workers"): ({"0"}, "0 = all cores (parse workers of --parse)"),
     ("demo", "--min-score"): ({"0", "-1"}, "a dlib score: lower finds more faces"),
+    ("paste", "--seed"): ({"0"}, "any seed >= 0"),
+    ("paste", "--workers"): ({"0"}, "0 = all cores"),
     ("import", "--max-bad"): ({"0"}, "0 = fail on the first unreadable image"),
     ("cache", "--compression"): ({"0"}, "gzip level 0 = stored"),
     ("train", "--loss-weight"): ({"0"}, "0 = no center/sc term"),
@@ -71,6 +73,7 @@ def _args(cmd: str, w: Path) -> list[str]:
     return {
         "models": ["--no-rf", "--json", str(w / "out.json")],
         "import": ["folder", nope, str(w / "out")],
+        "paste": [nope, nope, str(w / "out")],
         "landmarks": [nope, str(w / "out")],
         "align": [nope, str(w / "out")],
         "cache": [nope, str(w / "out.h5")],

@@ -54,6 +54,9 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, threads, device, b
       facepipe bench --parse ~/album/                # where parse's seconds go, end to end
     """
     if parse_photos:
+        if run or cache:
+            raise click.UsageError("--parse takes one photo or folder each: repeat it (--parse a/ --parse b/); "
+                                   "pick the model with --model.")
         return _bench_parse(parse_photos, (models or (run,))[0], device, workers, batches, json_path, quiet)
     from facepipe.atomic import write_json
     from facepipe.bench import BASELINE, DEFAULT_ARCHS, BenchConfig, arch_entry, bench_speed, run_entry, warning

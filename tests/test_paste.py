@@ -1,0 +1,164 @@
+"""Stage `paste` (the robustness benchmark): faces kept, backgrounds replaced, layout unchanged.
+
+Everything is drawn here: a tiny synthetic imported set (facepipe.synthetic) and two generated
+background images; no real backgrounds are needed or used."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation
+
+from facepipe.atomic import save_image
+from facepipe.images import load_ids, load_rgb
+from facepipe.paste import PasteConfig, feather_sigma, run_paste, seam_radius
+from facepipe.photos import list_photos
+
+HAIR = 1  # FASSEG schema: background, hair, skin, eyes, nose, mouth
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    from facepipe.importers import import_dataset
+    from facepipe.synthetic import write_folder_set
+
+    root = tmp_path_factory.mktemp("paste_src")
+    raw = write_folder_set(root / "raw", n=8, test_fraction=0.5, seed=5, size=(96, 112))
+    import_dataset("folder", raw, root / "imp", workers=1)
+    return root / "imp"
+
+
+@pytest.fixture(scope="module")
+def backgrounds(tmp_path_factory):
+    """Two textured 'photos' of other sizes and aspects than the faces."""
+    d = tmp_path_factory.mktemp("bgs")
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:150, 0:200]
+    a = np.stack([xx * 255 // 200, yy * 255 // 150, (xx + yy) % 256], -1).astype(np.uint8)
+    save_image(d / "grad.png", a)
+    save_image(d / "noise.jpg", rng.integers(0, 256, (90, 300, 3), dtype=np.uint8))
+    return d
+
+
+def _paste(imported, backgrounds, out, **kw):
+    return run_paste(PasteConfig(src=str(imported), backgrounds=str(backgrounds), out=str(out), workers=1, **kw))
+
+
+def _items(folder):
+    return [json.loads(l) for l in (Path(folder) / "items.jsonl").read_text().splitlines() if l.strip()]
+
+
+def _bands(lab: np.ndarray, mask: np.ndarray):
+    """(inside, outside) of `mask`, each farther than the seam from its edge."""
+    r = seam_radius(feather_sigma(*lab.shape, 0.006)) + 1
+    inside = mask & ~binary_dilation(~mask, iterations=r)
+    outside = ~mask & ~binary_dilation(mask, iterations=r)
+    return inside, outside
+
+
+@pytest.fixture(scope="module")
+def pasted(imported, backgrounds, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pasted") / "out"
+    _paste(imported, backgrounds, out)
+    return out
+
+
+def test_layout_labels_and_splits_match_the_source(imported, pasted):
+    m = json.loads((pasted / "manifest.json").read_text())
+    assert m["stage"] == "paste" and m["variant"] == "pasted" and not (pasted / ".inprogress.json").exists()
+    assert m["inputs"]["src"]["manifest_sha256"] and len(m["inputs"]["backgrounds"]["files"]) == 2
+    src_splits = json.loads((imported / "splits.json").read_text())
+    assert json.loads((pasted / "splits.json").read_text()) == {"test": src_splits["test"]}
+    assert (pasted / "schema.json").read_text() == (imported / "schema.json").read_text()
+    src = {r["id"]: r for r in _items(imported)}
+    recs = _items(pasted)
+    assert [r["id"] for r in recs] == src_splits["test"] and m["counts"]["images"] == len(recs) == 4
+    for r in recs:
+        assert (pasted / r["label"]).read_bytes() == (imported / src[r["id"]]["label"]).read_bytes()
+        assert (pasted / r["landmarks"]).read_bytes() == (imported / src[r["id"]]["landmarks"]).read_bytes()
+        assert (r["width"], r["height"]) == (src[r["id"]]["width"], src[r["id"]]["height"])
+    # The rest of the chain reads it as an imported set.
+    photos, man = list_photos(pasted)
+    assert man["stage"] == "paste" and all(p.label and p.split == "test" for p in photos)
+
+
+def test_pasted_keeps_the_face_and_replaces_the_background(imported, pasted):
+    src = {r["id"]: r for r in _items(imported)}
+    for r in _items(pasted):
+        lab = load_ids(pasted / r["label"])
+        a, b = load_rgb(imported / src[r["id"]]["image"]), load_rgb(pasted / r["image"])
+        inside, outside = _bands(lab, lab != 0)
+        assert inside.sum() > 100 and outside.sum() > 100
+        assert np.array_equal(a[inside], b[inside])
+        changed = np.any(a != b, axis=-1)
+        assert changed[outside].mean() > 0.9
+
+
+def test_plain_is_a_byte_copy(imported, backgrounds, tmp_path):
+    _paste(imported, backgrounds, tmp_path / "plain", variant="plain")
+    src = {r["id"]: r for r in _items(imported)}
+    for r in _items(tmp_path / "plain"):
+        assert (tmp_path / "plain" / r["image"]).read_bytes() == (imported / src[r["id"]]["image"]).read_bytes()
+
+
+def test_gray_has_equal_channels(imported, backgrounds, pasted, tmp_path):
+    _paste(imported, backgrounds, tmp_path / "gray", variant="gray")
+    for r in _items(tmp_path / "gray"):
+        g = load_rgb(tmp_path / "gray" / r["image"])
+        assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 0], g[..., 2])
+        assert g.std() > 5  # not a blank image
+        assert (tmp_path / "gray" / r["label"]).read_bytes() == (pasted / r["label"]).read_bytes()
+
+
+def test_hair_changes_only_hair(imported, backgrounds, pasted, tmp_path):
+    _paste(imported, backgrounds, tmp_path / "hair", variant="hair")
+    recs = _items(tmp_path / "hair")
+    assert all(r["hair_colour"] in ("blonde", "grey", "red") for r in recs)
+    for r in recs:
+        lab = load_ids(pasted / r["label"])
+        h, p = load_rgb(tmp_path / "hair" / r["image"]), load_rgb(pasted / r["image"])
+        hair_core, not_hair = _bands(lab, lab == HAIR)
+        diff = np.any(h != p, axis=-1)
+        # Same seed, same background: the variants differ in the hair (and its seam) alone.
+        assert not diff[not_hair].any()
+        assert diff[hair_core].mean() > 0.9
+
+
+def test_deterministic_and_rerun_is_a_no_op(imported, backgrounds, tmp_path):
+    for name in ("a", "b"):
+        _paste(imported, backgrounds, tmp_path / name, variant="hair", seed=7)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
+                   if p.is_file() and p.name != "manifest.json")
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*")
+                           if p.is_file() and p.name != "manifest.json")
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    # Another seed picks other backgrounds: the seed is really used.
+    _paste(imported, backgrounds, tmp_path / "c", variant="pasted", seed=8)
+    _paste(imported, backgrounds, tmp_path / "d", variant="pasted", seed=7)
+    assert any((tmp_path / "c" / f).read_bytes() != (tmp_path / "d" / f).read_bytes()
+               for f in files if str(f).startswith("images/"))
+
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    m = _paste(imported, backgrounds, tmp_path / "a", variant="hair", seed=7)
+    assert m == json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*") if p.is_file()}
+
+
+def test_empty_backgrounds_is_one_line_and_writes_nothing(imported, tmp_path):
+    (tmp_path / "empty").mkdir()
+    p = subprocess.run([sys.executable, "-m", "facepipe", "paste", str(imported), str(tmp_path / "empty"),
+                        str(tmp_path / "out"), "-q"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "no background photos" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_chain_aligns_the_pasted_set(pasted, tmp_path):
+    from facepipe.align import AlignConfig, run_align
+
+    m = run_align(AlignConfig(src=str(pasted), out=str(tmp_path / "al"), size=64, landmarks="dataset", workers=1))
+    assert m["counts"]["faces"] == 4 and m["counts"]["labelled"] == 4
