@@ -155,7 +155,7 @@ def warning(rows: list[dict]) -> str | None:
             f"(same run) moves less but still moves")
 
 
-def _timeit(fn, warmup: int, seconds: float, min_iters: int, sync, threads: int = 1,
+def timeit(fn, warmup: int, seconds: float, min_iters: int, sync, threads: int = 1,
             on_cpu: bool = True) -> tuple[list[float], float | None]:
     """Per-iteration seconds after warm-up, and the share of the timing spent waiting for a CPU."""
     for _ in range(warmup):
@@ -244,7 +244,7 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
                         def fn(model=model, x=x, ac=ac):
                             with torch.inference_mode(), ac:
                                 model(x)
-                    times, wait = _timeit(fn, cfg.warmup, cfg.seconds, cfg.min_iters, sync, threads,
+                    times, wait = timeit(fn, cfg.warmup, cfg.seconds, cfg.min_iters, sync, threads,
                                           on_cpu=dev.type == "cpu")
                     t = np.array(times)
                     spread = repeat_spread(t)

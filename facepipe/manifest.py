@@ -187,13 +187,7 @@ class StageOutput:
 
     def _lock(self):
         name = LOCK if self.shard is None else f"{LOCK}-shard{self.shard[0]}of{self.shard[1]}"
-        fd = os.open(self.out / name, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FacepipeError(f"{self.out} is being written by another facepipe process; wait for it to finish.") from None
-        self._lock_fd = fd
+        self._lock_fd = lock_folder(self.out, name)
 
     def _wipe(self):
         for p in self.out.iterdir():
@@ -203,6 +197,19 @@ class StageOutput:
                 shutil.rmtree(p)
             else:
                 p.unlink()
+
+
+def lock_folder(out: Path, name: str = LOCK, what=None) -> int:
+    """Take the exclusive lock file `name` in the folder `out`; returns its fd (close it to release).
+    `what` names the output in the refusal (default: the folder)."""
+    fd = os.open(Path(out) / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FacepipeError(f"{what or out} is being written by another facepipe process; wait for it to "
+                            "finish.") from None
+    return fd
 
 
 def _load(path) -> dict:
@@ -217,12 +224,7 @@ def file_lock(path):
     """Exclusive lock for writing the single-file output `path` (a hidden .lock file beside it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path.parent / f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FacepipeError(f"{path} is being written by another facepipe process; wait for it to finish.") from None
+    fd = lock_folder(path.parent, f".{path.name}.lock", what=path)
     try:
         yield
     finally:

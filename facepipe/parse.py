@@ -18,7 +18,6 @@ front, so ranks never pick the same name for two photos.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
@@ -42,7 +41,7 @@ from facepipe.distributed import setup, split_range
 from facepipe.errors import FacepipeError
 from facepipe.geometry import template
 from facepipe.images import list_images
-from facepipe.manifest import file_sha256
+from facepipe.manifest import file_sha256, lock_folder
 from facepipe.models.fold import fold_batchnorm
 from facepipe.parse_work import OUTPUTS, align_photo, init_worker, write_photo
 from facepipe.predict import predict_probs
@@ -307,12 +306,7 @@ def _claim(out: Path, config: dict, force: bool) -> int:
         raise FacepipeError(f"cannot create output folder {out}: {e.strerror}.") from None
     if not out.is_dir():
         raise FacepipeError(f"output {out} exists and is not a folder.")
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FacepipeError(f"{out} is being written by another facepipe process; wait for it to finish.") from None
+    fd = lock_folder(out)
     old = _record(out / "manifest.json")
     if old and old.get("stage") == "parse" and old.get("config") != config and not force:
         os.close(fd)
@@ -389,19 +383,26 @@ def _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers
 
 def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
-    align = sum(sec.get(k, 0) for k in ("decode", "detect+landmarks", "warp"))
-    write = sum(sec.get(k, 0) for k in ("warp back", "encode+write"))
-    return {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
-            "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
-            "seconds_align": round(align, 3), "seconds_network": sec.get("network", 0.0),
-            "seconds_write": round(write, 3), "stage_seconds": sec, "wall_seconds": round(wall, 3),
-            "photos_per_second": round((t.photos - t.resumed) / max(wall, 1e-9), 2),
-            "ms_align_per_photo": round(1000 * align / max(1, t.photos - t.resumed), 1),
-            "ms_network_per_face": round(1000 * sec.get("network", 0.0) / max(1, t.faces), 1),
-            "workers": workers, "model": parser.identity(), "model_size": parser.size,
-            "device": str(parser.device),
-            "schema": {"name": parser.schema.name, "classes": list(parser.schema.classes),
-                       "colors": [list(c) for c in parser.schema.colors]}}
+    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
+         "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
+         "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers, "model": parser.identity(),
+         "model_size": parser.size, "device": str(parser.device),
+         "schema": {"name": parser.schema.name, "classes": list(parser.schema.classes),
+                    "colors": [list(c) for c in parser.schema.colors]}}
+    return _with_rates(s)
+
+
+def _with_rates(s: dict) -> dict:
+    """The fields computed from counts and step seconds (one process or merged ranks alike)."""
+    sec = s["stage_seconds"]
+    s["seconds_align"] = round(sum(sec.get(k, 0) for k in ("decode", "detect+landmarks", "warp")), 3)
+    s["seconds_network"] = sec.get("network", 0.0)
+    s["seconds_write"] = round(sum(sec.get(k, 0) for k in ("warp back", "encode+write")), 3)
+    done_now = s["photos"] - s["resumed"]
+    s["photos_per_second"] = round(done_now / max(s["wall_seconds"], 1e-9), 2)
+    s["ms_align_per_photo"] = round(1000 * s["seconds_align"] / max(1, done_now), 1)
+    s["ms_network_per_face"] = round(1000 * s["seconds_network"] / max(1, s["faces"]), 1)
+    return s
 
 
 def merge_summaries(parts: list[dict]) -> dict:
@@ -411,15 +412,10 @@ def merge_summaries(parts: list[dict]) -> dict:
         m[k] = sum(p[k] for p in parts)
     for k in ("no_face", "unreadable", "grayscale"):
         m[k] = [x for p in parts for x in p[k]]
-    for k in ("seconds_align", "seconds_network", "seconds_write"):
-        m[k] = round(sum(p[k] for p in parts), 3)
     m["stage_seconds"] = {k: round(sum(p["stage_seconds"].get(k, 0) for p in parts), 3)
                           for k in {k for p in parts for k in p["stage_seconds"]}}
     m["wall_seconds"] = max(p["wall_seconds"] for p in parts)
-    m["photos_per_second"] = round((m["photos"] - m["resumed"]) / max(m["wall_seconds"], 1e-9), 2)
-    m["ms_align_per_photo"] = round(1000 * m["seconds_align"] / max(1, m["photos"] - m["resumed"]), 1)
-    m["ms_network_per_face"] = round(1000 * m["seconds_network"] / max(1, m["faces"]), 1)
-    return {**m, "ranks": len(parts)}
+    return {**_with_rates(m), "ranks": len(parts)}
 
 
 def _finish(out: Path, summary: dict, config: dict) -> dict:

@@ -9,10 +9,10 @@ model's batch-1 latency outside it (the figure `bench --fps` reports) shows what
 from __future__ import annotations
 
 import tempfile
-import time
 
 import torch
 
+from facepipe.bench import timeit
 from facepipe.parse import Parser, collect_photos, parse_photos
 from facepipe.predict import predict_probs
 from facepipe.progress import SILENT, Reporter
@@ -21,18 +21,13 @@ STEPS = ("decode", "detect+landmarks", "warp", "network", "warp back", "encode+w
 
 
 def network_latency_ms(parser: Parser, seconds: float = 1.0) -> float:
-    """Median batch-1 time of the parser's network alone, as parse calls it (softmax included)."""
+    """Median batch-1 time of the parser's network alone, as parse calls it (softmax included), timed
+    by bench's own loop."""
     c = 4 if parser.heatmap else 3
     x = torch.randn(1, c, parser.size, parser.size, device=parser.device)
-    for _ in range(3):
-        predict_probs(parser.model, x)
-    times, t_end = [], time.perf_counter() + seconds
-    while time.perf_counter() < t_end or len(times) < 5:
-        t = time.perf_counter()
-        predict_probs(parser.model, x)
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+    times, _ = timeit(lambda: predict_probs(parser.model, x), 3, seconds, 5, lambda: None,
+                      torch.get_num_threads(), parser.device.type == "cpu")
+    return 1000 * sorted(times)[len(times) // 2]
 
 
 def profile_parse(photos, model: str | None = None, device: str = "cpu", workers: int = 0, batch_size: int = 16,
