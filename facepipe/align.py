@@ -14,6 +14,9 @@ manifest; a final run without --shard collects the shards' records (see manifest
 A labelled photo keeps its largest face (its label map describes one subject). A labelled photo whose
 face dlib cannot find (FASSEG profiles) is fitted whole into the crop, marked `fitted` and counted,
 never dropped. Unlabelled photos give one crop per face; with no face they are listed and skipped.
+A face from a `landmarks --detector cnn` output whose landmarks are not trusted ("lm_trusted": false,
+a profile) is aligned from its box (geometry.box_matrix): its record keeps "lm_trusted": false and has
+no landmarks (made-up points would draw a misleading heatmap); the manifest counts `box_aligned`.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import numpy as np
 
 from facepipe.atomic import save_image, write_json, write_text
 from facepipe.errors import BadImage, FacepipeError
-from facepipe.geometry import apply, five_from, fit_similarity, letterbox_matrix, template, warp_image, warp_labels
+from facepipe.geometry import (apply, box_matrix, five_from, fit_similarity, letterbox_matrix, template, warp_image,
+                               warp_labels)
 from facepipe.images import load_ids, load_rgb
 from facepipe.manifest import StageOutput, config_dict, read_manifest, shard_summary
 from facepipe.photos import Photo, list_photos
@@ -69,7 +73,9 @@ def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
         from facepipe.landmarks import _detector
 
         faces = _detector((-1, 1600, 0.0))(rgb)
-    return [{"box": fc["box"], "score": fc["score"], "landmarks": fc["lm68"]} for fc in faces]
+    # "lm_trusted" only where the detector set it (CNN faces): HOG records stay as they were.
+    return [{"box": fc["box"], "score": fc["score"], "landmarks": fc["lm68"],
+             **({"lm_trusted": fc["lm_trusted"]} if "lm_trusted" in fc else {})} for fc in faces]
 
 
 def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
@@ -102,7 +108,13 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
             lm = None
         elif cfg.letterbox:
             m = letterbox_matrix(h, w, cfg.size)
-            lm = apply(m, np.asarray(face["landmarks"], np.float64))
+            lm = apply(m, np.asarray(face["landmarks"], np.float64)) if face.get("lm_trusted", True) else None
+        elif not face.get("lm_trusted", True):
+            try:
+                m = box_matrix(face["box"], tmpl)
+            except ValueError as e:
+                raise BadImage(f"{photo.id}: {e}") from None
+            lm = None
         else:
             pts = np.asarray(face["landmarks"], np.float64)
             try:
@@ -116,6 +128,8 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
                "split": photo.split, "width": w, "height": h, "matrix": m.tolist(), "fitted": fitted,
                "box": face["box"], "score": face["score"],
                "landmarks": None if lm is None else np.round(lm, 3).tolist()}
+        if "lm_trusted" in face:
+            rec["lm_trusted"] = bool(face["lm_trusted"])
         if ids is not None:
             save_image(out / "labels" / f"{fid}.png", warp_labels(ids, m, cfg.size, fill=cfg.outside_label))
             rec["label"] = f"labels/{fid}.png"
@@ -181,6 +195,9 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
                   "fitted_no_face": fitted, "photos_without_face_skipped": len(no_face),
                   "extra_or_small_faces_dropped": dropped, "unreadable": len(skipped),
                   "labelled": sum("label" in f for f in faces)}
+        box_aligned = sum(f.get("lm_trusted") is False and not f["fitted"] and not cfg.letterbox for f in faces)
+        if box_aligned:  # only CNN landmarks give these; HOG manifests stay as they were
+            counts["box_aligned"] = box_aligned
         inputs = {"src": {"path": str(Path(cfg.src).resolve()), "manifest_sha256": in_man["_sha256"] if in_man else None}}
         if lm_man:
             inputs["landmarks"] = {"path": str(Path(cfg.landmarks).resolve()), "manifest_sha256": lm_man["_sha256"]}

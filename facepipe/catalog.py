@@ -55,9 +55,15 @@ def architectures(size: int = 256, num_classes: int = 6, rf: bool = True) -> lis
     return rows
 
 
-def model_card_facts(asset: str, path: Path = MODEL_CARD) -> dict:
+def card_path(asset: str) -> Path:
+    """default.pt's card is MODEL_CARD.md, X.pt's MODEL_CARD_X.md."""
+    return MODEL_CARD if asset == "default.pt" else MODEL_CARD.with_name(f"MODEL_CARD_{Path(asset).stem}.md")
+
+
+def model_card_facts(asset: str, path: Path | None = None) -> dict:
     """The model card's "Training data" and "Accuracy" bullets, as one line each; {} when there is no card
-    or the card's title names another file (a second bundled model will bring its own card)."""
+    or the card's title names another file."""
+    path = path or card_path(asset)
     if not path.exists():
         return {}
     text = path.read_text()
@@ -103,5 +109,6 @@ def bundled(rf: bool = True) -> list[dict]:
                 model.arch = ck["arch"]
                 row.update(_rf(model, size))
             row.update(model_card_facts(f))  # trained_on, accuracy: only the card knows them
+            row["card"] = f"facepipe/assets/{card_path(f).name}"
         rows.append(row)
     return rows

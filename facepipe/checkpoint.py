@@ -20,7 +20,7 @@ ASSETS = Path(__file__).parent / "assets"
 # Names for the checkpoints shipped in facepipe/assets/. They live here, beside run_checkpoint, so that
 # parse, eval, bench and export all mean the same file by `fast`. `default` is what `parse` runs without
 # --model; `fast` is the distilled student. A teacher will join as `accurate`.
-BUNDLED = {"default": "default.pt", "fast": "default.pt"}
+BUNDLED = {"default": "default.pt", "fast": "default.pt", "accurate": "accurate.pt"}
 
 
 def bundled_checkpoint(name) -> Path | None:

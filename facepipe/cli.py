@@ -52,6 +52,7 @@ def cli():
     Commands, in workflow order (each stage reads the previous stage's folder):
       import           a dataset's release layout -> common layout (images/, labels/, splits)
       paste            an imported set's faces on other backgrounds: a robustness benchmark
+      backgrounds      photos without faces, for training faces on real backgrounds
       landmarks        dlib face boxes + 5- and 68-point landmarks
       align            similarity-aligned face crops (+ labels), matrices to warp back
       cache            one HDF5 file with images, labels, landmark heatmaps
@@ -65,7 +66,7 @@ def cli():
       export           a run or bundled model -> ONNX with metadata, checked against torch
       parse            photos -> label maps, overlays, JSON (bundled model by default)
       rnorm            receptive field r and r/s of a model; `rnorm sweep`: the r/s experiment
-      models           registered architectures and the bundled weights (default, fast)
+      models           registered architectures and the bundled weights (default/fast, accurate)
       demo             the whole chain on embedded data, no download
 
     \b

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from facepipe.atomic import write_json
-from facepipe.augment import AugmentConfig, augment
+from facepipe.augment import augment, training_recipe
 from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, to_input
@@ -60,7 +60,8 @@ class DistillConfig:
     weight_decay: float = 1e-4
     val_split: str = "auto"
     val_every: int = 5
-    augment: bool = True
+    augment: str = "wild"  # none | basic | wild (facepipe.augment)
+    backgrounds: str | None = None  # a `backgrounds` output: faces pasted onto its photos (wild)
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
@@ -142,6 +143,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
             splits = set(s.decode() if isinstance(s, bytes) else s for s in f["split"][:])
         vsplit = ("val" if "val" in splits else None) if cfg.val_split == "auto" else cfg.val_split
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
+    aug_cfg, bank, aug_ids = training_recipe(cfg.augment, cfg.backgrounds, lab_ds.size, cfg.seed, schema, reporter)
     config = config_dict(cfg)
     config.update({"labeled_resolved": str(Path(labeled).resolve()), "unlabeled_resolved": unl and str(Path(unl).resolve()),
                    "teacher_checkpoint_sha256": file_sha256(t_ck_path)})
@@ -191,7 +193,6 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         first, ufirst = (d.rank * per, d.rank * uper) if d else (0, 0)
         part, upart = ((first, cfg.batch_size), (ufirst, cfg.unlabeled_batch)) if d else (None, None)
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
-        aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         thr = cfg.confidence
         align = t_ck.get("align") or {"size": lab_ds.size, "iod": 0.22}
         # Ctrl-C between batches, as in train (facepipe.interrupt).
@@ -209,8 +210,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                     x = to_input(L_img[sel], L_hm[sel] if heat else None).to(device)
                     y = torch.from_numpy(L_lab[sel].astype(np.int64)).to(device)
                     p = _probs(L_prob[sel]).to(device)
-                    if cfg.augment:
-                        x, y, p = augment(x, y, flip_perm, aug_cfg, g, soft=p, part=part)
+                    if cfg.augment != "none":
+                        x, y, p = augment(x, y, flip_perm, aug_cfg, g, soft=p, part=part, bank=bank, ids=aug_ids)
                     for pg in opt.param_groups:
                         pg["lr"] = lr_at(step, total, cfg.lr)
                     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -229,8 +230,9 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                         us = us[ufirst:ufirst + uper]
                         xu = to_input(U["images"][us], U["heatmaps"][us] if heat else None).to(device)
                         pu = _probs(U["probs"][us]).to(device)
-                        if cfg.augment:
-                            xu, _, pu = augment(xu, None, flip_perm, aug_cfg, g, soft=pu, part=upart)
+                        if cfg.augment != "none":
+                            xu, _, pu = augment(xu, None, flip_perm, aug_cfg, g, soft=pu, part=upart, bank=bank,
+                                                ids=aug_ids)
                         valid = (pu.max(1).values >= max(thr, 1e-3)).float()
                         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                             logits_u = net(channels_last(xu)).float()

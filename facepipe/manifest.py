@@ -36,6 +36,7 @@ SCHEMA_VERSION = 1
 MAKERS = {
     "import": "facepipe import FORMAT SRC OUT",
     "paste": "facepipe paste DATASET BACKGROUNDS OUT",
+    "backgrounds": "facepipe backgrounds SRC... OUT",
     "landmarks": "facepipe landmarks IN OUT",
     "align": "facepipe align IN OUT",
     "cache": "facepipe cache IN OUT.h5",

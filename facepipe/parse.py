@@ -6,7 +6,10 @@ A pipeline over three kinds of work, so the network is not left waiting on dlib 
   workers:             warp probabilities back over each face's footprint, one label map per photo
                        (where faces overlap, the face more confident that the pixel is not background
                        wins), overlay, encode, write                         -> parse_work.write_photo
-Photos go through a bounded window, so memory stays flat on 100,000 photos. Per photo:
+`--detector cnn` finds faces with dlib's CNN instead of its HOG detector (profiles too, ~20x slower);
+a CNN face whose landmarks are not trusted (landmarks.landmarks_trusted) is cut from its box
+(geometry.box_matrix) with an empty heatmap. Photos go through a bounded window, so memory stays flat on
+100,000 photos. Per photo:
 <stem>.labels.png (palette PNG: pixel values are class ids, viewers show class colours),
 <stem>.overlay.png (with a legend) and <stem>.json (faces, boxes, landmarks, matrices, per-class pixel
 counts, schema, model), the json written last: it marks the photo done, so a rerun skips it (`--force`
@@ -41,6 +44,7 @@ from facepipe.distributed import setup, split_range
 from facepipe.errors import FacepipeError
 from facepipe.geometry import template
 from facepipe.images import list_images
+from facepipe.landmarks import check_detector, detector_args
 from facepipe.manifest import file_sha256, lock_folder
 from facepipe.models.fold import fold_batchnorm
 from facepipe.parse_work import OUTPUTS, align_photo, init_worker, write_photo
@@ -49,6 +53,8 @@ from facepipe.progress import SILENT, Reporter
 
 DEFAULT_MODEL = bundled_checkpoint("default")
 DETECTOR = (-1, 1600, 0.0)  # dlib upsampling auto, photos shrunk to 1600 px for detection, no threshold
+# Settings per --detector (landmarks.detector_args): HOG's is DETECTOR itself, so HOG runs keep their config.
+DETECTORS = {"hog": DETECTOR, "cnn": detector_args("cnn", *DETECTOR)}
 RESERVED = {"summary", "manifest"}  # written by the run itself: no photo may take these names
 MAX_BATCH_PIXELS = 64_000_000  # photos held for one network batch: ~200 MB of RGB at most
 
@@ -194,13 +200,13 @@ class _Inline:
         pass
 
 
-def _executor(workers: int, n_photos: int):
+def _executor(workers: int, n_photos: int, det_args: tuple = DETECTOR):
     # Starting a worker costs ~1 s (dlib's 100 MB landmark model is loaded in each), so a few photos
     # run here. "spawn": forking a process that has started torch's thread pools can deadlock.
     if workers > 1 and n_photos >= 2 * workers:
         return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
-                                   initargs=(DETECTOR, True))
-    init_worker(DETECTOR)
+                                   initargs=(det_args, True))
+    init_worker(det_args)
     return _Inline()
 
 
@@ -223,16 +229,16 @@ def _network(parser: Parser, batch: list[dict], batch_size: int) -> None:
 
 
 def _run(parser: Parser, todo: list[tuple], out: Path, tally: Tally, batch_size: int, min_score: float,
-         workers: int, outputs: tuple, reporter: Reporter, advance) -> None:
+         workers: int, outputs: tuple, reporter: Reporter, advance, det_args: tuple = DETECTOR) -> None:
     """Push `todo` [(photo, stem)] through align -> network -> write with a bounded window."""
     if not todo:
         return
-    base = {"det_args": DETECTOR, "min_score": min_score, "size": parser.size,
+    base = {"det_args": det_args, "min_score": min_score, "size": parser.size,
             "template": template(parser.size, parser.iod), "out": str(out), "outputs": outputs,
             "schema": {"name": parser.schema.name, "classes": list(parser.schema.classes),
                        "colors": [list(c) for c in parser.schema.colors]},
             "model": parser.identity()}
-    ex = _executor(workers, len(todo))
+    ex = _executor(workers, len(todo), det_args)
     pooled = isinstance(ex, ProcessPoolExecutor)
     window = 2 * workers + 2 if pooled else 1
     threads = torch.get_num_threads()
@@ -316,32 +322,40 @@ def _claim(out: Path, config: dict, force: bool) -> int:
     return fd
 
 
-def parse_config(parser: Parser, min_score: float, outputs: tuple) -> dict:
-    return {"model": parser.identity(), "detector": list(DETECTOR), "min_score": min_score,
+def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR) -> dict:
+    return {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
             "outputs": list(outputs), "size": parser.size}
 
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
-                 min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False) -> dict:
+                 min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
+                 detector: str = "hog") -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
-    workers: processes for detection and writing (0 = every core); 1 runs everything here."""
+    workers: processes for detection and writing (0 = every core); 1 runs everything here.
+    detector: "hog" or "cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned from their box."""
     out = Path(out)
     workers = workers or len(os.sched_getaffinity(0))
     outputs = tuple(o for o in OUTPUTS if o in outputs)
-    config = parse_config(parser, min_score, outputs)
+    if detector not in DETECTORS:
+        raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+    det_args = DETECTORS[detector]
+    check_detector(det_args)  # before the output folder is claimed
+    config = parse_config(parser, min_score, outputs, det_args)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:
         fd = _claim(out, config, force)
     try:
-        return _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d)
+        return _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d,
+                              det_args)
     finally:
         if fd is not None:
             os.close(fd)
 
 
-def _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d):
+def _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers, outputs, force, config, d,
+                   det_args=DETECTOR):
     t0 = time.perf_counter()
     if d is not None:
         d.barrier()  # rank 0 has claimed the folder
@@ -365,7 +379,7 @@ def _parse_claimed(parser, photos, out, batch_size, reporter, min_score, workers
         reporter.log(f"{tally.resumed} of {len(mine)} photos already parsed in {out} (--force redoes them)")
     with reporter.task("parse", len(mine)) as advance:
         advance(tally.resumed)
-        _run(parser, todo, out, tally, batch_size, min_score, workers, outputs, reporter, advance)
+        _run(parser, todo, out, tally, batch_size, min_score, workers, outputs, reporter, advance, det_args)
     s = _summary(tally, parser, time.perf_counter() - t0, workers)
     if d is None:
         return _finish(out, s, config)

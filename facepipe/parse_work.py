@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facepipe.atomic import atomic_path
 from facepipe.errors import BadImage
-from facepipe.geometry import apply, five_from, fit_similarity, warp_image, warp_to_photo
+from facepipe.geometry import apply, box_matrix, five_from, fit_similarity, warp_image, warp_to_photo
 from facepipe.heatmap import draw_heatmap
 from facepipe.images import load_rgb
 from facepipe.landmarks import _detector
@@ -83,9 +83,14 @@ def align_photo(job: dict) -> dict:
     size = job["size"]
     for f in faces:
         pts = np.asarray(f["lm68"], float)
-        m = fit_similarity(five_from(pts), job["template"])
+        if f.get("lm_trusted", True):  # HOG faces carry no flag: their landmarks are trusted
+            m = fit_similarity(five_from(pts), job["template"])
+            hm = draw_heatmap(apply(m, pts), size)
+        else:  # a profile on a CNN box: aligned from the box, and no made-up landmarks in the heatmap
+            m = box_matrix(f["box"], job["template"])
+            hm = draw_heatmap(None, size)
         crops.append(crop_face(rgb, m, size))
-        hms.append(draw_heatmap(apply(m, pts), size))
+        hms.append(hm)
         mats.append(m)
     clock("warp")
     return {**job, "rgb": rgb, "faces": faces, "crops": crops, "heatmaps": hms, "matrices": mats,
@@ -215,7 +220,8 @@ def write_photo(job: dict) -> dict:
     faces, mats = job["faces"], job["matrices"]
     rec = {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
            "model": job["model"], "schema": schema,
-           "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist()}
+           "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
+                      **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {})}  # CNN faces only
                      for f, m in zip(faces, mats)]}
     if faces:
         labels = labels_in_photo(job["probs"], mats, job["size"], (h, w))

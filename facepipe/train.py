@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from facepipe.atomic import write_json, write_text
-from facepipe.augment import AugmentConfig, augment
+from facepipe.augment import augment, training_recipe
 from facepipe.cache import read_cache_manifest
 from facepipe.checkpoint import load_checkpoint, save_checkpoint
 from facepipe.dataset import FaceCache, loader_batches, to_input
@@ -61,7 +61,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "auto"  # a split name, "none", or auto ("val" when the cache has one)
     val_every: int = 5
-    augment: bool = True
+    augment: str = "wild"  # none | basic | wild (facepipe.augment)
+    backgrounds: str | None = None  # a `backgrounds` output: faces pasted onto its photos (wild)
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
@@ -170,6 +171,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
         raise FacepipeError(f"{cfg.cache} carries no label schema; re-import the dataset.")
     vsplit = _val_split(cfg, cfg.cache)
     val_ds = FaceCache(cfg.cache, split=vsplit, heatmap=cfg.heatmap) if vsplit else None
+    aug_cfg, bank, aug_ids = training_recipe(cfg.augment, cfg.backgrounds, train_ds.size, cfg.seed, schema, reporter)
     out = Path(cfg.out)
     config = config_dict(cfg)
     config["cache_manifest"] = {"path": str(Path(cfg.cache).resolve()), "seconds": cache_man.get("seconds"),
@@ -209,7 +211,6 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
             criterion.set_sync(d)
         part = (batches.first, cfg.batch_size) if d is not None else None
         flip_perm = torch.as_tensor(schema.flip_permutation().astype(np.int64))
-        aug_cfg = AugmentConfig() if cfg.augment else AugmentConfig(False, 0, 0, 0, 0)
         align = cache_man.get("align") or {"size": train_ds.size, "iod": 0.22}
         t_start = time.time()
         # Ctrl-C is taken between batches (facepipe.interrupt): never inside a finalizer, where it would be
@@ -225,8 +226,8 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed: Dist | Non
                     for x, y in epoch_batches:
                         check_interrupt()
                         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                        if cfg.augment:
-                            x, y = augment(x, y, flip_perm, aug_cfg, g, part=part)
+                        if cfg.augment != "none":
+                            x, y = augment(x, y, flip_perm, aug_cfg, g, part=part, bank=bank, ids=aug_ids)
                         x = channels_last(x)
                         for pg in opt.param_groups:
                             pg["lr"] = lr_at(step, total_steps, cfg.lr)

@@ -263,6 +263,8 @@ def hostile_tree(root: Path, names: list[str], links: list[str], with_labels: bo
     save(outside / "real.png", photo(9))
     n = 3
     for k, stem in enumerate(names):
+        if (src / "images" / f"{stem}.png").exists():
+            continue  # a stem of make_folder's own photos (hypothesis found "a"): overwriting adds no image
         try:
             save_png(src / "images" / f"{stem}.png", photo(20 + k))
             if with_labels:

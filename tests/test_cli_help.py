@@ -12,7 +12,7 @@ from facepipe.cli import cli
 from facepipe.commands import MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ["import", "paste", "landmarks", "align", "cache", "show", "check-landmarks", "train", "eval", "pseudolabel",
+WORKFLOW = ["import", "paste", "backgrounds", "landmarks", "align", "cache", "show", "check-landmarks", "train", "eval", "pseudolabel",
             "distill", "bench", "export", "parse", "rnorm", "models", "demo"]
 
 
@@ -90,9 +90,12 @@ def test_models_lists_architectures_and_bundled_weights():
     assert all(a["params"] > 0 and a["macs"] > 0 for a in archs.values())
     # MACs at 256x256 as bench counts them: the teacher costs ~40x the student.
     assert archs["teacher"]["macs"] > 10 * archs["student"]["macs"]
-    (b,) = listing["bundled"]
+    b, acc = listing["bundled"]
     assert b["names"] == ["default", "fast"] and b["arch"] == "student" and b["size"] == 256
     assert b["classes"][0] == "background" and "FASSEG" in b["trained_on"] and len(b["sha256"]) == 64
+    # The teacher ships as `accurate`, with its own card (fp16 storage: half the bytes of fp32 weights).
+    assert acc["names"] == ["accurate"] and acc["arch"] == "teacher" and "FASSEG" in acc["trained_on"]
+    assert acc["bytes"] < acc["params"] * 4 * 0.6
 
 
 @pytest.mark.slow

@@ -7,10 +7,13 @@ facepipe import fasseg "$S/fasseg" data/fasseg -q
 facepipe landmarks data/fasseg data/fasseg-lm -q
 facepipe align data/fasseg data/fasseg-aligned --landmarks data/fasseg-lm -q
 facepipe cache data/fasseg-aligned data/fasseg.h5 -q
-facepipe train data/fasseg.h5 --out runs/t2 -q
+apt-get install -y -qq ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
+facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*' -q
+facepipe train data/fasseg.h5 --out runs/tw --backgrounds data/backgrounds -q
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
 facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-lm -q
 facepipe cache data/utk-aligned data/utk.h5 -q
-facepipe pseudolabel --teacher runs/t2 data/utk.h5 -q
-facepipe distill --teacher runs/t2 --out runs/s2 -q
-python3 -m facepipe.tools_pack runs/s2 facepipe/assets/default.pt
+facepipe pseudolabel --teacher runs/tw data/utk.h5 -q
+facepipe distill --teacher runs/tw --out runs/tw-student --backgrounds data/backgrounds -q
+python3 -m facepipe.tools_pack runs/tw-student facepipe/assets/default.pt
+python3 -m facepipe.tools_pack runs/tw facepipe/assets/accurate.pt --fp16

@@ -3,7 +3,7 @@ import click
 from facepipe.cli import CONTEXT, force_option, quiet_option, reporter, run_summary
 from facepipe.commands.options import (BATCH, EPOCHS, FRACTION, NON_NEGATIVE, POSITIVE, SEED, THREADS,
                                        dilation_rates)
-from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilations_for_rnorm, rnorm_option
+from facepipe.commands.train_cmd import amp_option, augment_options, build_model_kwargs, dilations_for_rnorm, rnorm_option
 
 
 @click.command("distill", context_settings=CONTEXT)
@@ -25,6 +25,7 @@ from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilation
 @click.option("--batch-size", type=BATCH, default=8, show_default=True)
 @click.option("--unlabeled-batch", type=BATCH, default=8, show_default=True)
 @click.option("--lr", type=POSITIVE, default=4e-3, show_default=True)
+@augment_options
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=THREADS, default=0, show_default="all cores")
@@ -32,7 +33,7 @@ from facepipe.commands.train_cmd import amp_option, build_model_kwargs, dilation
 @force_option
 @quiet_option
 def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target, model_kwargs, temperature, alpha, confidence,
-                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, seed, device, threads, amp, force, quiet):
+                no_kd_labeled, epochs, batch_size, unlabeled_batch, lr, augment, backgrounds, seed, device, threads, amp, force, quiet):
     """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
 
     \b
@@ -41,7 +42,7 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target,
 
     \b
     Examples:
-      facepipe distill --teacher runs/t1
+      facepipe distill --teacher runs/t1 --backgrounds data/backgrounds
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
@@ -59,7 +60,8 @@ def distill_cmd(teacher, labeled, unlabeled, out, arch, dilations, rnorm_target,
     cfg = DistillConfig(teacher=teacher, out=out, labeled=labeled, unlabeled=unlabeled, arch=arch,
                         model_kwargs=build_model_kwargs(dilations, None, model_kwargs), temperature=temperature,
                         alpha=alpha, confidence=confidence, kd_labeled=not no_kd_labeled, epochs=epochs,
-                        batch_size=batch_size, unlabeled_batch=unlabeled_batch, lr=lr, seed=seed, device=device,
+                        batch_size=batch_size, unlabeled_batch=unlabeled_batch, lr=lr, augment=augment,
+                        backgrounds=backgrounds, seed=seed, device=device,
                         threads=threads, amp=amp, force=force)
     rep = reporter(quiet)
     m = distill(cfg, rep)

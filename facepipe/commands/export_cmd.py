@@ -9,7 +9,7 @@ from facepipe.cli import CONTEXT
 @click.option("--cache", default=None,
               help="Faces to check the export on (default: the run's cache, else scikit-image's astronaut photo).")
 def export_cmd(run, onnx_path, cache):
-    """Export a run, checkpoint or bundled model (default, fast) to ONNX and check it against torch.
+    """Export a run, checkpoint or bundled model (default, fast, accurate) to ONNX and check it against torch.
 
     \b
     Input `image` is (batch, channels, height, width) float32: RGB normalised as in training, plus the

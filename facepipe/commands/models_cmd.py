@@ -57,7 +57,7 @@ def models_cmd(size, rf, json_path):
         if b.get("r") is not None:
             rows.append(("receptive field", f"r {b['r']}, r/s {b['r_norm']}"))
         rows += _wrapped("trained on", b.get("trained_on", "-")) + _wrapped("accuracy", b.get("accuracy", "-"))
-        rows.append(("made by", f"facepipe {b['facepipe_version']}, epoch {b['epoch']}; facepipe/assets/MODEL_CARD.md"))
+        rows.append(("made by", f"facepipe {b['facepipe_version']}, epoch {b['epoch']}; {b['card']}"))
         rep.table(title, rows, ("", ""))  # no header: left-aligned text
     for a in listing["architectures"]:
         if a.get("rf_note"):

@@ -18,11 +18,14 @@ def _outputs(ctx, param, value):
 @click.command("parse", context_settings=CONTEXT)
 @click.argument("photos", nargs=-1, required=True)
 @click.option("--model", default=None,
-              help="Run folder, checkpoint file or bundled model name: default, fast (`facepipe models` lists them).")
+              help="Run folder, checkpoint file or bundled model name: default (= fast), accurate (`facepipe models` lists them).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for label maps and overlays.")
 @click.option("--batch-size", type=BATCH, default=16, show_default=True, help="Faces per network batch.")
 @click.option("--min-score", type=FINITE, default=0.2, show_default=True,
               help="Ignore dlib detections scoring below this (lower finds more faces and more false ones).")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
+              help="dlib face detector: hog (frontal faces, fast) or cnn (profiles too, ~20x slower on a CPU); "
+                   "a face whose landmarks cannot be trusted (a profile) is cut from its box.")
 @click.option("--workers", type=WORKERS, default=0, show_default="all cores",
               help="Processes for detection and writing (1: everything in this process).")
 @click.option("--outputs", default="labels,overlay,json", show_default=True, callback=_outputs,
@@ -30,7 +33,7 @@ def _outputs(ctx, param, value):
 @click.option("--device", default="auto", show_default=True)
 @force_option
 @quiet_option
-def parse_cmd(photos, model, out, batch_size, min_score, workers, outputs, device, force, quiet):
+def parse_cmd(photos, model, out, batch_size, min_score, detector, workers, outputs, device, force, quiet):
     """Parse every face in photos of any size: label maps in each photo's own coordinates.
 
     \b
@@ -46,6 +49,7 @@ def parse_cmd(photos, model, out, batch_size, min_score, workers, outputs, devic
     Examples:
       facepipe parse photo.jpg --out parsed/
       facepipe parse ~/album/ --model runs/s1 --out parsed/ --outputs labels,json
+      facepipe parse ~/album/ --detector cnn --out parsed-cnn/   # also faces in profile; slower
     """
     from facepipe.parse import Parser, collect_photos, parse_photos
 
@@ -55,7 +59,7 @@ def parse_cmd(photos, model, out, batch_size, min_score, workers, outputs, devic
     if getattr(files, "dangling", None):
         rep.log(f"[yellow]skipped {len(files.dangling)} link(s) that lead nowhere[/], e.g. {files.dangling[0]}")
     s = parse_photos(parser, files, out, batch_size, rep, min_score=min_score, workers=workers,
-                     outputs=outputs, force=force)
+                     outputs=outputs, force=force, detector=detector)
     sec = s["stage_seconds"]
     total = sum(sec.values()) or 1.0
     rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"]),

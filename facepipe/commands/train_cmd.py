@@ -30,6 +30,17 @@ def amp_option(f):
                              "fp32 elsewhere.")(f)
 
 
+def augment_options(f):
+    """--augment and --backgrounds, shared by train and distill."""
+    f = click.option("--backgrounds", type=click.Path(file_okay=False), default=None,
+                     help="A `facepipe backgrounds` folder: the wild recipe pastes faces onto its photos.")(f)
+    return click.option("--augment", type=click.Choice(["none", "basic", "wild"]), default="wild",
+                        show_default=True,
+                        help="basic: flips, pose jitter, brightness/contrast. wild: basic with more pose "
+                             "and scale, faces on --backgrounds photos, hair recoloured, grayscale, hue, "
+                             "shadows, blur, noise, JPEG.")(f)
+
+
 def build_model_kwargs(dilations, width, extra_json):
     try:
         kw = json.loads(extra_json) if extra_json else {}
@@ -63,7 +74,8 @@ def build_model_kwargs(dilations, width, extra_json):
 @click.option("--lr", type=POSITIVE, default=2e-3, show_default=True)
 @click.option("--val-split", default="auto", show_default=True,
               help="Split for model selection: a name, none, or auto (val when present).")
-@click.option("--no-augment", is_flag=True, help="No flips/jitter.")
+@augment_options
+@click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=THREADS, default=0, show_default="all cores")
@@ -72,7 +84,7 @@ def build_model_kwargs(dilations, width, extra_json):
 @force_option
 @quiet_option
 def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: str, loss, loss_weight, loss_warmup, heatmap,
-              epochs, batch_size, lr, val_split, no_augment, seed, device, threads, workers, amp, force, quiet):
+              epochs, batch_size, lr, val_split, augment, backgrounds, no_augment, seed, device, threads, workers, amp, force, quiet):
     """Train a parser on a labelled cache (defaults: the documented teacher recipe).
 
     \b
@@ -82,7 +94,7 @@ def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: st
 
     \b
     Examples:
-      facepipe train data/fasseg.h5 --out runs/t1
+      facepipe train data/fasseg.h5 --out runs/t1 --backgrounds data/backgrounds
       facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
       facepipe train data/fasseg.h5 --out runs/t-opt --rnorm optimum
       torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
@@ -96,7 +108,8 @@ def train_cmd(cache, out, arch, dilations, rnorm_target, width, model_kwargs: st
     kw = build_model_kwargs(dilations, width, model_kwargs)
     cfg = TrainConfig(cache=cache, out=out, arch=arch, model_kwargs=kw, heatmap=heatmap, loss=loss,
                       loss_weight=loss_weight, loss_warmup=loss_warmup, epochs=epochs, batch_size=batch_size,
-                      lr=lr, val_split=val_split, augment=not no_augment, seed=seed, device=device,
+                      lr=lr, val_split=val_split, augment="none" if no_augment else augment,
+                      backgrounds=backgrounds, seed=seed, device=device,
                       threads=threads, workers=workers, amp=amp, force=force)
     rep = reporter(quiet)
     m = train(cfg, rep)

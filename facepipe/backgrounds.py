@@ -1,0 +1,158 @@
+"""Stage `backgrounds`: a set of real photos without faces, for training faces on other backdrops.
+
+FASSEG's faces are all studio photos on plain walls. `train` and `distill` paste them onto these photos
+(facepipe.augment, the wild recipe), so that a model learns what a face looks like rather than what a
+studio wall looks like. This stage gathers the photos, with a record of where each came from:
+
+  - every image file under the SRC folders (or given as files), walked in sorted order;
+  - the same picture at several resolutions (desktop wallpaper packages ship one file per screen size)
+    kept once: of the files in one folder named like 1920x1080.png, only the largest;
+  - photos in which dlib finds a face dropped (a face labelled background would teach the opposite);
+  - the evaluation sets never taken: scikit-image's sample images and dlib-faces are reserved for
+    measuring, and --exclude drops more (the robustness benchmark's own backgrounds, say);
+  - each kept photo shrunk to at most 640 px on its short side and stored as JPEG quality 95.
+
+OUT/
+  images/NNNN.jpg     the photos
+  sources.jsonl       one line per photo: its file name here, source path, source sha256, size
+  manifest.json       written last
+
+A documented recipe (Debian's wallpaper packages; mate-backgrounds stays out, the benchmark uses it):
+
+    apt-get install -y ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
+    facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*'
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facepipe.atomic import save_image, write_text
+from facepipe.errors import BadImage, FacepipeError
+from facepipe.images import IMAGE_SUFFIXES, load_rgb
+from facepipe.manifest import StageOutput, config_dict, file_sha256, read_manifest
+from facepipe.progress import SILENT, Reporter
+
+SHORT_SIDE = 640
+RESERVED = ("*/skimage/data/*", "*/dlib-faces/*")  # measuring sets: never trained on
+_RESOLUTION = re.compile(r"^(\d+)x(\d+)$")
+
+
+@dataclass(frozen=True)
+class BackgroundsConfig:
+    sources: tuple[str, ...]
+    out: str = field(metadata={"identity": False})
+    exclude: tuple[str, ...] = ()
+    short_side: int = SHORT_SIDE
+    force: bool = field(default=False, metadata={"identity": False})
+
+
+def gather(sources, exclude=()) -> tuple[list[Path], list[dict]]:
+    """Image files under `sources`, minus reserved/excluded paths and duplicate resolutions."""
+    files, skipped = [], []
+    for s in sources:
+        p = Path(s)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            raise FacepipeError(f"{s} does not exist.")
+    kept = []
+    for f in files:
+        full = str(f.resolve())
+        pat = next((g for g in RESERVED + tuple(exclude) if fnmatch.fnmatch(full, g)), None)
+        if pat:
+            skipped.append({"source": str(f), "reason": f"excluded by {pat}"})
+        else:
+            kept.append(f)
+    best: dict[Path, Path] = {}
+    out = []
+    for f in kept:
+        m = _RESOLUTION.match(f.stem)
+        if not m:
+            out.append(f)
+            continue
+        area = int(m[1]) * int(m[2])
+        cur = best.get(f.parent)
+        if cur is None or area > int(_RESOLUTION.match(cur.stem)[1]) * int(_RESOLUTION.match(cur.stem)[2]):
+            best[f.parent] = f
+    for f in kept:
+        if _RESOLUTION.match(f.stem) and best[f.parent] != f:
+            skipped.append({"source": str(f), "reason": f"another size of {best[f.parent]}"})
+    out += sorted(best.values())
+    return sorted(set(out)), skipped
+
+
+def shrink(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    k = short_side / min(h, w)
+    if k >= 1:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((max(1, round(w * k)), max(1, round(h * k))), Image.LANCZOS))
+
+
+def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict:
+    from facepipe.landmarks import _detector
+    from facepipe.parse import DETECTOR
+
+    files, skipped = gather(cfg.sources, cfg.exclude)
+    if not files:
+        raise FacepipeError(f"no image files in {', '.join(cfg.sources)} (after exclusions).")
+    out = Path(cfg.out)
+    with StageOutput(out, "backgrounds", config_dict(cfg), force=cfg.force) as so:
+        if so.state == "done":
+            return so.manifest
+        detect = _detector(DETECTOR)
+        records = []
+        with reporter.task("backgrounds", len(files)) as advance:
+            for f in files:
+                try:
+                    rgb = load_rgb(f)
+                except BadImage as e:
+                    skipped.append({"source": str(f), "reason": str(e)})
+                    advance()
+                    continue
+                faces = detect(rgb)
+                if faces:
+                    skipped.append({"source": str(f), "reason": f"{len(faces)} face(s) found"})
+                else:
+                    name = f"images/{len(records):04d}.jpg"
+                    small = shrink(rgb, cfg.short_side)
+                    save_image(out / name, small)
+                    records.append({"image": name, "source": str(f), "sha256": file_sha256(f),
+                                    "width": small.shape[1], "height": small.shape[0]})
+                advance()
+        if not records:
+            raise FacepipeError("every candidate photo was excluded or holds a face; nothing to write.")
+        write_text(out / "sources.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        return so.finish(counts={"photos": len(records), "skipped": len(skipped)}, skipped=skipped,
+                         inputs={"sources": [str(Path(s).resolve()) for s in cfg.sources]})
+
+
+def load_bank(folder, size: int, tiles_per_photo: int = 4, seed: int = 0):
+    """A BackgroundBank of `tiles_per_photo` square tiles per photo of a `backgrounds` output, each a
+    random square of 40-100% of the photo's short side, resized to size x size."""
+    from facepipe.augment import BackgroundBank
+
+    folder = Path(folder)
+    read_manifest(folder, "backgrounds", what="--backgrounds")
+    recs = [json.loads(l) for l in (folder / "sources.jsonl").read_text().splitlines() if l.strip()]
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for r in recs:
+        im = Image.fromarray(load_rgb(folder / r["image"]))
+        w, h = im.size
+        for _ in range(tiles_per_photo):
+            side = min(w, h) * (0.4 + 0.6 * rng.random())
+            x0, y0 = rng.random() * (w - side), rng.random() * (h - side)
+            t = im.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+            tiles.append(torch.from_numpy(np.asarray(t).copy()).permute(2, 0, 1))
+    return BackgroundBank(torch.stack(tiles), source=str(folder.resolve()))

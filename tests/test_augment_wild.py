@@ -1,0 +1,151 @@
+"""The wild recipe: faces on other backgrounds, hair recoloured, grayscale; labels never change."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facepipe.augment import NONE, WILD, BackgroundBank, augment, training_recipe
+from facepipe.backgrounds import BackgroundsConfig, gather, load_bank, run_backgrounds
+from facepipe.dataset import MEAN, STD
+from facepipe.errors import FacepipeError
+from facepipe.schema import FASSEG
+
+PERM = torch.as_tensor(FASSEG.flip_permutation().astype(np.int64))
+BG, HAIR, SKIN = 0, FASSEG.index("hair"), FASSEG.index("skin")
+# Only the wild parts: no flip, no geometry, no brightness, so pixels can be compared one for one.
+ONLY = replace(NONE, paste=0, hair=0, gray=0, hue=0, saturation=0, shadow=0, blur=0, noise=0, jpeg=0)
+
+
+def face_batch(n=4, s=32):
+    """A skin disc with a hair cap on a flat grey wall, the wall being class 0."""
+    yy, xx = np.mgrid[:s, :s]
+    y = np.zeros((s, s), np.int64)
+    disc = (yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (s / 3) ** 2
+    y[disc] = SKIN
+    y[disc & (yy < s / 2 - 3)] = HAIR
+    rgb = np.full((s, s, 3), 128.0)
+    rgb[y == SKIN] = (220, 170, 140)
+    rgb[y == HAIR] = (30, 20, 15)
+    x = torch.from_numpy(((rgb - MEAN) / STD).astype(np.float32)).permute(2, 0, 1)
+    x = torch.cat([x, torch.zeros(1, s, s)])[None].repeat(n, 1, 1, 1)
+    return x, torch.from_numpy(y)[None].repeat(n, 1, 1)
+
+
+def rgb(x):
+    return (x[:, :3].permute(0, 2, 3, 1) * torch.as_tensor(STD) + torch.as_tensor(MEAN)).numpy()
+
+
+def bank(s=32):
+    g = torch.Generator().manual_seed(0)
+    return BackgroundBank((torch.rand(6, 3, s, s, generator=g) * 255).to(torch.uint8))
+
+
+def interior(y, cls, margin=5):
+    """Pixels of `cls` farther than `margin` from any other class (beyond the feathered seam)."""
+    m = (y == cls).float()[:, None]
+    k = 2 * margin + 1
+    return (-torch.nn.functional.max_pool2d(-m, k, 1, margin) > 0)[:, 0]
+
+
+def test_paste_replaces_the_background_and_keeps_face_and_labels():
+    x, y = face_batch()
+    xo, yo = augment(x, y, PERM, replace(ONLY, paste=1.0), torch.Generator().manual_seed(0), bank=bank(),
+                     ids=(BG, (HAIR,)))
+    assert torch.equal(yo, y)
+    a, b = rgb(x), rgb(xo)
+    face = interior(y, SKIN).numpy()
+    assert np.abs(a[face] - b[face]).max() < 1e-3
+    wall = interior(y, BG).numpy()
+    assert np.abs(a[wall] - b[wall]).mean() > 20  # the flat grey wall is gone
+    assert b[wall].std() > 10  # replaced by the (random) photo, not by another flat colour
+    # Without a bank, the wall stays (and the rest of the recipe still runs).
+    xn, _ = augment(x, y, PERM, replace(ONLY, paste=1.0), torch.Generator().manual_seed(0), ids=(BG, (HAIR,)))
+    assert torch.allclose(xn, x, atol=1e-5)
+
+
+def test_hair_recolouring_touches_hair_only():
+    x, y = face_batch()
+    xo, yo = augment(x, y, PERM, replace(ONLY, hair=1.0), torch.Generator().manual_seed(3), ids=(BG, (HAIR,)))
+    assert torch.equal(yo, y)
+    a, b = rgb(x), rgb(xo)
+    hair = interior(y, HAIR, 2).numpy()
+    assert (b[hair].mean(-1) > a[hair].mean(-1) + 20).any()  # dark hair lightened on some faces
+    rest = interior(y, BG, 3).numpy() | interior(y, SKIN, 3).numpy()
+    assert np.abs(a[rest] - b[rest]).max() < 1e-3
+
+
+def test_grayscale_gives_equal_channels_and_the_heatmap_is_untouched():
+    x, y = face_batch()
+    x[:, 3] = torch.rand(x.shape[0], 32, 32)
+    xo, _ = augment(x, y, PERM, replace(ONLY, gray=1.0), torch.Generator().manual_seed(0), ids=(BG, (HAIR,)))
+    b = rgb(xo)
+    assert np.abs(b[..., 0] - b[..., 1]).max() < 1e-3 and np.abs(b[..., 1] - b[..., 2]).max() < 1e-3
+    assert torch.equal(xo[:, 3], x[:, 3])
+
+
+def test_wild_recipe_is_seeded_keeps_labels_valid_and_uses_teacher_argmax_for_soft_targets():
+    x, y = face_batch(n=8)
+    soft = torch.nn.functional.one_hot(y, FASSEG.num_classes).permute(0, 3, 1, 2).float()
+    run = lambda s: augment(x, None, PERM, WILD, torch.Generator().manual_seed(s), soft=soft, bank=bank(),
+                            ids=(BG, (HAIR,)))
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(p, q) for p, q in zip(a, b)) and not torch.equal(a[0], c[0])
+    assert torch.isfinite(a[0]).all() and a[0].shape == x.shape
+    # Unlabelled faces: the teacher's argmax marks the background, so a pasted face keeps its skin.
+    xo, _, so = augment(x, None, PERM, replace(ONLY, paste=1.0), torch.Generator().manual_seed(0), soft=soft,
+                        bank=bank(), ids=(BG, (HAIR,)))
+    face = interior(y, SKIN).numpy()
+    assert np.abs(rgb(x)[face] - rgb(xo)[face]).max() < 1e-3
+    assert np.abs(rgb(x)[interior(y, BG).numpy()] - rgb(xo)[interior(y, BG).numpy()]).mean() > 20
+
+
+def test_ranks_augment_their_rows_as_one_process_would():
+    x, y = face_batch(n=4)
+    whole = augment(x, y, PERM, WILD, torch.Generator().manual_seed(7), bank=bank(), ids=(BG, (HAIR,)))
+    halves = [augment(x[i:i + 2], y[i:i + 2], PERM, WILD, torch.Generator().manual_seed(7), part=(i, 4),
+                      bank=bank(), ids=(BG, (HAIR,))) for i in (0, 2)]
+    # JPEG runs through PIL per face: identical inputs give identical outputs.
+    assert torch.allclose(torch.cat([h[0] for h in halves]), whole[0], atol=1e-5)
+    assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
+
+
+def _photo(path, seed, size=(96, 64)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def test_backgrounds_stage_dedupes_sizes_excludes_reserved_drops_faces(tmp_path):
+    from skimage import data
+
+    src = tmp_path / "src"
+    (src / "Kite" / "contents" / "images").mkdir(parents=True)
+    for i, wh in enumerate(["640x480", "1280x960", "800x600"]):
+        _photo(src / "Kite" / "contents" / "images" / f"{wh}.png", i)
+    (src / "dlib-faces").mkdir()
+    _photo(src / "dlib-faces" / "reserved.jpg", 5)
+    (src / "mate").mkdir()
+    _photo(src / "mate" / "eval.jpg", 6)
+    _photo(src / "wall.jpg", 7, (900, 700))
+    Image.fromarray(data.astronaut()).save(src / "astronaut.png")
+    files, skipped = gather([src], exclude=["*/mate/*"])
+    names = sorted(f.name for f in files)
+    assert names == ["1280x960.png", "astronaut.png", "wall.jpg"]
+    reasons = " ".join(s["reason"] for s in skipped)
+    assert "dlib-faces" in reasons and "*/mate/*" in reasons and reasons.count("another size") == 2
+
+    out = tmp_path / "bg"
+    m = run_backgrounds(BackgroundsConfig(sources=(str(src),), out=str(out), exclude=("*/mate/*",)))
+    assert m["counts"]["photos"] == 2  # the astronaut has a face
+    assert any("face" in s["reason"] and "astronaut" in s["source"] for s in m["skipped"])
+    recs = [json.loads(l) for l in (out / "sources.jsonl").read_text().splitlines()]
+    assert {r["source"].split("/")[-1] for r in recs} == {"1280x960.png", "wall.jpg"}
+    assert all(min(r["width"], r["height"]) <= 640 for r in recs)
+    b = load_bank(out, 32, tiles_per_photo=3)
+    assert b.tiles.shape == (6, 3, 32, 32) and b.tiles.dtype == torch.uint8
+    cfg, bk, ids = training_recipe("wild", str(out), 32, 0, FASSEG)
+    assert cfg == WILD and len(bk) == 8 and ids == (BG, (HAIR,))
+    with pytest.raises(FacepipeError, match="backgrounds"):
+        load_bank(tmp_path / "src", 32)  # not a backgrounds output

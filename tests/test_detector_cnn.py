@@ -1,0 +1,212 @@
+"""`--detector cnn` (dlib's CNN face detector) and the box alignment of faces whose landmarks are not
+trusted, on scikit-image's astronaut and on faces the tests make up. The CNN runs on a 300x400 crop of
+the astronaut (upsample 0 by the auto rule): about a second a call."""
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facepipe.atomic import save_image
+from facepipe.cli import cli, main
+from facepipe.errors import FacepipeError
+from facepipe.geometry import (BOX_CENTER_DY_IN_IOD, BOX_WIDTH_IN_IOD, apply, box_matrix, five_from, fit_similarity,
+                               template)
+from facepipe.landmarks import (LandmarksConfig, TRUST_MAX_DISAGREEMENT, _detector, detector_args, landmarks_trusted,
+                                run_landmarks)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("photos")
+    save_image(d / "astronaut.png", data.astronaut()[0:400, 56:356])  # her face, ~95 px: upsample 0 finds it
+    save_image(d / "blank.png", np.full((120, 160, 3), 128, np.uint8))
+    return d
+
+
+@pytest.fixture(scope="module")
+def both(photos, tmp_path_factory):
+    """landmarks with hog and with cnn over the same photos: (manifest, astronaut record) per detector."""
+    root = tmp_path_factory.mktemp("lm")
+    out = {}
+    for det in ("hog", "cnn"):
+        m = run_landmarks(LandmarksConfig(src=str(photos), out=str(root / det), workers=1, detector=det))
+        out[det] = (m, json.loads((root / det / "faces" / "astronaut.json").read_text()), root / det)
+    return out
+
+
+def _iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_cnn_finds_the_astronaut_in_hogs_record_format(both):
+    (hm, hrec, _), (cm, crec, _) = both["hog"], both["cnn"]
+    assert cm["counts"]["faces"] == 1 and cm["counts"]["no_face"] == 1  # the blank has none
+    assert set(crec) == set(hrec)
+    hf, cf = hrec["faces"][0], crec["faces"][0]
+    assert set(cf) == set(hf) | {"lm_trusted"} and "lm_trusted" not in hf  # HOG records are unchanged
+    assert cf["lm_trusted"] is True and cf["score"] > 0.5
+    assert len(cf["lm5"]) == 5 and len(cf["lm68"]) == 68 and len(cf["box"]) == 4
+    assert all(isinstance(v, float) for v in cf["box"] + [cf["score"]] + cf["lm68"][0])
+    assert _iou(cf["box"], hf["box"]) > 0.5
+    # The detector is part of the config (a cnn output is never taken for a hog one), except the default
+    # hog, whose config stays as it was before --detector existed.
+    assert cm["config"]["detector"] == "cnn" and "detector" not in hm["config"]
+
+
+def test_a_rerun_with_the_other_detector_is_refused(both, photos):
+    with pytest.raises(FacepipeError, match="another config"):
+        run_landmarks(LandmarksConfig(src=str(photos), out=str(both["cnn"][2]), workers=1, detector="hog"))
+
+
+def test_settings_tuples():
+    from facepipe.parse import DETECTOR, DETECTORS
+
+    assert detector_args("hog") == DETECTOR == DETECTORS["hog"] == (-1, 1600, 0.0)  # parse's hog config unchanged
+    assert DETECTORS["cnn"] == (-1, 1600, 0.0, "cnn")
+    assert _detector((-1, 1600, 0.0, "hog")) is _detector((-1, 1600, 0.0))
+
+
+def test_trust_rule(both):
+    f = both["cnn"][1]["faces"][0]
+    box, lm5, lm68 = f["box"], np.array(f["lm5"]), np.array(f["lm68"])
+    assert landmarks_trusted(box, lm5, lm68)
+    w = box[2] - box[0]
+    moved = lm5.copy()
+    moved[0:2, 0] += 1.5 * TRUST_MAX_DISAGREEMENT * w  # the two shape models disagree about one eye
+    assert not landmarks_trusted(box, moved, lm68)
+    far = lm5.copy()
+    far[4] = [box[2] + w, box[3] + w]  # a point far outside the box
+    assert not landmarks_trusted(box, far, lm68)
+    assert not landmarks_trusted(box, np.full((5, 2), np.nan), lm68)
+
+
+def test_box_matrix_puts_the_box_where_landmarks_would():
+    size, iod = 256, 0.22
+    t = template(size, iod)
+    m = box_matrix([100, 50, 300, 250], t)
+    tiod = np.linalg.norm(t[1] - t[0])
+    (cx, cy), = apply(m, np.array([[200.0, 150.0]]))
+    assert np.allclose([cx, cy], t.mean(0) + [0, BOX_CENTER_DY_IN_IOD * tiod])
+    assert np.isclose(m[0, 0] * 200, BOX_WIDTH_IN_IOD * tiod) and m[0, 1] == 0 and m[1, 0] == 0
+    with pytest.raises(ValueError):
+        box_matrix([10, 10, 10, 10], t)
+
+
+def test_box_crop_is_close_to_the_landmark_crop_on_a_frontal_face(both):
+    f = both["cnn"][1]["faces"][0]
+    t = template(256, 0.22)
+    by_lm = fit_similarity(five_from(np.array(f["lm68"])), t)
+    by_box = box_matrix(f["box"], t)
+    scale = lambda m: np.sqrt(abs(np.linalg.det(m[:2, :2])))
+    assert 0.8 < scale(by_box) / scale(by_lm) < 1.25
+    eyes = np.array(f["lm68"])[36:48].mean(0, keepdims=True)
+    assert np.linalg.norm(apply(by_box, eyes) - apply(by_lm, eyes)) < 0.1 * 256
+
+
+class _Profile:
+    """A detector that reports one face whose landmarks are not trusted (made-up points)."""
+
+    def __call__(self, rgb):
+        pts = np.tile([[200.0, 120.0]], (68, 1)) + np.random.default_rng(0).normal(0, 1, (68, 2))
+        return [{"box": [168.0, 69.0, 263.0, 164.0], "score": 1.0, "lm5": pts[:5].tolist(), "lm68": pts.tolist(),
+                 "lm_trusted": False}]
+
+
+def test_untrusted_face_is_cut_from_its_box_and_parsed(tmp_path, monkeypatch):
+    from skimage import data
+
+    import facepipe.parse_work as pw
+    from facepipe.parse import Parser, parse_photos
+
+    monkeypatch.setattr(pw, "_detector", lambda args: _Profile())
+    save_image(tmp_path / "astronaut.png", data.astronaut())
+    size, t = 256, template(256, 0.22)
+    job = {"path": str(tmp_path / "astronaut.png"), "det_args": (-1, 1600, 0.0), "min_score": 0.2, "size": size,
+           "template": t}
+    r = pw.align_photo(job)
+    assert r["crops"][0].shape == (size, size, 3) and r["crops"][0].any()
+    assert r["heatmaps"][0].shape == (size, size) and not r["heatmaps"][0].any()  # no made-up landmarks drawn
+    assert np.allclose(r["matrices"][0], box_matrix([168.0, 69.0, 263.0, 164.0], t))
+
+    s = parse_photos(Parser.load(None, "cpu"), [tmp_path / "astronaut.png"], tmp_path / "out", workers=1)
+    assert s["faces"] == 1 and s["parsed"] == 1
+    rec = json.loads((tmp_path / "out" / "astronaut.json").read_text())
+    assert rec["faces"][0]["lm_trusted"] is False
+    assert rec["pixel_counts"]["skin"] > 1000  # the face was parsed from its box crop
+
+
+def test_align_aligns_untrusted_faces_from_their_box(both, photos, tmp_path):
+    from facepipe.align import AlignConfig, read_faces, run_align
+    from PIL import Image
+
+    lm = both["cnn"][2]
+    rec_path = lm / "faces" / "astronaut.json"
+    rec = json.loads(rec_path.read_text())
+    rec["faces"][0]["lm_trusted"] = False  # as on a profile
+    rec_path.write_text(json.dumps(rec))
+    try:
+        m = run_align(AlignConfig(src=str(photos), out=str(tmp_path / "al"), size=96, landmarks=str(lm), workers=1))
+    finally:
+        rec["faces"][0]["lm_trusted"] = True
+        rec_path.write_text(json.dumps(rec))
+    assert m["counts"]["box_aligned"] == 1 and m["counts"]["faces"] == 1
+    (face,) = read_faces(tmp_path / "al")
+    assert face["lm_trusted"] is False and face["landmarks"] is None and not face["fitted"]
+    assert np.allclose(face["matrix"], box_matrix(rec["faces"][0]["box"], template(96, 0.22)))
+    assert Image.open(tmp_path / "al" / face["image"]).size == (96, 96)
+
+
+def _run(argv, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["facepipe", *argv])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_cli_option_is_wired(photos, tmp_path, monkeypatch, capsys):
+    for cmd in ("landmarks", "parse"):
+        text = CliRunner().invoke(cli, [cmd, "--help"]).output
+        assert "--detector [hog|cnn]" in text and "--detector cnn" in text  # the option and an example
+    code, out = _run(["landmarks", str(photos), str(tmp_path / "x"), "--detector", "sift"], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out and "'sift' is not one of 'hog', 'cnn'" in out
+    out_dir = tmp_path / "parsed"
+    res = CliRunner().invoke(cli, ["parse", str(photos / "astronaut.png"), "--out", str(out_dir), "-q",
+                                   "--device", "cpu", "--workers", "1", "--detector", "cnn"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((out_dir / "manifest.json").read_text())
+    assert man["config"]["detector"] == [-1, 1600, 0.0, "cnn"]
+    assert json.loads((out_dir / "astronaut.json").read_text())["faces"][0]["lm_trusted"] is True
+
+
+@pytest.mark.parametrize("problem", ["no model", "upsample"])
+def test_problems_are_one_line_and_write_nothing(problem, photos, tmp_path, monkeypatch, capsys):
+    import facepipe.landmarks as lmod
+
+    args = []
+    if problem == "no model":  # the shape predictors are there, the CNN's model file is not
+        models = tmp_path / "models"
+        models.mkdir()
+        for name in ("shape_predictor_5_face_landmarks.dat", "shape_predictor_68_face_landmarks.dat"):
+            (models / name).symlink_to(lmod.model_dir() / name)
+        monkeypatch.setattr(lmod, "model_dir", lambda: models)
+    else:
+        args = ["--upsample", "2"]  # 1600 px x 4: several GB for the CNN
+    for argv in (["landmarks", str(photos), str(tmp_path / "out"), "--detector", "cnn", *args],
+                 ["parse", str(photos), "--out", str(tmp_path / "out"), "--detector", "cnn", "--device", "cpu"]):
+        if problem == "upsample" and argv[0] == "parse":
+            continue  # parse has no --upsample
+        code, out = _run(argv, monkeypatch, capsys)
+        assert code == 1 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+        assert out.startswith("error: ") and ("mmod_human_face_detector.dat" in out or "--upsample 2" in out), out
+        assert not (tmp_path / "out").exists()
