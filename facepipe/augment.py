@@ -152,7 +152,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     r_hair = rand(n, 5) if cfg.hair else None
     pick = (u[:, 0] < cfg.hair)[:, None, None, None]
     if cfg.hair and pick.any():
-        img = torch.where(pick, _recolour(img, hair, r_hair), img)
+        img = _recolour(img, hair & pick[:, 0], r_hair)
     r_bank = rand(n, 4) if cfg.paste else None
     pick = (u[:, 1] < cfg.paste)[:, None, None, None]
     if cfg.paste and bank is not None:
@@ -164,8 +164,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
         img = alpha * img + (1 - alpha) * back
     if cfg.hue or cfg.saturation:
         img = _hue_sat(img, (rand(n) * 2 - 1) * math.radians(cfg.hue), 1 + (rand(n) * 2 - 1) * cfg.saturation)
-    luma = (img * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    img = torch.where((u[:, 2] < cfg.gray)[:, None, None, None], luma.expand_as(img), img)
+    img = torch.where((u[:, 2] < cfg.gray)[:, None, None, None], _luma(img)[:, None].expand_as(img), img)
     ramp = _ramp(n, h, w, rand(n, 2), dev)
     img = torch.where((u[:, 3] < cfg.shadow)[:, None, None, None], img * ramp, img)
     sig = 0.5 + rand(n)
@@ -183,10 +182,16 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     return (img.clamp(0, 1) - mean) / std
 
 
+def _luma(img):
+    """(N,3,H,W) RGB -> (N,H,W) ITU-R 601 luma, as paste.to_gray."""
+    return (img * torch.tensor([0.299, 0.587, 0.114], device=img.device, dtype=img.dtype).view(1, 3, 1, 1)).sum(1)
+
+
 def _recolour(img, hair, r):
-    """Hair pixels to a random lightness range and tint, keeping their luminance texture (stretched)."""
+    """Hair pixels to a random lightness range and tint, keeping their luminance texture (stretched).
+    Faces whose mask is (nearly) empty, the ones not picked included, are returned as they are."""
     n = img.shape[0]
-    luma = (img * torch.tensor([0.299, 0.587, 0.114], device=img.device).view(1, 3, 1, 1)).sum(1)
+    luma = _luma(img)
     out = []
     for i in range(n):
         m = hair[i]

@@ -73,21 +73,20 @@ def gather(sources, exclude=()) -> tuple[list[Path], list[dict]]:
             skipped.append({"source": str(f), "reason": f"excluded by {pat}"})
         else:
             kept.append(f)
-    best: dict[Path, Path] = {}
+    # Wallpaper packages ship one picture per screen size (contents/images/1920x1080.png, ...): keep the
+    # largest file of each folder whose names are sizes.
+    best: dict[Path, tuple[int, Path]] = {}
     out = []
     for f in kept:
         m = _RESOLUTION.match(f.stem)
         if not m:
             out.append(f)
-            continue
-        area = int(m[1]) * int(m[2])
-        cur = best.get(f.parent)
-        if cur is None or area > int(_RESOLUTION.match(cur.stem)[1]) * int(_RESOLUTION.match(cur.stem)[2]):
-            best[f.parent] = f
-    for f in kept:
-        if _RESOLUTION.match(f.stem) and best[f.parent] != f:
-            skipped.append({"source": str(f), "reason": f"another size of {best[f.parent]}"})
-    out += sorted(best.values())
+        elif f.parent not in best or int(m[1]) * int(m[2]) > best[f.parent][0]:
+            best[f.parent] = (int(m[1]) * int(m[2]), f)
+    largest = {f for _, f in best.values()}
+    skipped += [{"source": str(f), "reason": f"another size of {best[f.parent][1]}"}
+                for f in kept if _RESOLUTION.match(f.stem) and f not in largest]
+    out += sorted(largest)
     return sorted(set(out)), skipped
 
 

@@ -1,6 +1,6 @@
 """Side-by-side contact sheet of two `facepipe parse` outputs over the same photos (before | after).
 
-    python tools/parse_sheet.py runs/sheet/before runs/sheet/after docs/figures/wild-before-after.png \
+    python tools/parse_sheet.py runs/sheet/before runs/sheet/after docs/figures/wild-before-after.jpg \
         --photos examples_obama examples_two_people ...
 
 Each row: one photo's overlay from BEFORE and from AFTER, cropped to its faces (3x the face box, within
