@@ -2,7 +2,7 @@
 
 Two parts, kept apart on purpose:
 
-1. A smoke run on cartoons. Labelled and unlabelled faces are drawn by facepipe.synthetic (they carry
+1. A smoke run on cartoons. Labelled and unlabelled faces are drawn by facepipe.data.synthetic (they carry
    their own landmarks, since dlib finds almost none of them); import -> align -> cache -> train a small
    teacher (270 steps at 64 px) -> pseudo-label the unlabelled cartoons -> distil a student (72 steps)
    -> eval -> bench -> export to ONNX. Its scores are real but say only that the chain runs: a minute
@@ -19,10 +19,29 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from facepipe.progress import SILENT, Reporter
+from skimage import data as skimage_data  # ships the astronaut photo: no download
+
+from facepipe.data.align import AlignConfig, run_align
+from facepipe.data.cache import CacheConfig, run_cache
+from facepipe.data.face_cache import read_cache_manifest
+from facepipe.data.importers import import_dataset
+from facepipe.data.landmarks import LandmarksConfig, run_landmarks
+from facepipe.data.pseudo_file import default_output
+from facepipe.data.synthetic import write_folder_set
+from facepipe.infer.bench import BenchConfig, bench_speed, run_entry
+from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
+from facepipe.infer.export import export_run
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.parse import Parser, parse_photos
+from facepipe.learn.distill import DistillConfig, distill
+from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
+from facepipe.learn.train import TrainConfig, train
+from facepipe.util.atomic import save_image, write_json
+from facepipe.util.device import set_threads
+from facepipe.util.progress import SILENT, Reporter
 
 # One torch thread for the whole demo: its models are tiny (64 px, batches of 4), and where other
 # programs share the cores, two torch threads wait on each other. On 2 shared cores (load 4-5) a
@@ -54,134 +73,150 @@ class DemoConfig:
     export: bool = True
 
 
+@dataclass
+class _Steps:
+    """The demo's record: one row (stage, seconds, what it did) per step run."""
+    reporter: Reporter
+    rows: list = field(default_factory=list)
+
+    def run(self, name: str, done, fn, what):
+        """Run one stage; `done()` says before the call whether an earlier run finished it."""
+        before = done()
+        self.reporter.log(f"[bold]{name}[/]" + (" (done before)" if before else ""))
+        t0 = time.time()
+        m = fn()
+        self.rows.append((name, round(time.time() - t0, 1), what(m) + (" (done before)" if before else "")))
+        return m
+
+
+def _has_manifest(folder):
+    return lambda: (Path(folder) / "manifest.json").exists()
+
+
+def _has_cache(path):
+    def done():
+        try:
+            read_cache_manifest(path)
+            return True
+        except Exception:  # absent or unfinished: the stage will say which, if it fails
+            return False
+    return done
+
+
 def run_demo(cfg: DemoConfig, reporter: Reporter = SILENT) -> dict:
     """Run the demo into cfg.out. Returns {"rows": [(stage, seconds, result)], "overlay", "seconds"}.
 
-    A stage that an earlier run finished is not redone: its row says "(done before)"."""
-    t_start = time.time()  # before the imports: torch's alone takes seconds
-    from facepipe.align import AlignConfig, run_align
-    from facepipe.atomic import save_image, write_json
-    from facepipe.cache import CacheConfig, read_cache_manifest, run_cache
-    from facepipe.importers import import_dataset
-    from facepipe.landmarks import LandmarksConfig, run_landmarks
-    from facepipe.device import set_threads
-    from facepipe.synthetic import write_folder_set
-
+    A stage that an earlier run finished is not redone: its row says "(done before)". The seconds count
+    from this call: the library imports (torch's alone takes seconds) happened when this module loaded."""
+    t_start = time.time()
     set_threads(THREADS)
     out = Path(cfg.out)
-    rows = []
-
-    def step(name, done, fn, what):
-        """Run one stage; `done()` says before the call whether an earlier run finished it."""
-        before = done()
-        reporter.log(f"[bold]{name}[/]" + (" (done before)" if before else ""))
-        t0 = time.time()
-        m = fn()
-        text = what(m) + (" (done before)" if before else "")
-        rows.append((name, round(time.time() - t0, 1), text))
-        return m
-
-    def has_manifest(folder):
-        return lambda: (Path(folder) / "manifest.json").exists()
-
-    def has_cache(path):
-        def done():
-            try:
-                read_cache_manifest(path)
-                return True
-            except Exception:  # absent or unfinished: the stage will say which, if it fails
-                return False
-        return done
-
-    # --- part 1: the smoke run on cartoons ---------------------------------------------------------
-    sets = {"labelled": (out / "raw-cartoons", cfg.faces, 0, True),
-            "unlabelled": (out / "raw-cartoons-unlabelled", cfg.unlabelled, 1, False)}
-    step("draw cartoons", lambda: all((raw / "splits.json").exists() for raw, *_ in sets.values()),
-         lambda: [write_folder_set(raw, n=n, seed=seed, labelled=labelled)
-                  for raw, n, seed, labelled in sets.values() if not (raw / "splits.json").exists()],  # written last
-         lambda _: f"{cfg.faces} labelled, {cfg.unlabelled} unlabelled (facepipe/synthetic.py)")
-    lab, unl = out / "cartoons", out / "cartoons-unlabelled"
-
-    step("import", has_manifest(unl),
-         lambda: [import_dataset("folder", r, d, reporter=reporter)
-                  for (r, *_), d in zip(sets.values(), (lab, unl))],
-         lambda ms: f"{ms[0]['counts']['images']} labelled + {ms[1]['counts']['images']} unlabelled cartoons")
-    step("align", has_manifest(f"{unl}-aligned"),
-         lambda: [run_align(AlignConfig(src=str(d), out=f"{d}-aligned", size=cfg.size, landmarks="dataset"),
-                            reporter) for d in (lab, unl)],
-         lambda ms: f"{sum(m['counts']['faces'] for m in ms)} crops at {cfg.size} px (drawn landmarks)")
-    step("cache", has_cache(f"{unl}.h5"),
-         lambda: [run_cache(CacheConfig(src=f"{d}-aligned", out=f"{d}.h5"), reporter) for d in (lab, unl)],
-         lambda ms: f"{lab.name}.h5 ({ms[0]['counts']['faces']}), {unl.name}.h5 ({ms[1]['counts']['faces']})")
-
-    from facepipe.distill import DistillConfig, distill
-    from facepipe.pseudolabel import PseudoConfig, default_output, run_pseudolabel
-    from facepipe.train import TrainConfig, train
-
-    # Named for what they are; distinct from an older demo's folders, which hold other configs.
-    teacher, student = out / "cartoon-teacher", out / "cartoon-student"
-    step("train teacher", has_manifest(teacher),
-         lambda: train(TrainConfig(cache=f"{lab}.h5", out=str(teacher), arch="teacher-small",
-                                   epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=5e-3, val_split="test",
-                                   val_every=cfg.teacher_epochs, loss_warmup=4 * cfg.teacher_epochs,
-                                   augment=SMOKE_AUGMENT, threads=THREADS), reporter),
-         _trained)
-    pseudo = default_output(teacher)
-    step("pseudolabel", lambda: pseudo.exists(),
-         lambda: run_pseudolabel(PseudoConfig(teacher=str(teacher), src=f"{unl}.h5", out=str(pseudo),
-                                              threads=THREADS), reporter),
-         lambda m: f"{m['counts']['faces']} unlabelled cartoons, mean confidence {m['counts']['mean_confidence']:.2f}")
-    step("distill student", has_manifest(student),
-         lambda: distill(DistillConfig(teacher=str(teacher), out=str(student), unlabeled=str(pseudo),
-                                       epochs=cfg.student_epochs, batch_size=cfg.batch_size,
-                                       unlabeled_batch=cfg.batch_size, val_split="test",
-                                       val_every=cfg.student_epochs, augment=SMOKE_AUGMENT, threads=THREADS),
-                 reporter),
-         _trained)
-    step("eval", lambda: all((r / "eval-test.png").exists() for r in (teacher, student)),
-         lambda: [_eval(r, f"{lab}.h5") for r in (teacher, student)],
-         lambda rs: "F1 " + "; ".join(f"{n}: {_per_class(r)}" for n, r in zip(("teacher", "student"), rs)) +
-         " (test cartoons; worst/best faces: cartoon-*/eval-test.png)")
-    if cfg.bench:
-        step("bench", lambda: (out / "bench.json").exists(), lambda: _bench(out, teacher, student, cfg.size),
-             lambda rs: ", ".join(f"{r['model'].split(' ')[0]} {r['fps']:.0f}" for r in rs) +
-             f" FPS at {cfg.size} px, batch 1, {THREADS} thread")
-    if cfg.export:
-        step("export", lambda: (out / "cartoon-student.onnx.json").exists(),
-             lambda: _export(student, out / "cartoon-student.onnx"),
-             lambda r: f"cartoon-student.onnx, max |onnx - torch| {r['max_abs_diff']:.1e}")
-
-    # --- part 2: a real photo, the bundled model -----------------------------------------------------
-    photos = out / "photos"
-    if not (photos / "astronaut.png").exists():
-        from skimage import data  # shipped inside scikit-image: no download
-
-        save_image(photos / "astronaut.png", data.astronaut())
-    lm_out = out / "photo-landmarks"
-    step("landmarks", has_manifest(lm_out),
-         lambda: run_landmarks(LandmarksConfig(src=str(photos), out=str(lm_out), threshold=cfg.min_score), reporter),
-         lambda m: _faces_found(lm_out, m, cfg.min_score))
-    step("align photo", has_manifest(out / "photo-aligned"),
-         lambda: run_align(AlignConfig(src=str(photos), out=str(out / "photo-aligned"), landmarks=str(lm_out)),
-                           reporter),
-         lambda m: f"{m['counts']['faces']} crop(s) from dlib's landmarks")
-
-    parsed = out / "photo-parsed"
-    overlay = parsed / "astronaut.overlay.png"  # parse_photos names outputs by the photo's stem
-    summary = step("parse photo", lambda: (parsed / "summary.json").exists(),
-                   lambda: _parse(photos / "astronaut.png", parsed, cfg.min_score, reporter),
-                   lambda s: f"bundled model: {s.get('faces', '?')} face(s) -> {overlay}")
-    total = round(time.time() - t_start, 1)
-    result = {"rows": rows, "overlay": str(overlay) if overlay.exists() else None, "seconds": total,
-              "faces_parsed": summary.get("faces"), "config": asdict(cfg)}
+    steps = _Steps(reporter)
+    # part 1: the smoke run on cartoons
+    lab, unl = _cartoon_data(cfg, out, steps)
+    teacher, student = _cartoon_models(cfg, out, lab, unl, steps)
+    _cartoon_checks(cfg, out, lab, teacher, student, steps)
+    # part 2: a real photo, the bundled model
+    overlay, summary = _photo(cfg, out, steps)
+    result = {"rows": steps.rows, "overlay": str(overlay) if overlay.exists() else None,
+              "seconds": round(time.time() - t_start, 1), "faces_parsed": summary.get("faces"),
+              "config": asdict(cfg)}
     write_json(out / "demo.json", result)  # last: the record of the latest run
     return result
 
 
+def _cartoon_data(cfg: DemoConfig, out: Path, steps: _Steps) -> tuple[Path, Path]:
+    """Draw labelled and unlabelled cartoons, import, align and cache them; returns the two imports."""
+    sets = {"labelled": (out / "raw-cartoons", cfg.faces, 0, True),
+            "unlabelled": (out / "raw-cartoons-unlabelled", cfg.unlabelled, 1, False)}
+    steps.run("draw cartoons", lambda: all((raw / "splits.json").exists() for raw, *_ in sets.values()),
+              lambda: [write_folder_set(raw, n=n, seed=seed, labelled=labelled)
+                       for raw, n, seed, labelled in sets.values() if not (raw / "splits.json").exists()],
+              lambda _: f"{cfg.faces} labelled, {cfg.unlabelled} unlabelled (facepipe/data/synthetic.py)")
+    lab, unl = out / "cartoons", out / "cartoons-unlabelled"
+    rep = steps.reporter
+    steps.run("import", _has_manifest(unl),
+              lambda: [import_dataset("folder", r, d, reporter=rep) for (r, *_), d in zip(sets.values(), (lab, unl))],
+              lambda ms: f"{ms[0]['counts']['images']} labelled + {ms[1]['counts']['images']} unlabelled cartoons")
+    steps.run("align", _has_manifest(f"{unl}-aligned"),
+              lambda: [run_align(AlignConfig(src=str(d), out=f"{d}-aligned", size=cfg.size, landmarks="dataset"),
+                                 rep) for d in (lab, unl)],
+              lambda ms: f"{sum(m['counts']['faces'] for m in ms)} crops at {cfg.size} px (drawn landmarks)")
+    steps.run("cache", _has_cache(f"{unl}.h5"),
+              lambda: [run_cache(CacheConfig(src=f"{d}-aligned", out=f"{d}.h5"), rep) for d in (lab, unl)],
+              lambda ms: f"{lab.name}.h5 ({ms[0]['counts']['faces']}), {unl.name}.h5 ({ms[1]['counts']['faces']})")
+    return lab, unl
+
+
+def _cartoon_models(cfg: DemoConfig, out: Path, lab: Path, unl: Path, steps: _Steps) -> tuple[Path, Path]:
+    """Train the small teacher, pseudo-label the unlabelled cartoons, distil the student."""
+    # Named for what they are; distinct from an older demo's folders, which hold other configs.
+    teacher, student = out / "cartoon-teacher", out / "cartoon-student"
+    rep = steps.reporter
+    steps.run("train teacher", _has_manifest(teacher),
+              lambda: train(TrainConfig(cache=f"{lab}.h5", out=str(teacher), arch="teacher-small",
+                                        epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=5e-3,
+                                        val_split="test", val_every=cfg.teacher_epochs,
+                                        loss_warmup=4 * cfg.teacher_epochs, augment=SMOKE_AUGMENT,
+                                        threads=THREADS), rep),
+              _trained)
+    pseudo = default_output(teacher)
+    steps.run("pseudolabel", lambda: pseudo.exists(),
+              lambda: run_pseudolabel(PseudoConfig(teacher=str(teacher), src=f"{unl}.h5", out=str(pseudo),
+                                                   threads=THREADS), rep),
+              lambda m: f"{m['counts']['faces']} unlabelled cartoons, mean confidence "
+                        f"{m['counts']['mean_confidence']:.2f}")
+    steps.run("distill student", _has_manifest(student),
+              lambda: distill(DistillConfig(teacher=str(teacher), out=str(student), unlabeled=str(pseudo),
+                                            epochs=cfg.student_epochs, batch_size=cfg.batch_size,
+                                            unlabeled_batch=cfg.batch_size, val_split="test",
+                                            val_every=cfg.student_epochs, augment=SMOKE_AUGMENT, threads=THREADS),
+                              rep),
+              _trained)
+    return teacher, student
+
+
+def _cartoon_checks(cfg: DemoConfig, out: Path, lab: Path, teacher: Path, student: Path, steps: _Steps) -> None:
+    """Score both runs, time them (cfg.bench), export the student to ONNX (cfg.export)."""
+    steps.run("eval", lambda: all((r / "eval-test.png").exists() for r in (teacher, student)),
+              lambda: [_eval(r, f"{lab}.h5") for r in (teacher, student)],
+              lambda rs: "F1 " + "; ".join(f"{n}: {_per_class(r)}" for n, r in zip(("teacher", "student"), rs)) +
+              " (test cartoons; worst/best faces: cartoon-*/eval-test.png)")
+    if cfg.bench:
+        steps.run("bench", lambda: (out / "bench.json").exists(), lambda: _bench(out, teacher, student, cfg.size),
+                  lambda rs: ", ".join(f"{r['model'].split(' ')[0]} {r['fps']:.0f}" for r in rs) +
+                  f" FPS at {cfg.size} px, batch 1, {THREADS} thread")
+    if cfg.export:
+        steps.run("export", lambda: (out / "cartoon-student.onnx.json").exists(),
+                  lambda: _export(student, out / "cartoon-student.onnx"),
+                  lambda r: f"cartoon-student.onnx, max |onnx - torch| {r['max_abs_diff']:.1e}")
+
+
+def _photo(cfg: DemoConfig, out: Path, steps: _Steps) -> tuple[Path, dict]:
+    """The astronaut: dlib landmarks, alignment, and a parse with the bundled model; returns the overlay's
+    path and the parse summary."""
+    photos = out / "photos"
+    if not (photos / "astronaut.png").exists():
+        save_image(photos / "astronaut.png", skimage_data.astronaut())
+    lm_out = out / "photo-landmarks"
+    rep = steps.reporter
+    steps.run("landmarks", _has_manifest(lm_out),
+              lambda: run_landmarks(LandmarksConfig(src=str(photos), out=str(lm_out), threshold=cfg.min_score), rep),
+              lambda m: _faces_found(lm_out, m, cfg.min_score))
+    steps.run("align photo", _has_manifest(out / "photo-aligned"),
+              lambda: run_align(AlignConfig(src=str(photos), out=str(out / "photo-aligned"), landmarks=str(lm_out)),
+                                rep),
+              lambda m: f"{m['counts']['faces']} crop(s) from dlib's landmarks")
+    parsed = out / "photo-parsed"
+    overlay = parsed / "astronaut.overlay.png"  # parse_photos names outputs by the photo's stem
+    summary = steps.run("parse photo", lambda: (parsed / "summary.json").exists(),
+                        lambda: _parse(photos / "astronaut.png", parsed, cfg.min_score, rep),
+                        lambda s: f"bundled model: {s.get('faces', '?')} face(s) -> {overlay}")
+    return overlay, summary
+
+
 def _parse(photo: Path, out: Path, min_score: float, reporter) -> dict:
     """`facepipe parse PHOTO --out OUT --min-score S` with the bundled model (no --model)."""
-    from facepipe.parse import Parser, parse_photos
-
     if (out / "summary.json").exists():  # parse_photos writes it last
         return json.loads((out / "summary.json").read_text())
     return parse_photos(Parser.load(None), [photo], out, 16, reporter, min_score=min_score)
@@ -198,25 +233,17 @@ def _faces_found(folder: Path, manifest: dict, min_score: float) -> str:
 
 def _eval(run: Path, cache: str) -> dict:
     """`facepipe eval RUN CACHE` with its worst/best sheet, on the cartoon test split."""
-    from facepipe.atomic import save_image, write_json
-    from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
-    from facepipe.evaluate import best_worst_sheet, evaluate
-
     if (run / "eval-test.png").exists():
         return json.loads((run / "eval-test.json").read_text())
-    ck = load_checkpoint(run_checkpoint(str(run)))
-    model, schema = build_from_checkpoint(ck)
-    r = evaluate(model, cache, schema, split="test", heatmap=ck["heatmap"], keep_images=True)
+    m = LoadedModel.load(str(run))
+    r = evaluate_model(m, cache, split="test", keep_images=True)
     keep = {k: r[k] for k in ("per_class_f1", "overall_f1", "pixel_acc", "mean_f1", "coords", "faces")}
     write_json(run / "eval-test.json", keep)
-    save_image(run / "eval-test.png", best_worst_sheet(r, cache, schema))  # last: the sign it is done
+    save_image(run / "eval-test.png", best_worst_sheet(r, cache, m.schema))  # last: the sign it is done
     return keep
 
 
 def _bench(out: Path, teacher: Path, student: Path, size: int) -> list[dict]:
-    from facepipe.atomic import write_json
-    from facepipe.bench import BenchConfig, bench_speed, run_entry
-
     f = out / "bench.json"
     if f.exists():
         return json.loads(f.read_text())["rows"]
@@ -230,9 +257,6 @@ def _bench(out: Path, teacher: Path, student: Path, size: int) -> list[dict]:
 
 
 def _export(run: Path, onnx: Path) -> dict:
-    from facepipe.atomic import write_json
-    from facepipe.export import export_run
-
     record = onnx.parent / f"{onnx.name}.json"
     if record.exists():  # written after the checked export
         return json.loads(record.read_text())

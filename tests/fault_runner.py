@@ -10,7 +10,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-import facepipe.progress as progress
+import facepipe.util.progress as progress
 
 _path = os.environ.get("FACEPIPE_TEST_PROGRESS")
 if _path:
@@ -31,9 +31,9 @@ if _path:
     progress.Reporter.task = task
 
 if os.environ.get("FACEPIPE_TEST_LOADER"):
-    import facepipe.train
+    import facepipe.learn.train
 
-    facepipe.train.Batches.IN_MEMORY_BYTES = 0
+    facepipe.learn.train.Batches.IN_MEMORY_BYTES = 0
 
 if __name__ == "__main__":
     from facepipe.cli import main

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.atomic import atomic_path, current_umask, save_image, write_bytes, write_json, write_text
+from facepipe.util.atomic import atomic_path, current_umask, save_image, write_bytes, write_json, write_text
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o077], ids=lambda m: f"umask{m:03o}")
@@ -46,8 +46,8 @@ def test_atomic_writes_follow_the_umask(umask, tmp_path):
 
 
 def test_checkpoint_follows_the_umask(umask, tmp_path):
-    from facepipe.checkpoint import load_checkpoint, save_checkpoint
-    from facepipe.schema import FASSEG
+    from facepipe.infer.checkpoint import load_checkpoint, save_checkpoint
+    from facepipe.util.schema import FASSEG
 
     save_checkpoint(tmp_path / "checkpoints" / "last.pt", torch.nn.Conv2d(4, FASSEG.num_classes, 1), arch="x",
                     schema=FASSEG, size=8, heatmap=True)
@@ -57,14 +57,14 @@ def test_checkpoint_follows_the_umask(umask, tmp_path):
 
 def test_onnx_export_follows_the_umask(umask, tmp_path):
     pytest.importorskip("onnx")
-    from facepipe.export import export_model
+    from facepipe.infer.export import export_model
 
     export_model(torch.nn.Conv2d(3, 2, 1), 3, 8, tmp_path / "m.onnx")
     assert oct(mode(tmp_path / "m.onnx")) == oct(0o666 & ~umask)
 
 
 def test_cache_follows_the_umask(umask, tmp_path, synthetic_cache):
-    from facepipe.cache import CacheConfig, run_cache
+    from facepipe.data.cache import CacheConfig, run_cache
 
     # The aligned folder the session's synthetic cache was made from (tests/conftest.py).
     run_cache(CacheConfig(src=str(synthetic_cache.parent / "al"), out=str(tmp_path / "c.h5"), photo_labels=False))

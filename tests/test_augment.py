@@ -3,8 +3,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facepipe.augment import AugmentConfig, augment
-from facepipe.schema import HELEN
+from facepipe.learn.augment import AugmentConfig, augment
+from facepipe.util.schema import HELEN
 
 PERM = torch.as_tensor(HELEN.flip_permutation().astype(np.int64))
 FLIP_ONLY = AugmentConfig(flip=True, rotate=0, scale=0, shift=0, color=0)

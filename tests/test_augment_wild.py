@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from facepipe.augment import NONE, WILD, BackgroundBank, augment, training_recipe
-from facepipe.backgrounds import BackgroundsConfig, gather, load_bank, run_backgrounds
-from facepipe.dataset import MEAN, STD
-from facepipe.errors import FacepipeError
-from facepipe.schema import FASSEG
+from facepipe.data.backgrounds import BackgroundsConfig, gather, run_backgrounds
+from facepipe.data.face_cache import MEAN, STD
+from facepipe.learn.augment import NONE, WILD, augment, training_recipe
+from facepipe.learn.background_bank import BackgroundBank, load_bank
+from facepipe.util.errors import FacepipeError
+from facepipe.util.schema import FASSEG
 
 PERM = torch.as_tensor(FASSEG.flip_permutation().astype(np.int64))
 BG, HAIR, SKIN = 0, FASSEG.index("hair"), FASSEG.index("skin")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -26,12 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from facepipe.errors import BadImage, FacepipeError
-from facepipe.images import load_ids, load_rgb, load_rgb_raw
-from facepipe.importers import import_dataset
-from facepipe.schema import LabelSchema
 from test_importers import make_celeba, make_fasseg_v2, make_helen, make_lapa, make_lfw, photo, save
+
+from facepipe.data.importers import import_dataset
+from facepipe.util.errors import BadImage, FacepipeError
+from facepipe.util.images import load_ids, load_rgb, load_rgb_raw
+from facepipe.util.schema import LabelSchema
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -108,6 +107,7 @@ def bad_image(draw) -> bytes:
     return data
 
 
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(data=bad_image(), reader=st.sampled_from([load_rgb, load_rgb_raw, load_ids]))
 def test_image_readers_give_an_array_or_bad_image(data, reader):
@@ -189,6 +189,7 @@ def check_import(fmt: str, root: Path, src: Path):
 
 
 @pytest.mark.parametrize("fmt", list(LAYOUTS))
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(data=bad_image(), slot=st.sampled_from(["photo", "label"]))
 def test_importer_survives_a_bad_photo_or_label(fmt, data, slot):
@@ -198,7 +199,7 @@ def test_importer_survives_a_bad_photo_or_label(fmt, data, slot):
         root = Path(d)
         src = root / "src"
         maker(src)
-        n_items = len(__import__("facepipe.importers", fromlist=["get_format"]).get_format(fmt).items(src))
+        n_items = len(__import__("facepipe.data.importers", fromlist=["get_format"]).get_format(fmt).items(src))
         (src / (photo_rel if slot == "photo" else label_rel)).write_bytes(data)
         m = check_import(fmt, root, src)
         assert m is not None, "one bad file out of several must be skipped, not fail the import"
@@ -206,6 +207,7 @@ def test_importer_survives_a_bad_photo_or_label(fmt, data, slot):
 
 
 @pytest.mark.parametrize("fmt", [f for f in LAYOUTS if LAYOUTS[f][3]])
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(data=st.one_of(st.binary(max_size=600), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))))
 def test_importer_survives_a_broken_split_or_landmark_file(fmt, data):
@@ -218,6 +220,7 @@ def test_importer_survives_a_broken_split_or_landmark_file(fmt, data):
         check_import(fmt, root, root / "src")
 
 
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(colours=st.lists(st.tuples(*[st.integers(0, 255)] * 3), min_size=1, max_size=6),
        fmt=st.sampled_from(["fasseg", "lfw-pl", "folder", "lapa"]))
@@ -288,6 +291,7 @@ def hostile_tree(root: Path, names: list[str], links: list[str], with_labels: bo
     return src, n
 
 
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(names=st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(min_size=1, max_size=40).filter(
            lambda t: "/" not in t and "\0" not in t)), max_size=4, unique=True),
@@ -305,17 +309,18 @@ def test_folder_import_with_hostile_names_and_links(names, links, labels):
 
 @pytest.fixture(scope="module")
 def parser():
-    from facepipe.parse import Parser
+    from facepipe.infer.parse import Parser
 
     return Parser.load(None, "cpu")
 
 
+@pytest.mark.slow  # hypothesis
 @FUZZ
 @given(names=st.lists(st.sampled_from(HOSTILE), max_size=3, unique=True),
        links=st.lists(st.sampled_from(["outside", "devzero", "fifo", "dangling", "dir"]), max_size=5, unique=True),
        bad=st.lists(bad_image(), max_size=3))
 def test_parse_with_bad_photos_hostile_names_and_links(parser, names, links, bad):
-    from facepipe.parse import collect_photos, parse_photos
+    from facepipe.infer.parse import collect_photos, parse_photos
 
     EXAMPLES["parse"] += 1
     with tempfile.TemporaryDirectory() as d:

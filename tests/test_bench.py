@@ -5,9 +5,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facepipe.bench import BASELINE, BenchConfig, arch_entry, bench_speed
+from facepipe.analysis.macs import count_macs, count_params
 from facepipe.cli import cli
-from facepipe.macs import count_macs, count_params
+from facepipe.infer.bench import BASELINE, BenchConfig, arch_entry, bench_speed
 
 KEYS = {"model", "size", "batch", "fps", "latency_ms_p50", "latency_ms_p95", "params", "macs", "ratio_to_baseline"}
 TINY = dict(sizes=(64,), batches=(1,), threads=1, seconds=0.05, min_iters=2, warmup=1)
@@ -56,12 +56,8 @@ def test_onnxruntime_backend_row():
     assert row["ratio_to_baseline"] is None  # no baseline in this run
 
 
-def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cache):
-    from facepipe.train import TrainConfig, train
-
-    run = tmp_path / "r"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(run), arch="student-tiny", epochs=1, loss="ce",
-                      val_split="none", threads=1, device="cpu", final_eval=""))
+def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cache, train_tiny):
+    run = train_tiny(tmp_path / "r", arch="student-tiny")
     out = tmp_path / "b.json"
     res = CliRunner().invoke(cli, ["bench", str(run), str(synthetic_cache), "--size", "64", "--seconds", "0.05",
                                    "--threads", "1", "--json", str(out), "-q"])
@@ -73,7 +69,8 @@ def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cach
 
 
 def test_spread_and_unreliability_from_synthetic_timings():
-    from facepipe.bench import SPREAD_MAX, WAIT_MAX, cpu_wait_share, repeat_spread, unreliable, warning
+    from facepipe.infer.bench import SPREAD_MAX, WAIT_MAX, repeat_spread, unreliable, warning
+    from facepipe.util.timing import cpu_wait_share
 
     steady = [0.010] * 50
     assert repeat_spread(steady) == pytest.approx(0.0)
@@ -134,7 +131,7 @@ def test_bench_piped_prints_whole_cells_and_json_says_how_far_to_trust_it(tmp_pa
 
 
 def test_tables_are_never_cut(capsys, monkeypatch):
-    from facepipe import progress
+    from facepipe.util import progress
 
     cols = ("model", "fps", "macs", "ratio_to_baseline")
     rows = [("a-long-model-name (student)", 3.941, "1548.75M", "2.511")]

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from facepipe.cli import cli
-from facepipe.commands import MODULES
+from facepipe.cli.commands import MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ["import", "paste", "backgrounds", "landmarks", "align", "cache", "show", "check-landmarks", "train", "eval", "pseudolabel",
@@ -62,6 +62,18 @@ def test_every_command_and_subcommand_help_exits_0():
         res = r.invoke(cli, [*path, "--help"])
         assert res.exit_code == 0, (path, res.output)
         assert res.output.startswith("Usage: "), path
+
+
+def test_every_command_and_subcommand_help_shows_itself_in_examples():
+    """The convention: an `Example:` or `Examples ...:` paragraph of indented lines, among them the command
+    itself (`facepipe rnorm sweep ...` for the subcommand)."""
+    r = CliRunner()
+    for path, _ in _walk(cli):
+        name = "facepipe " + " ".join(path)
+        text = r.invoke(cli, [*path, "--help"]).output
+        m = re.search(r"^  Examples?\b[^\n]*:\n((?:    .*\n)+)", text, re.M)
+        assert m, f"`{name} --help` has no Examples section"
+        assert re.search(rf"{re.escape(name)}(?![\w-])", m.group(1)), f"`{name} --help`'s examples never show {name}"
 
 
 def test_help_points_at_nothing_a_clone_lacks():

@@ -4,7 +4,7 @@ The promise (issue 15): a number the command cannot use stops it with one short 
 option, exit code 1 or 2, no traceback, and nothing written: an output folder claimed with a config that
 can never finish would make the corrected command be refused. Options are found by walking the
 registered commands, so a new number option without a range fails here until it gets one (see
-facepipe/commands/options.py) or an entry in ACCEPTS below.
+facepipe/cli/options.py) or an entry in ACCEPTS below.
 """
 from __future__ import annotations
 
@@ -193,3 +193,93 @@ def test_a_run_that_does_not_exist_is_named_so(argv, tmp_path, monkeypatch, caps
     (tmp_path / "runs" / "empty").mkdir()  # an existing folder without checkpoints keeps its own advice
     code, out = _run([a.replace("nope", "empty") for a in argv], monkeypatch, capsys)
     assert code == 1 and out.startswith("error: no checkpoint in runs/empty; train one with"), out
+
+
+# --- Issue 14: defaults written once, in the stage configs; commands thin ----------------------------------------
+
+def _stage_configs():
+    from facepipe.analysis.rnorm_sweep import SweepConfig
+    from facepipe.data.align import AlignConfig
+    from facepipe.data.backgrounds import BackgroundsConfig
+    from facepipe.data.cache import CacheConfig
+    from facepipe.data.importers.common import ImportConfig
+    from facepipe.data.landmarks import LandmarksConfig
+    from facepipe.data.paste import PasteConfig
+    from facepipe.demo import DemoConfig
+    from facepipe.infer.bench import BenchConfig
+    from facepipe.infer.eval_report import EvalConfig
+    from facepipe.learn.distill import DistillConfig
+    from facepipe.learn.pseudolabel import PseudoConfig
+    from facepipe.learn.train import TrainConfig
+
+    return {"import": ImportConfig, "paste": PasteConfig, "backgrounds": BackgroundsConfig,
+            "landmarks": LandmarksConfig, "align": AlignConfig, "cache": CacheConfig, "train": TrainConfig,
+            "eval": EvalConfig, "pseudolabel": PseudoConfig, "distill": DistillConfig, "bench": BenchConfig,
+            "rnorm sweep": SweepConfig, "demo": DemoConfig}
+
+
+# Options named like a config field whose value the command turns into the field's (the default differs).
+CONVERTED = {("train", "model_kwargs"): "JSON text -> dict", ("distill", "model_kwargs"): "JSON text -> dict",
+             ("bench", "sizes"): "none given: the config's", ("bench", "batches"): "none given: the config's",
+             ("backgrounds", "exclude"): "repeatable, no default: none given is (), the config's"}
+
+
+def test_option_defaults_are_the_stage_configs():
+    """Every option named like a field of its stage's config defaults to that field's default."""
+    import dataclasses
+
+    from facepipe.cli.options import comma, field_default
+
+    checked = 0
+    for path, cmd in _commands(cli):
+        config = _stage_configs().get(path)
+        if config is None:
+            continue
+        fields = {f.name for f in dataclasses.fields(config)}
+        for p in cmd.params:
+            if p.name not in fields or (path, p.name) in CONVERTED:
+                continue
+            try:
+                want = field_default(config, p.name)
+            except TypeError:  # a required field: an argument or a required option
+                continue
+            got = p.default
+            assert got == want or (isinstance(want, tuple) and got == comma(want)), (path, p.name, got, want)
+            checked += 1
+    assert checked >= 70
+
+
+def test_config_from_takes_the_fields_in_kwargs_and_the_overrides():
+    from facepipe.cli.options import config_from, config_kwargs, field_default, field_option
+    from facepipe.learn.train import TrainConfig
+
+    cfg = config_from(TrainConfig, {"cache": "c.h5", "out": "r", "epochs": 3, "quiet": True, "no_augment": True},
+                      augment="none")
+    assert (cfg.cache, cfg.out, cfg.epochs, cfg.augment) == ("c.h5", "r", 3, "none")
+    assert cfg.lr == field_default(TrainConfig, "lr")
+
+    def stage(a, b=2, *, c=3):
+        return a, b, c
+
+    assert stage(**config_kwargs(stage, {"a": 1, "c": 5, "d": 9})) == (1, 2, 5)
+    with pytest.raises(TypeError):
+        field_option(TrainConfig, "no_such_field", "--x")
+    with pytest.raises(TypeError):
+        field_default(TrainConfig, "cache")  # required: no default
+
+
+def test_command_modules_import_at_the_top_and_not_the_group():
+    """No command imports facepipe.cli (the group) back, and none imports inside a function unless the
+    line says why (an optional heavy package)."""
+    import ast
+
+    for f in sorted((REPO / "facepipe" / "cli").glob("*.py")):
+        lines = f.read_text().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and f.name not in ("__init__.py", "commands.py"):
+                assert node.module != "facepipe.cli", f"{f.name}:{node.lineno} imports the group"
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        assert "#" in lines[inner.lineno - 1], f"{f.name}:{inner.lineno} imports in {node.name}()"

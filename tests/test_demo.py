@@ -6,18 +6,15 @@ import pytest
 from click.testing import CliRunner
 
 from facepipe.cli import cli
-from facepipe.pseudolabel import read_pseudo_manifest
+from facepipe.data.pseudo_file import read_pseudo_manifest
 
-# The demo's stages at the smallest sizes that still exercise them (the real demo: 48 + 24 faces, 64 px).
-TINY = ["--faces", "8", "--unlabelled", "4", "--size", "64", "--epochs", "1", "--student-epochs", "1"]
 STAGES = ["draw cartoons", "import", "align", "cache", "train teacher", "pseudolabel", "distill student", "eval",
           "bench", "export", "landmarks", "align photo", "parse photo"]
 
 
-@pytest.mark.slow  # 15-24 s on 2 shared cores (load 3.6-4.2): library imports, dlib, ONNX export
-def test_demo_end_to_end_and_resume(tmp_path):
-    out = tmp_path / "demo"
-    r = CliRunner().invoke(cli, ["demo", str(out), *TINY])
+@pytest.mark.slow  # demo_run (conftest.py): 15-24 s on 2 shared cores, library imports, dlib, ONNX export
+def test_demo_end_to_end_and_resume(demo_run):
+    out, r = demo_run.out, demo_run.result
     assert r.exit_code == 0, r.output
     assert f"parsed photo: {out / 'photo-parsed' / 'astronaut.overlay.png'}" in r.output
     assert "smoke run" in r.output  # the cartoon scores are labelled as what they are
@@ -38,8 +35,8 @@ def test_demo_end_to_end_and_resume(tmp_path):
     assert s_cfg["labeled"].endswith("cartoons.h5")
     assert read_pseudo_manifest(s_cfg["unlabeled"])["config"]["src"].endswith("cartoons-unlabelled.h5")
 
-    # A rerun finds every stage finished.
-    r2 = CliRunner().invoke(cli, ["demo", str(out), *TINY])
+    # A rerun finds every stage finished (it rewrites demo.json alone).
+    r2 = CliRunner().invoke(cli, ["demo", *demo_run.args])
     assert r2.exit_code == 0, r2.output
     rows = json.loads((out / "demo.json").read_text())["rows"]
     assert all(row[2].endswith("(done before)") for row in rows), rows

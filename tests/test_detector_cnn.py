@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facepipe.atomic import save_image
 from facepipe.cli import cli, main
-from facepipe.errors import FacepipeError
-from facepipe.geometry import (BOX_CENTER_DY_IN_IOD, BOX_WIDTH_IN_IOD, apply, box_matrix, five_from, fit_similarity,
-                               template)
-from facepipe.landmarks import (LandmarksConfig, TRUST_MAX_DISAGREEMENT, _detector, detector_args, landmarks_trusted,
-                                run_landmarks)
+from facepipe.data.face_detector import TRUST_MAX_DISAGREEMENT, detector, detector_args, landmarks_trusted
+from facepipe.data.landmarks import LandmarksConfig, run_landmarks
+from facepipe.util.atomic import save_image
+from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import (
+    BOX_CENTER_DY_IN_IOD,
+    BOX_WIDTH_IN_IOD,
+    apply,
+    box_matrix,
+    fit_similarity,
+    five_from,
+    template,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +73,11 @@ def test_a_rerun_with_the_other_detector_is_refused(both, photos):
 
 
 def test_settings_tuples():
-    from facepipe.parse import DETECTOR, DETECTORS
+    from facepipe.infer.parse import DETECTOR, DETECTORS
 
     assert detector_args("hog") == DETECTOR == DETECTORS["hog"] == (-1, 1600, 0.0)  # parse's hog config unchanged
     assert DETECTORS["cnn"] == (-1, 1600, 0.0, "cnn")
-    assert _detector((-1, 1600, 0.0, "hog")) is _detector((-1, 1600, 0.0))
+    assert detector((-1, 1600, 0.0, "hog")) is detector((-1, 1600, 0.0))
 
 
 def test_trust_rule(both):
@@ -122,14 +129,15 @@ class _Profile:
 def test_untrusted_face_is_cut_from_its_box_and_parsed(tmp_path, monkeypatch):
     from skimage import data
 
-    import facepipe.parse_work as pw
-    from facepipe.parse import Parser, parse_photos
+    import facepipe.infer.parse_work as pw
+    from facepipe.infer.parse import Parser, parse_photos
+    from facepipe.util.align_spec import AlignSpec
 
-    monkeypatch.setattr(pw, "_detector", lambda args: _Profile())
+    monkeypatch.setattr(pw, "detector", lambda args: _Profile())
     save_image(tmp_path / "astronaut.png", data.astronaut())
     size, t = 256, template(256, 0.22)
-    job = {"path": str(tmp_path / "astronaut.png"), "det_args": (-1, 1600, 0.0), "min_score": 0.2, "size": size,
-           "template": t}
+    job = {"path": str(tmp_path / "astronaut.png"), "det_args": (-1, 1600, 0.0), "min_score": 0.2,
+           "align": AlignSpec(size, 0.22)}
     r = pw.align_photo(job)
     assert r["crops"][0].shape == (size, size, 3) and r["crops"][0].any()
     assert r["heatmaps"][0].shape == (size, size) and not r["heatmaps"][0].any()  # no made-up landmarks drawn
@@ -143,8 +151,10 @@ def test_untrusted_face_is_cut_from_its_box_and_parsed(tmp_path, monkeypatch):
 
 
 def test_align_aligns_untrusted_faces_from_their_box(both, photos, tmp_path):
-    from facepipe.align import AlignConfig, read_faces, run_align
     from PIL import Image
+
+    from facepipe.data.align import AlignConfig, run_align
+    from facepipe.data.aligned_set import read_faces
 
     lm = both["cnn"][2]
     rec_path = lm / "faces" / "astronaut.json"
@@ -191,7 +201,7 @@ def test_cli_option_is_wired(photos, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("problem", ["no model", "upsample"])
 def test_problems_are_one_line_and_write_nothing(problem, photos, tmp_path, monkeypatch, capsys):
-    import facepipe.landmarks as lmod
+    import facepipe.data.face_detector as lmod
 
     args = []
     if problem == "no model":  # the shape predictors are there, the CNN's model file is not

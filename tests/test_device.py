@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from facepipe.device import amp_dtype, channels_last
 from facepipe.models import create_model
+from facepipe.util.device import amp_dtype, channels_last
 
 
 def test_bf16_can_be_switched_off(monkeypatch):

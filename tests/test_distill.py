@@ -12,26 +12,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facepipe.checkpoint import load_checkpoint
 from facepipe.cli import cli
-from facepipe.distill import DistillConfig, distill, kd_loss
-from facepipe.errors import FacepipeError
-from facepipe.manifest import file_sha256
-from facepipe.pseudolabel import PseudoConfig, default_output, run_pseudolabel
-from facepipe.train import TrainConfig, train
+from facepipe.data.pseudo_file import default_output
+from facepipe.infer.checkpoint import load_checkpoint
+from facepipe.learn.distill import DistillConfig, distill, kd_loss
+from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
+from facepipe.util.errors import FacepipeError
+from facepipe.util.manifest import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def teacher_run(cache, out, seed=0, final_eval="test"):
-    train(TrainConfig(cache=str(cache), out=str(out), arch="teacher-small", epochs=1, loss="ce", val_split="none",
-                      seed=seed, device="cpu", threads=1, final_eval=final_eval))
-    return out
-
-
 @pytest.fixture(scope="module")
-def teacher(synthetic_cache, tmp_path_factory):
-    return teacher_run(synthetic_cache, tmp_path_factory.mktemp("distill") / "t1")
+def teacher(tiny_run, tmp_path_factory):
+    # A copy: pseudolabel's default output is TEACHER/pseudo/unlabeled.h5, inside the run.
+    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("distill") / "t1"))
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +65,12 @@ def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher
 
 
 def test_pseudolabel_rerun_is_a_no_op_and_another_teacher_is_refused(pseudo, teacher, synthetic_cache,
-                                                                      tmp_path):
+                                                                      tmp_path, train_tiny):
     out, m = pseudo
     before = out.stat().st_mtime_ns
     assert run_pseudolabel(pcfg(teacher, synthetic_cache, out)) == m
     assert out.stat().st_mtime_ns == before
-    other = teacher_run(synthetic_cache, tmp_path / "t2", seed=1, final_eval="")
+    other = train_tiny(tmp_path / "t2", seed=1)
     with pytest.raises(FacepipeError, match="another teacher"):
         run_pseudolabel(pcfg(other, synthetic_cache, out))
     copy = tmp_path / "copy.h5"
@@ -136,7 +131,7 @@ def test_distill_with_the_pseudo_file(teacher, pseudo, synthetic_cache, tmp_path
 
 
 def test_distill_defaults_find_the_cache_and_pseudo_labels(teacher, pseudo, tmp_path, monkeypatch):
-    monkeypatch.setattr("facepipe.distill.set_threads", lambda n=0: 1)  # the CLI has no --threads
+    monkeypatch.setattr("facepipe.learn.engine.set_threads", lambda n=0: 1)  # the CLI has no --threads
     out = tmp_path / "s"
     r = CliRunner().invoke(cli, ["distill", "--teacher", str(teacher), "--arch", "student-tiny", "--epochs", "1",
                                  "--out", str(out), "--device", "cpu", "-q"])
@@ -149,8 +144,8 @@ def test_distill_defaults_find_the_cache_and_pseudo_labels(teacher, pseudo, tmp_
     assert json.loads((out / "eval.json").read_text())["coords"] == "original"
 
 
-def test_distill_without_pseudo_labels_names_the_command(synthetic_cache, tmp_path):
-    t = teacher_run(synthetic_cache, tmp_path / "t", final_eval="")
+def test_distill_without_pseudo_labels_names_the_command(tiny_run, tmp_path):
+    t = tiny_run  # read only: both refusals come before anything is written
     with pytest.raises(FacepipeError, match="facepipe pseudolabel"):
         distill(DistillConfig(teacher=str(t), out=str(tmp_path / "s"), arch="student-tiny", epochs=1,
                               device="cpu", threads=1))

@@ -12,9 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facepipe.checkpoint import load_checkpoint
 from facepipe.cli import cli
-from facepipe.pseudolabel import PseudoConfig, part_path, run_pseudolabel
+from facepipe.infer.checkpoint import load_checkpoint
+from facepipe.learn.pseudolabel import PseudoConfig, part_path, run_pseudolabel
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = str(REPO / "tests" / "torchrun_entry.py")
@@ -47,20 +47,17 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def teacher(synthetic_cache, tmp_path_factory):
-    """A BatchNorm teacher, one process (its inference is per face, so it labels identically on any rank)."""
-    from facepipe.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("teacher") / "t"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(out), arch="teacher-small", epochs=1, loss="ce",
-                      val_split="none", threads=1, device="cpu", final_eval=""))
-    return out
+def teacher(tiny_run):
+    """A BatchNorm teacher, one process (its inference is per face, so it labels identically on any rank).
+    Read only: every stage below writes elsewhere."""
+    return tiny_run
 
 
 TRAIN = ["--arch", "teacher-small-gn", "--epochs", "2", "--batch-size", "4", "--loss", "sc", "--loss-warmup", "1",
          "--val-split", "test", "--seed", "3", "--device", "cpu", "--threads", "1", "-q"]
 
 
+@pytest.mark.slow  # torchrun
 def test_train_on_two_ranks_takes_the_steps_of_one_process(synthetic_cache, tmp_path):
     """2 ranks x batch 2 == 1 process x batch 4: same seeded order, augmentation on (draws made for the
     global batch), sc loss active from step 2 (centers moved on statistics summed over ranks, the inter
@@ -100,6 +97,7 @@ def test_train_on_two_ranks_takes_the_steps_of_one_process(synthetic_cache, tmp_
         json.loads((one / "eval.json").read_text())["overall_f1"], abs=1e-6)
 
 
+@pytest.mark.slow  # torchrun
 def test_train_with_batchnorm_under_python_m_facepipe(synthetic_cache, tmp_path):
     """The real entry point and a BatchNorm model (per-rank statistics on CPU): one run folder written by
     rank 0, a global batch that does not split over the ranks refused, a finished run left alone."""
@@ -131,6 +129,7 @@ def assert_same_pseudo(a, b):
         assert np.array_equal(x[k], y[k]), k
 
 
+@pytest.mark.slow  # torchrun
 def test_pseudolabel_on_two_ranks_equals_one_process(teacher, synthetic_cache, tmp_path):
     """Batch 4 over 12 faces: rank 0 labels faces 0-3, rank 1 faces 4-11, in the batches one process forms."""
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
@@ -169,6 +168,7 @@ def test_pseudolabel_shards_resume_and_merge_idempotently(teacher, synthetic_cac
     assert out.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # torchrun
 def test_distill_on_two_ranks_takes_the_steps_of_one_process(teacher, synthetic_cache, tmp_path):
     """Labelled and pseudo-labelled global batches split over 2 ranks; GroupNorm student as above."""
     pseudo = tmp_path / "u.h5"
@@ -190,7 +190,7 @@ def test_distill_on_two_ranks_takes_the_steps_of_one_process(teacher, synthetic_
 @pytest.mark.parametrize("stage", ["landmarks", "align"])
 def test_shards_then_a_final_run_equal_one_run(stage, synthetic_set, tmp_path):
     """Two --shard halves into one folder, then a plain run that only collects: same items as one run."""
-    from facepipe.importers import import_dataset
+    from facepipe.data.importers import import_dataset
 
     imp = tmp_path / "imp"
     import_dataset("folder", synthetic_set, imp, workers=1)
@@ -219,13 +219,14 @@ def test_shards_then_a_final_run_equal_one_run(stage, synthetic_set, tmp_path):
     assert r.exit_code != 0 and "I must be in 0..N-1" in str(r.exception)
 
 
+@pytest.mark.slow  # torchrun
 def test_parse_on_two_ranks_writes_what_one_process_writes(teacher, tmp_path):
     """Photos shared out by rank; names given over the whole list, so the two astronauts stay apart."""
     pytest.importorskip("dlib")
     from PIL import Image
     from skimage import data
 
-    from facepipe.atomic import save_image
+    from facepipe.util.atomic import save_image
 
     photos = tmp_path / "photos"
     save_image(photos / "a" / "astronaut.jpg", data.astronaut())

@@ -7,11 +7,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facepipe.checkpoint import BUNDLED, build_from_checkpoint, load_checkpoint, run_checkpoint
 from facepipe.cli import cli
-from facepipe.errors import FacepipeError
-from facepipe.export import export_run
-from facepipe.train import TrainConfig, train
+from facepipe.infer.checkpoint import BUNDLED, build_from_checkpoint, load_checkpoint, run_checkpoint
+from facepipe.infer.export import export_run
+from facepipe.util.errors import FacepipeError
 
 META_KEYS = {"facepipe_version", "arch", "model_kwargs", "source_checkpoint", "source_sha256", "schema", "classes",
              "input_name", "output_name", "input_size", "input_layout", "input_channels", "input_dtype",
@@ -19,11 +18,8 @@ META_KEYS = {"facepipe_version", "arch", "model_kwargs", "source_checkpoint", "s
 
 
 @pytest.fixture(scope="module")
-def run(synthetic_cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "t"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(out), arch="teacher-small", epochs=1, loss="ce",
-                      val_split="none", device="cpu", threads=1, final_eval=""))
-    return out
+def run(tiny_run):
+    return tiny_run
 
 
 def _session(path):
@@ -49,7 +45,7 @@ def test_export_run_matches_torch_and_takes_any_batch(run, tmp_path):
 
 
 def test_export_without_cache_or_face_says_random(run, tmp_path, monkeypatch):
-    import facepipe.export as ex
+    import facepipe.infer.export as ex
 
     ck = tmp_path / "t.pt"  # a bare checkpoint file: no run folder, so no cache to check on
     shutil.copy(run / "checkpoints" / "best.pt", ck)
@@ -86,7 +82,7 @@ def test_bundled_names_resolve_and_paths_win(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_export_bundled_by_name_is_self_describing(tmp_path):
     """The shipped student by name, checked on the astronaut photo; the file says how to feed it."""
-    from facepipe.export import astronaut_faces
+    from facepipe.infer.export import astronaut_faces
 
     path = tmp_path / "fast.onnx"
     r = CliRunner().invoke(cli, ["export", "fast", "--onnx", str(path)])

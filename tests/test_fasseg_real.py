@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepipe.importers import import_dataset
-from facepipe.importers.common import read_items
-from facepipe.schema import FASSEG
+from facepipe.data.importers import import_dataset
+from facepipe.data.importers.common import read_items
+from facepipe.util.schema import FASSEG
 
 FASSEG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fasseg"
 

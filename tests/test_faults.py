@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.errors import FacepipeError
+from facepipe.util.errors import FacepipeError
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -101,9 +101,9 @@ def assert_same_arrays(a: dict, b: dict):
 @pytest.fixture(scope="module")
 def aligned100(tmp_path_factory):
     """100 aligned faces at 48 px: more than one 64-face flush of the cache, so a kill can land after one."""
-    from facepipe.align import AlignConfig, run_align
-    from facepipe.importers import import_dataset
-    from facepipe.synthetic import write_folder_set
+    from facepipe.data.align import AlignConfig, run_align
+    from facepipe.data.importers import import_dataset
+    from facepipe.data.synthetic import write_folder_set
 
     root = tmp_path_factory.mktemp("a100")
     raw = write_folder_set(root / "raw", n=100, seed=11, size=(80, 96))
@@ -113,13 +113,8 @@ def aligned100(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def teacher(synthetic_cache, tmp_path_factory):
-    from facepipe.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("faults") / "t"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(out), arch="teacher-small", epochs=1, loss="ce",
-                      val_split="none", device="cpu", threads=1, final_eval=""))
-    return out
+def teacher(tiny_run):
+    return tiny_run  # read only: pseudolabel and distill below write elsewhere
 
 
 # ---------------------------------------------------------------- kill -9, then rerun
@@ -127,7 +122,7 @@ def teacher(synthetic_cache, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_cache_killed_at_random_point_resumes_to_identical_file(aligned100, tmp_path, seed):
-    from facepipe.cache import CacheConfig, run_cache
+    from facepipe.data.cache import CacheConfig, run_cache
 
     ref = tmp_path / "ref.h5"
     run_cache(CacheConfig(src=str(aligned100), out=str(ref)))
@@ -149,7 +144,7 @@ def test_cache_killed_at_random_point_resumes_to_identical_file(aligned100, tmp_
 
 @pytest.mark.slow
 def test_train_killed_at_random_point_resumes_to_the_same_weights(synthetic_cache, tmp_path):
-    from facepipe.checkpoint import load_checkpoint
+    from facepipe.infer.checkpoint import load_checkpoint
 
     common = ["--arch", "teacher-small", "--epochs", "3", "--batch-size", "1", "--loss", "sc", "--loss-warmup", "1",
               "--val-split", "test", "--threads", "1", "--device", "cpu", "-q"]
@@ -189,7 +184,7 @@ def test_pseudolabel_killed_at_random_point_resumes_to_identical_probabilities(t
 
 @pytest.mark.slow
 def test_distill_killed_at_random_point_resumes_to_the_same_weights(teacher, synthetic_cache, tmp_path):
-    from facepipe.checkpoint import load_checkpoint
+    from facepipe.infer.checkpoint import load_checkpoint
 
     pseudo = tmp_path / "u.h5"
     r = facepipe("pseudolabel", synthetic_cache, pseudo, "--teacher", teacher, "--device", "cpu", "-q")
@@ -275,13 +270,14 @@ def test_cache_on_a_full_disk_keeps_the_old_cache(synthetic_cache, tiny_disk, tm
     r = facepipe("cache", aligned, out, "--compression", "0", "--force", "-q")
     one_line_error(r, "no space left on device")
     assert sha(out) == before and not Path(str(out) + ".partial").exists()
-    from facepipe.cache import read_cache_manifest
+    from facepipe.data.face_cache import read_cache_manifest
 
     assert read_cache_manifest(out)["counts"]["faces"] == 12
 
 
 def test_cache_write_failing_with_enospc_keeps_the_old_cache(synthetic_cache, tmp_path, monkeypatch):
-    from facepipe.cache import CacheConfig, read_cache_manifest, run_cache
+    from facepipe.data.cache import CacheConfig, run_cache
+    from facepipe.data.face_cache import read_cache_manifest
 
     aligned = Path(synthetic_cache).parent / "al"
     out = tmp_path / "c.h5"
@@ -305,9 +301,9 @@ def test_cache_write_failing_with_enospc_keeps_the_old_cache(synthetic_cache, tm
 
 
 def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import facepipe.checkpoint as ck
+    import facepipe.infer.checkpoint as ck
     from facepipe.models import create_model
-    from facepipe.schema import FASSEG
+    from facepipe.util.schema import FASSEG
 
     model = create_model("teacher-small", num_classes=6, in_channels=4)
     path = tmp_path / "checkpoints" / "last.pt"
@@ -328,7 +324,7 @@ def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(tmp_path,
 
 
 def test_json_write_failing_with_enospc_keeps_the_old_file(tmp_path, monkeypatch):
-    import facepipe.atomic as atomic
+    import facepipe.util.atomic as atomic
 
     path = tmp_path / "manifest.json"
     atomic.write_json(path, {"good": 1})

@@ -1,9 +1,18 @@
 import numpy as np
 import pytest
 
-from facepipe.geometry import (apply, crop_mask_in_photo, five_from, fit_similarity, letterbox_matrix, template,
-                               warp_image, warp_labels, warp_to_photo)
-from facepipe.heatmap import draw_heatmap
+from facepipe.util.geometry import (
+    apply,
+    crop_mask_in_photo,
+    fit_similarity,
+    five_from,
+    letterbox_matrix,
+    template,
+    warp_image,
+    warp_labels,
+    warp_to_photo,
+)
+from facepipe.util.heatmap import draw_heatmap
 
 
 def test_template_eye_distance_and_symmetry():

@@ -1,4 +1,4 @@
-"""facepipe.images on the awkward files real photo collections contain, all made here."""
+"""facepipe.util.images on the awkward files real photo collections contain, all made here."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import facepipe.images as images
-from facepipe.errors import BadImage
-from facepipe.images import list_images, load_ids, load_rgb, load_rgb_raw, nearest_palette
-from facepipe.schema import FASSEG
+import facepipe.util.images as images
+from facepipe.util.errors import BadImage
+from facepipe.util.images import list_images, load_ids, load_rgb, load_rgb_raw, nearest_palette
+from facepipe.util.schema import FASSEG
 
 H, W = 24, 32
 
@@ -185,8 +185,8 @@ def test_list_images_counts_dangling_links_and_skips_fifos_and_link_loops(tmp_pa
 
 
 def test_no_images_error_names_the_dangling_links(tmp_path):
-    from facepipe.errors import FacepipeError
-    from facepipe.photos import list_photos
+    from facepipe.util.errors import FacepipeError
+    from facepipe.util.photos import list_photos
 
     (tmp_path / "pick").mkdir()
     (tmp_path / "pick" / "a.jpg").symlink_to(tmp_path / "moved" / "a.jpg")

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import facepipe.importers.common as common
+import facepipe.data.importers.common as common
 from facepipe.cli import cli
-from facepipe.errors import FacepipeError
-from facepipe.importers import FORMATS, get_format, import_dataset
-from facepipe.importers.common import read_items
-from facepipe.schema import CELEBAMASK_HQ, FASSEG, HELEN, LAPA, LFW_PL, LabelSchema, load_schema
+from facepipe.data.importers import FORMATS, get_format, import_dataset
+from facepipe.data.importers.common import read_items
+from facepipe.util.errors import FacepipeError
+from facepipe.util.schema import CELEBAMASK_HQ, FASSEG, HELEN, LAPA, LFW_PL, LabelSchema, load_schema
 
 H, W = 24, 32
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats" / "celebamask-hq-samples"

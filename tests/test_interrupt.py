@@ -1,4 +1,4 @@
-"""Ctrl-C handling (facepipe/interrupt.py): the main process takes it where the loop chooses, worker
+"""Ctrl-C handling (facepipe/util/interrupt.py): the main process takes it where the loop chooses, worker
 processes ignore it. The end-to-end check is tests/test_long_run.py's Ctrl-C of `train --workers 2`."""
 import multiprocessing
 import os
@@ -7,9 +7,9 @@ import signal
 import pytest
 import torch
 
-from facepipe.dataset import loader_batches
-from facepipe.interrupt import check, deferred_sigint
-from facepipe.pool import run_jobs
+from facepipe.data.face_cache import loader_batches
+from facepipe.util.interrupt import check, deferred_sigint
+from facepipe.util.pool import run_jobs
 
 
 def ctrl_c():

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from facepipe.progress import Reporter
-from facepipe.train import TrainConfig, train
-
 from test_faults import ENV, REPO, RUNNER, wait_for_step
+
+from facepipe.util.progress import Reporter
 
 
 def rss_mb() -> float:
@@ -41,12 +39,11 @@ class RssPerEpoch(Reporter):
 
 
 @pytest.mark.slow
-def test_memory_stays_flat_over_many_epochs_with_validation(synthetic_cache, tmp_path):
+def test_memory_stays_flat_over_many_epochs_with_validation(train_tiny, tmp_path):
     rep = RssPerEpoch()
     epochs = 40
-    train(TrainConfig(cache=str(synthetic_cache), out=str(tmp_path / "r"), arch="teacher-small", epochs=epochs,
-                      batch_size=4, loss="sc", loss_warmup=1, val_split="test", val_every=1, device="cpu", threads=1,
-                      final_eval=""), rep)
+    train_tiny(tmp_path / "r", rep, epochs=epochs, batch_size=4, loss="sc", loss_warmup=1, val_split="test",
+               val_every=1)
     rss = np.array(rep.rss)
     assert len(rss) == epochs
     # Allocators settle in the first epochs; after that a leak of even one batch's graph per epoch

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facepipe.errors import FacepipeError
-from facepipe.losses import CenterLoss, SCLoss, build_criterion, closest_pair, subspace_dist2
+from facepipe.learn.losses import CenterLoss, SCLoss, build_criterion, closest_pair, subspace_dist2
+from facepipe.util.errors import FacepipeError
 
 
 def toy(seed=0, n=1, k=3, d=4, h=4, w=4, dtype=torch.float64):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.metrics import confusion, confusion_torch, f1_of, merge, scores
-from facepipe.schema import FASSEG, HELEN
+from facepipe.util.metrics import confusion, confusion_torch, f1_of, merge, scores
+from facepipe.util.schema import FASSEG, HELEN
 
 # FASSEG ids: background 0, hair 1, skin 2, eyes 3, nose 4, mouth 5; overall = eyes + nose + mouth.
 TARGET = np.array([0, 0, 1, 2, 3, 3, 4, 5, 255, 2])

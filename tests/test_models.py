@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from facepipe.errors import FacepipeError
 from facepipe.models import create_model, list_models, register_model
+from facepipe.util.errors import FacepipeError
 
 K = 5
 

@@ -1,16 +1,12 @@
 """Packing a run as a bundled model: weights, schema and alignment only; --fp16 halves the file."""
 import torch
 
-from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
-from facepipe.tools_pack import pack
+from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
+from facepipe.infer.pack import pack
 
 
-def test_pack_keeps_outputs_and_fp16_halves_the_weights(tmp_path, synthetic_cache):
-    from facepipe.train import TrainConfig, train
-
-    run = tmp_path / "r"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(run), arch="teacher-small", epochs=1, loss="ce",
-                      val_split="none", threads=1, device="cpu", final_eval=""))
+def test_pack_keeps_outputs_and_fp16_halves_the_weights(tmp_path, tiny_run):
+    run = tiny_run
     full, half = tmp_path / "full.pt", tmp_path / "half.pt"
     pack(run, full)
     pack(run, half, fp16=True)

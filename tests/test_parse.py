@@ -6,18 +6,49 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from facepipe.atomic import save_image
 from facepipe.cli import cli
+from facepipe.util.atomic import save_image
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, synthetic_cache):
-    from facepipe.train import TrainConfig, train
+def letterbox_run(tmp_path_factory, synthetic_set, train_tiny):
+    """A tiny model trained on letterboxed crops (`align --letterbox`: whole photos fitted into 64 px)."""
+    from facepipe.data.align import AlignConfig, run_align
+    from facepipe.data.cache import CacheConfig, run_cache
+    from facepipe.data.importers import import_dataset
 
-    out = tmp_path_factory.mktemp("run") / "r"
-    train(TrainConfig(cache=str(synthetic_cache), out=str(out), arch="teacher-small", epochs=1, loss="ce",
-                      val_split="none", threads=1, device="cpu", final_eval=""))
-    return out
+    root = tmp_path_factory.mktemp("letterbox")
+    import_dataset("folder", synthetic_set, root / "imp", workers=1)
+    run_align(AlignConfig(src=str(root / "imp"), out=str(root / "al"), size=64, landmarks="dataset", letterbox=True,
+                          workers=1))
+    run_cache(CacheConfig(src=str(root / "al"), out=str(root / "c.h5")))
+    return train_tiny(root / "r", cache=root / "c.h5")
+
+
+def test_letterbox_model_gets_each_photo_fitted_whole_once(tmp_path, letterbox_run):
+    """A model trained on letterboxed photos is fed letterboxed photos (not aligned face crops): one crop
+    per photo, whatever the number of faces, with every face's landmarks in its heatmap."""
+    from skimage import data
+
+    from facepipe.infer.parse import DETECTOR, Parser, parse_photos
+    from facepipe.infer.parse_work import align_photo
+    from facepipe.util.geometry import letterbox_matrix
+
+    save_image(tmp_path / "two.png", np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
+    parser = Parser.load(str(letterbox_run), "cpu")
+    assert parser.align.letterbox and parser.align.size == 64
+    r = align_photo({"path": str(tmp_path / "two.png"), "det_args": DETECTOR, "min_score": 0.2,
+                     "align": parser.align})
+    assert len(r["faces"]) == 2 and len(r["crops"]) == 1 and r["crops"][0].shape == (64, 64, 3)
+    lb = letterbox_matrix(512, 1024, 64)
+    assert np.allclose(r["matrices"][0], lb) and all(np.allclose(m, lb) for m in r["face_matrices"])
+    hm = r["heatmaps"][0]
+    assert hm[:, :32].any() and hm[:, 32:].any()  # both faces' landmarks, one in each half
+    s = parse_photos(parser, [tmp_path / "two.png"], tmp_path / "out", workers=1)
+    assert s["faces"] == 2 and s["parsed"] == 1
+    rec = json.loads((tmp_path / "out" / "two.json").read_text())
+    assert len(rec["faces"]) == 2 and all(np.allclose(f["matrix"], lb) for f in rec["faces"])
+    assert sum(rec["pixel_counts"].values()) == 512 * 1024
 
 
 def test_parse_photos_in_their_own_coordinates(tmp_path, tiny_run):
@@ -63,7 +94,7 @@ def test_rnorm_command_reports_exact_r():
 def test_default_model_ships_and_parses_without_model_option(tmp_path):
     from skimage import data
 
-    from facepipe.parse import DEFAULT_MODEL, Parser
+    from facepipe.infer.parse import DEFAULT_MODEL, Parser
 
     assert DEFAULT_MODEL.exists() and DEFAULT_MODEL.stat().st_size < 5_000_000
     p = Parser.load(None, "cpu")

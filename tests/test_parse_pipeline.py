@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepipe.atomic import save_image
+from facepipe.util.atomic import save_image
 
 
 @pytest.fixture(scope="module")
 def parser():
-    from facepipe.parse import Parser
+    from facepipe.infer.parse import Parser
 
     return Parser.load(None, "cpu")
 
@@ -37,7 +37,7 @@ def _files(folder):
 
 
 def test_workers_write_what_one_process_writes(parser, photos, tmp_path):
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
 
     one = parse_photos(parser, photos, tmp_path / "one", batch_size=2, workers=1)
     two = parse_photos(parser, photos, tmp_path / "two", batch_size=2, workers=2)
@@ -54,7 +54,7 @@ def test_workers_write_what_one_process_writes(parser, photos, tmp_path):
 
 
 def test_labels_are_palette_pngs_and_records_name_schema_and_model(parser, photos, tmp_path):
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
 
     s = parse_photos(parser, photos[:1], tmp_path, workers=1)
     im = Image.open(tmp_path / "a.labels.png")
@@ -75,7 +75,7 @@ def test_labels_are_palette_pngs_and_records_name_schema_and_model(parser, photo
 
 
 def test_rerun_skips_finished_photos_and_force_redoes_them(parser, photos, tmp_path):
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
 
     first = parse_photos(parser, photos, tmp_path, batch_size=4, workers=1)
     stamp = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
@@ -95,8 +95,8 @@ def test_rerun_skips_finished_photos_and_force_redoes_them(parser, photos, tmp_p
 def test_another_model_into_the_same_folder_is_refused_without_force(parser, photos, tmp_path):
     from dataclasses import replace
 
-    from facepipe.errors import FacepipeError
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
+    from facepipe.util.errors import FacepipeError
 
     parse_photos(parser, photos[:1], tmp_path, workers=1)
     other = replace(parser, sha256="0" * 64, name="other")
@@ -105,8 +105,26 @@ def test_another_model_into_the_same_folder_is_refused_without_force(parser, pho
     assert parse_photos(other, photos[:1], tmp_path, workers=1, force=True)["resumed"] == 0
 
 
+def test_manifest_is_written_last_and_an_interrupted_run_keeps_the_refusal(parser, photos, tmp_path):
+    from dataclasses import replace
+
+    from facepipe.infer.parse import parse_photos
+    from facepipe.util.errors import FacepipeError
+
+    parse_photos(parser, photos[:1], tmp_path, workers=1)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["command"] and man["counts"]["faces"] == 1 and not (tmp_path / ".inprogress.json").exists()
+    # An interrupted run leaves .inprogress.json (its config) and no manifest: another model is refused there too.
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / ".inprogress.json").write_text(json.dumps({"stage": "parse", "config": man["config"]}))
+    with pytest.raises(FacepipeError, match="another model"):
+        parse_photos(replace(parser, sha256="0" * 64, name="other"), photos[:1], tmp_path, workers=1)
+    assert parse_photos(parser, photos[:1], tmp_path, workers=1)["resumed"] == 1
+    assert (tmp_path / "manifest.json").exists() and not (tmp_path / ".inprogress.json").exists()
+
+
 def test_outputs_can_be_chosen(parser, photos, tmp_path):
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
 
     parse_photos(parser, photos[:1], tmp_path, workers=1, outputs=("labels",))
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
@@ -114,7 +132,7 @@ def test_outputs_can_be_chosen(parser, photos, tmp_path):
 
 
 def test_grayscale_photo_is_flagged(parser, photos, tmp_path):
-    from facepipe.parse import parse_photos
+    from facepipe.infer.parse import parse_photos
 
     gray = [p for p in photos if p.name == "gray.png"]
     s = parse_photos(parser, gray, tmp_path, workers=1)

@@ -1,6 +1,6 @@
 """Stage `paste` (the robustness benchmark): faces kept, backgrounds replaced, layout unchanged.
 
-Everything is drawn here: a tiny synthetic imported set (facepipe.synthetic) and two generated
+Everything is drawn here: a tiny synthetic imported set (facepipe.data.synthetic) and two generated
 background images; no real backgrounds are needed or used."""
 import json
 import subprocess
@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from facepipe.atomic import save_image
-from facepipe.images import load_ids, load_rgb
-from facepipe.paste import PasteConfig, feather_sigma, run_paste, seam_radius
-from facepipe.photos import list_photos
+from facepipe.data.paste import PasteConfig, feather_sigma, run_paste, seam_radius
+from facepipe.util.atomic import save_image
+from facepipe.util.images import load_ids, load_rgb
+from facepipe.util.photos import list_photos
 
 HAIR = 1  # FASSEG schema: background, hair, skin, eyes, nose, mouth
 
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    from facepipe.importers import import_dataset
-    from facepipe.synthetic import write_folder_set
+    from facepipe.data.importers import import_dataset
+    from facepipe.data.synthetic import write_folder_set
 
     root = tmp_path_factory.mktemp("paste_src")
     raw = write_folder_set(root / "raw", n=8, test_fraction=0.5, seed=5, size=(96, 112))
@@ -158,7 +158,7 @@ def test_empty_backgrounds_is_one_line_and_writes_nothing(imported, tmp_path):
 
 
 def test_chain_aligns_the_pasted_set(pasted, tmp_path):
-    from facepipe.align import AlignConfig, run_align
+    from facepipe.data.align import AlignConfig, run_align
 
     m = run_align(AlignConfig(src=str(pasted), out=str(tmp_path / "al"), size=64, landmarks="dataset", workers=1))
     assert m["counts"]["faces"] == 4 and m["counts"]["labelled"] == 4

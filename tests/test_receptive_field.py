@@ -1,9 +1,8 @@
 import pytest
-import torch
 from torch import nn
 
-from facepipe.errors import FacepipeError
-from facepipe.receptive_field import best_dilations, layer_table, receptive_field, rnorm
+from facepipe.analysis.receptive_field import best_dilations, layer_table, receptive_field, rnorm
+from facepipe.util.errors import FacepipeError
 
 
 def conv(k=3, s=1, d=1, cin=2, cout=2, groups=1):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facepipe import geometry as g
+from facepipe.analysis.rnorm_sweep import analyse
 from facepipe.cli import cli
-from facepipe.resample import resample_cache, scale_matrix
-from facepipe.rnorm_sweep import analyse
+from facepipe.data.resample import resample_cache, scale_matrix
+from facepipe.util import geometry as g
 
 
 def test_scale_matrix_keeps_pixel_centres():
@@ -58,7 +58,7 @@ def test_sweep_cli_trains_every_cell_and_resumes(synthetic_cache, tmp_path):
     assert res.exit_code == 0, res.output
     sw = json.loads((out / "sweep.json").read_text())
     assert sorted(c["cell"] for c in sw["cells"]) == ["s32-d1", "s32-d2", "s48-d1", "s48-d2"]
-    from facepipe.receptive_field import rnorm
+    from facepipe.analysis.receptive_field import rnorm
 
     for c in sw["cells"]:
         assert c["r"] == rnorm("student-tiny", c["s"], dilations=tuple(c["dilations"]))["r"]
@@ -78,7 +78,7 @@ def test_sweep_refuses_a_model_without_dilations(synthetic_cache, tmp_path):
 
 
 def test_train_rnorm_sets_the_dilations_closest_to_the_target(synthetic_cache, tmp_path, monkeypatch):
-    from facepipe import receptive_field as rf
+    from facepipe.analysis import receptive_field as rf
 
     opt = tmp_path / "opt.json"
     opt.write_text(json.dumps({"rnorm": 2.0, "source": "test"}))
@@ -98,7 +98,7 @@ def test_train_rnorm_sets_the_dilations_closest_to_the_target(synthetic_cache, t
 
 
 def test_optimum_is_looked_up_per_architecture(tmp_path, monkeypatch):
-    from facepipe import receptive_field as rf
+    from facepipe.analysis import receptive_field as rf
 
     opt = tmp_path / "opt.json"
     opt.write_text(json.dumps({"rnorm": 1.0, "source": "fallback",
@@ -114,7 +114,7 @@ def test_optimum_is_looked_up_per_architecture(tmp_path, monkeypatch):
 
 
 def test_shipped_optimum_covers_every_dilated_architecture():
-    from facepipe import receptive_field as rf
+    from facepipe.analysis import receptive_field as rf
     from facepipe.models import registry
 
     shipped = rf.measured_optimum()["by_arch"]

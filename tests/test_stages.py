@@ -4,17 +4,16 @@ import json
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from facepipe.align import AlignConfig, read_faces, run_align
-from facepipe.atomic import save_image
-from facepipe.cache import CacheConfig, read_cache_manifest, run_cache
-from facepipe.cli import cli
-from facepipe.dataset import FaceCache
-from facepipe.errors import FacepipeError
-from facepipe.importers import import_dataset
-from facepipe.landmarks import LandmarksConfig, run_landmarks
-from facepipe.manifest import StageOutput
+from facepipe.data.align import AlignConfig, run_align
+from facepipe.data.aligned_set import read_faces
+from facepipe.data.cache import CacheConfig, run_cache
+from facepipe.data.face_cache import FaceCache, read_cache_manifest
+from facepipe.data.importers import import_dataset
+from facepipe.data.landmarks import LandmarksConfig, run_landmarks
+from facepipe.util.atomic import save_image
+from facepipe.util.errors import FacepipeError
+from facepipe.util.manifest import StageOutput
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,7 @@ def test_chain_on_synthetic_set(synthetic_cache):
         assert f["images"].compression == "gzip" and f["images"].chunks == (1, 64, 64, 3)
         assert len(f["photo_labels"]) == 12
         # The aligned eyes land on the template's eye points (landmarks came from the drawing).
-        from facepipe.geometry import template
+        from facepipe.util.geometry import template
 
         np.testing.assert_allclose(f["landmarks"][:, :2].mean(0), template(64)[:2], atol=1.5)
     ds = FaceCache(synthetic_cache, split="train")
@@ -151,24 +150,6 @@ def test_missing_input_names_the_command(tmp_path):
         run_cache(CacheConfig(src=str(tmp_path / "empty"), out=str(tmp_path / "c.h5")))
     with pytest.raises(FacepipeError, match="no images found"):
         run_landmarks(LandmarksConfig(src=str(tmp_path / "empty"), out=str(tmp_path / "lm")))
-
-
-def test_cli_chain_and_help(tmp_path, synthetic_set):
-    r = CliRunner()
-    for args in (["import", "folder", str(synthetic_set), str(tmp_path / "imp"), "-q"],
-                 ["align", str(tmp_path / "imp"), str(tmp_path / "al"), "--size", "48", "--landmarks", "dataset", "-q"],
-                 ["cache", str(tmp_path / "al"), str(tmp_path / "c.h5"), "-q"]):
-        res = r.invoke(cli, args)
-        assert res.exit_code == 0, res.output
-    assert read_cache_manifest(tmp_path / "c.h5")["counts"]["faces"] == 12
-
-
-def test_every_command_has_help_with_example():
-    r = CliRunner()
-    for name, cmd in cli.commands.items():
-        res = r.invoke(cli, [name, "--help"])
-        assert res.exit_code == 0, name
-        assert "Example" in res.output, f"`facepipe {name} --help` has no example"
 
 
 def test_main_prints_one_line_error(tmp_path):

@@ -13,16 +13,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facepipe.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from facepipe.cli import cli
-from facepipe.dataset import FaceCache, to_input
-from facepipe.errors import FacepipeError
-from facepipe.evaluate import evaluate
-from facepipe.metrics import confusion
+from facepipe.data.face_cache import FaceCache, to_input
+from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from facepipe.infer.evaluate import evaluate
+from facepipe.infer.predict import probs_to_photo
+from facepipe.learn.train import TrainConfig, train
 from facepipe.models import create_model
-from facepipe.predict import probs_to_photo
-from facepipe.schema import FASSEG
-from facepipe.train import TrainConfig, train
+from facepipe.util.errors import FacepipeError
+from facepipe.util.metrics import confusion
+from facepipe.util.schema import FASSEG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,9 +67,8 @@ def test_rerun_is_a_no_op_and_another_config_is_refused(run, synthetic_cache):
         train(cfg_for(synthetic_cache, out, lr=1e-3))
 
 
-def test_force_replaces_a_run_with_another_config(synthetic_cache, tmp_path):
-    out = tmp_path / "r"
-    train(cfg_for(synthetic_cache, out, epochs=1, loss="ce", val_split="none", final_eval=""))
+def test_force_replaces_a_run_with_another_config(synthetic_cache, tiny_run_copy):
+    out = tiny_run_copy
     m = train(cfg_for(synthetic_cache, out, epochs=1, loss="ce", val_split="none", final_eval="", lr=1e-3,
                       force=True))
     assert m["config"]["lr"] == 1e-3

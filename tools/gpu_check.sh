@@ -12,11 +12,11 @@ $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 W=$(mktemp -d)
 $py - "$W" <<'PY' 2>&1 | tee "$OUT/train.log"
 import sys, time
-from facepipe.synthetic import write_folder_set
-from facepipe.importers import import_dataset
-from facepipe.align import AlignConfig, run_align
-from facepipe.cache import CacheConfig, run_cache
-from facepipe.train import TrainConfig, train
+from facepipe.data.synthetic import write_folder_set
+from facepipe.data.importers import import_dataset
+from facepipe.data.align import AlignConfig, run_align
+from facepipe.data.cache import CacheConfig, run_cache
+from facepipe.learn.train import TrainConfig, train
 w = sys.argv[1]
 write_folder_set(f"{w}/raw", n=48, seed=0)
 import_dataset("folder", f"{w}/raw", f"{w}/imp")

@@ -15,5 +15,5 @@ facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-l
 facepipe cache data/utk-aligned data/utk.h5 -q
 facepipe pseudolabel --teacher runs/tw data/utk.h5 -q
 facepipe distill --teacher runs/tw --out runs/tw-student --backgrounds data/backgrounds -q
-python3 -m facepipe.tools_pack runs/tw-student facepipe/assets/default.pt
-python3 -m facepipe.tools_pack runs/tw facepipe/assets/accurate.pt --fp16
+python3 -m facepipe.infer.pack runs/tw-student facepipe/assets/default.pt
+python3 -m facepipe.infer.pack runs/tw facepipe/assets/accurate.pt --fp16

@@ -2,7 +2,7 @@
 
 As there, the "spatial path" is the ResNet-18 stride-8 feature rather than a separate shallow branch,
 and two auxiliary heads supervise the context path. Global pooling lives in nn.AdaptiveAvgPool2d
-modules (not F.avg_pool2d) so that facepipe.receptive_field can find the image-wide branches.
+modules (not F.avg_pool2d) so that facepipe.analysis.receptive_field can find the image-wide branches.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ too. Models are traced with torch.fx, forward's optional arguments fixed at thei
 from __future__ import annotations
 
 import copy
+import inspect
 
-import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -16,8 +16,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model` with every Conv2d -> BatchNorm2d pair folded into one conv."""
     model = copy.deepcopy(model).eval()
-    import inspect
-
     # Every forward argument after the input keeps its default (return_features=False, ...).
     params = list(inspect.signature(model.forward).parameters.values())[1:]
     concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}

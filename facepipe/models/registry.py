@@ -5,7 +5,7 @@ from typing import Callable
 
 from torch import nn
 
-from facepipe.errors import FacepipeError
+from facepipe.util.errors import FacepipeError
 
 Builder = Callable[..., nn.Module]
 
@@ -30,6 +30,12 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 def list_models() -> list[str]:
     return sorted(_BUILDERS)
+
+
+def default_in_channels(name: str) -> int:
+    """The input a registered model is benchmarked and listed with: the paper's parsers take RGB + the
+    landmark heatmap (4), BiSeNet as users run it takes RGB (3)."""
+    return 3 if name.startswith("bisenet") else 4
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:

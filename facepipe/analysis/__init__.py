@@ -1,0 +1,1 @@
+"""Analysis: receptive fields, the r/s sweep, MACs."""

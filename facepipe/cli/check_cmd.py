@@ -1,0 +1,33 @@
+import click
+
+from facepipe.cli.options import CONTEXT, POSITIVE_FRACTION, field_option
+from facepipe.data.landmark_eval import evaluate
+from facepipe.util.atomic import write_json
+from facepipe.util.progress import Reporter
+
+
+@click.command("check-landmarks", context_settings=CONTEXT)
+@click.argument("landmarks_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("xml", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@field_option(evaluate, "min_iou", "--min-iou", type=POSITIVE_FRACTION,
+              help="Box IoU to match a detection.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
+def check_cmd(landmarks_dir, xml, min_iou, json_path):
+    """Score a `facepipe landmarks` output against dlib imglab XML ground truth (68 points).
+
+    \b
+    Reports faces found vs annotated and the mean landmark error normalised by the inter-ocular
+    (outer eye corner) distance.
+
+    \b
+    Example:
+      facepipe landmarks ~/datasets/dlib-faces data/dlib-lm
+      facepipe check-landmarks data/dlib-lm ~/datasets/dlib-faces/*_with_face_landmarks.xml
+    """
+    r = evaluate(landmarks_dir, xml, min_iou)
+    Reporter(quiet=False).table("landmarks vs ground truth", list(r.items()), ("", "value"))
+    if json_path:
+        write_json(json_path, r)
+
+
+COMMANDS = [check_cmd]

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import click
+
+from facepipe.cli.options import (
+    BATCH,
+    CONTEXT,
+    EPOCHS,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    THREADS,
+    amp_option,
+    augment_options,
+    build_model_kwargs,
+    config_from,
+    dilation_rates,
+    dilations_for_rnorm,
+    field_option,
+    force_option,
+    quiet_option,
+    reporter,
+    rnorm_option,
+    run_summary,
+)
+from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.learn.distill import DistillConfig, distill
+
+
+@click.command("distill", context_settings=CONTEXT)
+@click.option("--teacher", required=True, help="Teacher run folder.")
+@field_option(DistillConfig, "labeled", "--labeled", help="Labelled cache (default: the teacher's training cache).")
+@field_option(DistillConfig, "unlabeled", "--unlabeled",
+              help="Pseudo-labels from `facepipe pseudolabel` (default: TEACHER/pseudo/unlabeled.h5; 'none' to skip).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run folder (default: runs/<teacher>-student).")
+@field_option(DistillConfig, "arch", "--arch")
+@click.option("--dilations", callback=dilation_rates, default=None, help="e.g. 2,4,8")
+@rnorm_option
+@click.option("--model-kwargs", default=None, help="Extra model kwargs as JSON.")
+@field_option(DistillConfig, "temperature", "--temperature", type=POSITIVE)
+@field_option(DistillConfig, "alpha", "--alpha", type=NON_NEGATIVE, help="Weight of the KD terms.")
+@field_option(DistillConfig, "confidence", "--confidence", type=FRACTION,
+              help="Leave out pixels where the teacher's max probability is below this.")
+@click.option("--no-kd-labeled", is_flag=True, help="KD on unlabelled faces only.")
+@field_option(DistillConfig, "epochs", "--epochs", type=EPOCHS)
+@field_option(DistillConfig, "batch_size", "--batch-size", type=BATCH)
+@field_option(DistillConfig, "unlabeled_batch", "--unlabeled-batch", type=BATCH)
+@field_option(DistillConfig, "lr", "--lr", type=POSITIVE)
+@augment_options(DistillConfig)
+@field_option(DistillConfig, "seed", "--seed", type=SEED)
+@field_option(DistillConfig, "device", "--device")
+@field_option(DistillConfig, "threads", "--threads", type=THREADS, show_default="all cores")
+@amp_option(DistillConfig)
+@force_option
+@quiet_option
+def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet, **kw):
+    """Distil a teacher into a real-time student with labelled and pseudo-labelled faces.
+
+    \b
+    Loss: CE to ground truth + alpha * T^2 * KL(teacher || student) on labelled and unlabelled faces,
+    low-confidence teacher pixels left out. Same run layout and resume as `train`.
+
+    \b
+    Examples:
+      facepipe distill --teacher runs/t1 --backgrounds data/backgrounds
+      facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
+      facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
+      facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
+    """
+    teacher = kw["teacher"]
+    if rnorm_target is not None:  # the student sees the teacher's input size
+        size = int(load_checkpoint(run_checkpoint(teacher))["size"])
+        dilations = dilations_for_rnorm(kw["arch"], size, rnorm_target, dilations)
+    cfg = config_from(DistillConfig, kw, out=out or str(Path("runs") / f"{Path(teacher).name}-student"),
+                      model_kwargs=build_model_kwargs(dilations, None, model_kwargs), kd_labeled=not no_kd_labeled)
+    rep = reporter(quiet)
+    m = distill(cfg, rep)
+    rep.table(f"distill {cfg.arch} -> {cfg.out}", run_summary(m), ("", "value"))
+
+
+COMMANDS = [distill_cmd]

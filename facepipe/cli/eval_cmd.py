@@ -1,0 +1,53 @@
+import click
+
+from facepipe.cli.options import CONTEXT, config_from, field_option, quiet_option, reporter
+from facepipe.infer.eval_report import (
+    SCORE_COLUMNS,
+    EvalConfig,
+    default_sheet,
+    run_eval,
+    score_json,
+    score_rows,
+    write_sheet,
+)
+from facepipe.util.atomic import write_json
+
+
+@click.command("eval", context_settings=CONTEXT)
+@click.argument("run")
+@click.argument("cache", type=click.Path(dir_okay=False))
+@field_option(EvalConfig, "split", "--split")
+@field_option(EvalConfig, "coords", "--coords", type=click.Choice(["original", "aligned"]),
+              help="Score in the original photo (predictions warped back) or in the aligned crop.")
+@field_option(EvalConfig, "which", "--checkpoint", "which", type=click.Choice(["best", "last"]))
+@click.option("--tta-flip", is_flag=True, help="Average with the mirrored prediction.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
+@field_option(EvalConfig, "device", "--device")
+@quiet_option
+def eval_cmd(json_path, sheet, quiet, **kw):
+    """Score a trained run (or checkpoint file) on a cache split.
+
+    \b
+    Per-class F1, merged groups and the dataset's overall F1 from one confusion matrix accumulated
+    over the split, plus pixel accuracy and mean F1 (non-background classes).
+
+    \b
+    Examples:
+      facepipe eval runs/t1 data/fasseg.h5
+      facepipe eval runs/t1 data/fasseg.h5 --coords aligned --json t1-aligned.json
+    """
+    cfg = config_from(EvalConfig, kw)
+    rep = reporter(quiet)
+    report = run_eval(cfg, rep)
+    rep.table(report.title, score_rows(report), SCORE_COLUMNS)
+    sheet = sheet or default_sheet(cfg)
+    if sheet:
+        write_sheet(report, sheet)
+        rep.log(f"worst/best faces: {sheet}")
+    if json_path:
+        write_json(json_path, score_json(report))
+
+
+COMMANDS = [eval_cmd]

@@ -1,0 +1,34 @@
+import click
+
+from facepipe.cli.options import CONTEXT, field_option
+from facepipe.infer.export import export_run
+from facepipe.util.progress import Reporter
+
+
+@click.command("export", context_settings=CONTEXT)
+@click.argument("run")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@field_option(export_run, "cache", "--cache",
+              help="Faces to check the export on (default: the run's cache, else scikit-image's astronaut photo).")
+def export_cmd(run, onnx_path, cache):
+    """Export a run, checkpoint or bundled model (default, fast, accurate) to ONNX and check it against torch.
+
+    \b
+    Input `image` is (batch, channels, height, width) float32: RGB normalised as in training, plus the
+    landmark heatmap channel if the model takes one; output `logits` is (batch, classes, height, width).
+    The file's metadata_props describe classes and colours, normalisation, the heatmap, the alignment
+    template, the architecture and the source checkpoint's sha256 (README: "Running the ONNX file").
+    The check compares onnxruntime with torch on real faces: the cache's, or without one the astronaut
+    photo that ships with scikit-image, detected and aligned as `parse` does (random input only if no
+    face is found, and the table says so).
+
+    \b
+    Examples:
+      facepipe export fast --onnx facepipe-fast.onnx
+      facepipe export runs/s1 --onnx s1.onnx
+    """
+    r = export_run(run, onnx_path, cache)
+    Reporter(quiet=False).table(f"export -> {onnx_path}", list(r.items()), ("", "value"))
+
+
+COMMANDS = [export_cmd]

@@ -1,0 +1,58 @@
+import click
+
+from facepipe.cli.options import (
+    CONTEXT,
+    DETECT_SIDE,
+    FINITE,
+    UPSAMPLE,
+    config_from,
+    field_option,
+    force_option,
+    quiet_option,
+    reporter,
+    shard_option,
+    workers_option,
+)
+from facepipe.data.landmarks import LandmarksConfig, run_landmarks
+from facepipe.util.manifest import parse_shard
+
+
+@click.command("landmarks", context_settings=CONTEXT)
+@click.argument("src", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@field_option(LandmarksConfig, "detector", "--detector", type=click.Choice(["hog", "cnn"]),
+              help="dlib face detector: hog (frontal faces, fast) or cnn (profiles too, ~20x slower on a CPU; "
+                   "a face whose landmarks cannot be trusted is marked \"lm_trusted\": false, and align cuts it "
+                   "from its box).")
+@field_option(LandmarksConfig, "upsample", "--upsample", type=UPSAMPLE, show_default="auto",
+              help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size "
+                   "(hog: 1 under 1200 px; cnn: 1 under 400 px, each step costs the CNN ~4x).")
+@field_option(LandmarksConfig, "max_side", "--max-side", type=DETECT_SIDE,
+              help="Photos are shrunk to this longest side for detection.")
+@field_option(LandmarksConfig, "threshold", "--threshold", type=FINITE,
+              help="Detector score threshold (cnn: detections scoring below it are dropped; it reports none below 0).")
+@workers_option(LandmarksConfig)
+@shard_option
+@force_option
+@quiet_option
+def landmarks_cmd(shard, quiet, **kw):
+    """Detect faces and 5- and 68-point landmarks (dlib) in every photo of SRC.
+
+    \b
+    SRC is an imported dataset (facepipe import) or any folder of photos. OUT gets faces/<id>.json
+    with every face's box, score and landmarks.
+
+    \b
+    Examples:
+      facepipe landmarks data/fasseg data/fasseg-lm
+      facepipe landmarks ~/photos data/photos-lm --upsample 1
+      facepipe landmarks data/fasseg data/fasseg-lm-cnn --detector cnn   # profiles too
+      facepipe landmarks photos/ lm/ --shard 0/2   # machine A (machine B: --shard 1/2), one shared folder
+      facepipe landmarks photos/ lm/               # afterwards: collects both halves, writes the manifest
+    """
+    rep = reporter(quiet)
+    m = run_landmarks(config_from(LandmarksConfig, kw, shard=parse_shard(shard)), rep)
+    rep.table(f"landmarks -> {kw['out']}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
+
+
+COMMANDS = [landmarks_cmd]

@@ -1,0 +1,89 @@
+import click
+
+from facepipe.cli.options import (
+    BATCH,
+    CONTEXT,
+    FINITE,
+    WORKERS,
+    comma,
+    config_kwargs,
+    field_option,
+    force_option,
+    quiet_option,
+    reporter,
+)
+from facepipe.infer.parse import Parser, collect_photos, parse_photos
+from facepipe.infer.parse_work import OUTPUTS
+from facepipe.util.errors import FacepipeError
+
+
+def _outputs(ctx, param, value):
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in OUTPUTS]
+    if bad or not names:
+        raise click.BadParameter(f"{value!r}: a comma list of {', '.join(OUTPUTS)}.")
+    return names
+
+
+@click.command("parse", context_settings=CONTEXT)
+@click.argument("photos", nargs=-1, required=True)
+@click.option("--model", default=None,
+              help="Run folder, checkpoint file or bundled model name: default (= fast), accurate "
+                   "(`facepipe models` lists them).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for label maps and overlays.")
+@field_option(parse_photos, "batch_size", "--batch-size", type=BATCH, help="Faces per network batch.")
+@field_option(parse_photos, "min_score", "--min-score", type=FINITE,
+              help="Ignore dlib detections scoring below this (lower finds more faces and more false ones).")
+@field_option(parse_photos, "detector", "--detector", type=click.Choice(["hog", "cnn"]),
+              help="dlib face detector: hog (frontal faces, fast) or cnn (profiles too, ~20x slower on a CPU); "
+                   "a face whose landmarks cannot be trusted (a profile) is cut from its box.")
+# The CLI's default is 0 (every core); parse_photos' own is 1 (everything in the calling process).
+@field_option(parse_photos, "workers", "--workers", type=WORKERS, default=0, show_default="all cores",
+              help="Processes for detection and writing (1: everything in this process).")
+@field_option(parse_photos, "outputs", "--outputs", render=comma, callback=_outputs,
+              help="What to write per photo: any of labels, overlay, json.")
+@field_option(Parser.load, "device", "--device")
+@force_option
+@quiet_option
+def parse_cmd(photos, model, out, device, quiet, **kw):
+    """Parse every face in photos of any size: label maps in each photo's own coordinates.
+
+    \b
+    Works out of the box with the model shipped with facepipe. Writes per photo:
+      <photo>.labels.png   palette PNG: pixel value = class id, viewers show the class colours
+      <photo>.overlay.png  the labels over the photo, with a legend
+      <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
+    plus summary.json (counts, failures, seconds per step) and manifest.json. A rerun skips the photos
+    already parsed with the same model (--force redoes them). Photos without a face or that cannot be
+    read are named on the terminal; the exit code is 1 when no photo at all was parsed.
+
+    \b
+    Examples:
+      facepipe parse photo.jpg --out parsed/
+      facepipe parse ~/album/ --model runs/s1 --out parsed/ --outputs labels,json
+      facepipe parse ~/album/ --detector cnn --out parsed-cnn/   # also faces in profile; slower
+    """
+    rep = reporter(quiet)
+    parser = Parser.load(model, device)
+    files = collect_photos(photos)
+    if getattr(files, "dangling", None):
+        rep.log(f"[yellow]skipped {len(files.dangling)} link(s) that lead nowhere[/], e.g. {files.dangling[0]}")
+    s = parse_photos(parser, files, out, reporter=rep, **config_kwargs(parse_photos, kw))
+    sec = s["stage_seconds"]
+    total = sum(sec.values()) or 1.0
+    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"]),
+            ("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
+            ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
+            ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
+    rows += [(f"{k} (share of work)", f"{v:.2f} s  {100 * v / total:.0f}%") for k, v in sec.items()]
+    rep.table(f"parse -> {out}", rows, ("", "value"))
+    for p in s["no_face"][:20]:
+        rep.log(f"[yellow]no face[/] {p}")
+    if len(s["no_face"]) > 20:
+        rep.log(f"... and {len(s['no_face']) - 20} more without a face (summary.json lists them)")
+    if s["photos"] and not s["parsed"]:
+        raise FacepipeError(f"no face parsed in {s['photos']} photo(s): {len(s['no_face'])} without a face, "
+                            f"{len(s['unreadable'])} unreadable (see above and {out}/summary.json).")
+
+
+COMMANDS = [parse_cmd]

@@ -1,0 +1,25 @@
+import click
+
+from facepipe.cli.options import CONTEXT, COUNT, SEED, field_option
+from facepipe.data.cache_sheet import cache_sheet
+from facepipe.util.atomic import save_image
+
+
+@click.command("show", context_settings=CONTEXT)
+@click.argument("cache", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@field_option(cache_sheet, "n", "-n", "count", type=COUNT, help="Faces to show.")
+@field_option(cache_sheet, "split", "--split", help="Only faces of this split.")
+@field_option(cache_sheet, "seed", "--seed", type=SEED)
+def show_cmd(cache, out, count, split, seed):
+    """Contact sheet of a cache: each face, its label overlay and its heatmap.
+
+    \b
+    Example:
+      facepipe show data/fasseg.h5 --out sheet.png -n 18
+    """
+    save_image(out, cache_sheet(cache, n=count, seed=seed, split=split))
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = [show_cmd]

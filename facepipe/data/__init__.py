@@ -1,0 +1,1 @@
+"""Data preparation: importers, landmarks, alignment, the HDF5 face cache, benchmarks and backgrounds."""

@@ -1,0 +1,176 @@
+"""The one reader of facepipe caches (HDF5): no stage opens a cache with h5py itself.
+
+`CacheFile` is the file: ids, splits, schema, the alignment spec, and batches of rows. `FaceCache` is a
+torch Dataset over one split of it. The HDF5 file is opened lazily in each process (h5py handles must
+not cross a fork), so both can be handed to DataLoader workers. The layout is in facepipe.data.cache.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from facepipe.util.align_spec import AlignSpec
+from facepipe.util.errors import FacepipeError
+from facepipe.util.interrupt import ignore_sigint, sigint_blocked
+from facepipe.util.schema import LabelSchema
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def to_input(images: np.ndarray, heatmaps: np.ndarray | None) -> torch.Tensor:
+    """uint8 (N,H,W,3) [+ (N,H,W)] -> float (N,3|4,H,W): ImageNet-normalised RGB, heatmap in [0, 1]."""
+    x = (images.astype(np.float32) - MEAN) / STD
+    x = torch.from_numpy(x).permute(0, 3, 1, 2)
+    if heatmaps is not None:
+        h = torch.from_numpy(heatmaps.astype(np.float32) / 255.0)[:, None]
+        x = torch.cat([x, h], 1)
+    return x.contiguous()
+
+
+def decode_strings(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def read_cache_manifest(path) -> dict:
+    """A finished cache's manifest; one line naming the fix for a missing, foreign or unfinished file."""
+    path = Path(path)
+    if not path.exists():
+        raise FacepipeError(f"cache {path} not found; make it with `facepipe cache ALIGNED {path}`.")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "facepipe-cache":
+                raise FacepipeError(f"{path} is not a facepipe cache.")
+            m = f.attrs.get("manifest")
+            if m is None:
+                raise FacepipeError(f"{path} is incomplete; rerun `facepipe cache` to finish it.")
+            return json.loads(m)
+    except OSError as e:
+        raise FacepipeError(f"{path} is not a readable HDF5 file ({e}); remake it with `facepipe cache`.") from None
+
+
+class CacheFile:
+    """Read-only view of a finished cache: its metadata at hand, its arrays read by rows on demand."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.manifest = read_cache_manifest(path)
+        with h5py.File(self.path, "r") as f:
+            self.splits = np.array(decode_strings(f["split"][:]))
+            self.ids = decode_strings(f["ids"][:])
+            self.has_labels = "labels" in f
+            self.has_photo_labels = "photo_labels" in f
+            self.size = int(f.attrs["size"])
+            self.schema = LabelSchema.from_dict(json.loads(f.attrs["schema"])) if "schema" in f.attrs else None
+        self.align = AlignSpec.from_dict(self.manifest.get("align"), self.size)
+        self._f = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split_names(self) -> set[str]:
+        return set(self.splits.tolist())
+
+    def rows(self, split: str | tuple[str, ...] | None = None) -> np.ndarray:
+        """Row numbers of the faces in `split` (a name or several; None: all), refusing an empty one."""
+        if split is None:
+            return np.arange(len(self))
+        want = (split,) if isinstance(split, str) else tuple(split)
+        sel = np.isin(self.splits, want)
+        if not sel.any():
+            raise FacepipeError(f"{self.path} has no faces in split {'/'.join(want)} "
+                                f"(it has: {', '.join(sorted(self.split_names()))}).")
+        return np.flatnonzero(sel)
+
+    def file(self) -> h5py.File:
+        if self._f is None:
+            self._f = h5py.File(self.path, "r")
+        return self._f
+
+    def read(self, name: str, rows) -> np.ndarray:
+        """Dataset `name` (images, heatmaps, labels, landmarks, matrices, ...) at `rows`, in their order."""
+        rows = np.asarray(rows, np.int64)
+        if rows.ndim == 0:
+            return self.file()[name][int(rows)]
+        order = np.argsort(rows, kind="stable")  # h5py reads increasing indices only
+        out = self.file()[name][rows[order]] if len(rows) else self.file()[name][:0]
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return out[back]
+
+    def strings(self, name: str, row: int) -> str:
+        return decode_strings([self.file()[name][int(row)]])[0] if name in self.file() else ""
+
+    def photo_label(self, row: int) -> np.ndarray:
+        """The original-resolution labels of the photo face `row` was cut from."""
+        return self.file()["photo_labels"][self.strings("photo_ids", row)][()]
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_f"] = None
+        return d
+
+
+class FaceCache(torch.utils.data.Dataset):
+    """Faces of one split (or given rows) of a cache as (input, label) tensor pairs."""
+
+    def __init__(self, path, split: str | tuple[str, ...] | None = None, heatmap: bool = True,
+                 indices=None, need_labels: bool = True):
+        self.file = path if isinstance(path, CacheFile) else CacheFile(path)
+        self.path, self.manifest, self.heatmap = self.file.path, self.file.manifest, heatmap
+        self.ids, self.has_labels, self.size, self.schema = (self.file.ids, self.file.has_labels, self.file.size,
+                                                             self.file.schema)
+        if need_labels and not self.has_labels:
+            raise FacepipeError(f"{self.path} has no labels; training needs a labelled cache.")
+        self.indices = np.asarray(self.file.rows(split) if indices is None else indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def batch(self, rows) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """uint8 images, heatmaps (None without the channel) and labels (None unlabelled) of cache `rows`."""
+        return (self.file.read("images", rows), self.file.read("heatmaps", rows) if self.heatmap else None,
+                self.file.read("labels", rows) if self.has_labels else None)
+
+    def raw(self, i: int) -> dict:
+        """uint8 arrays of face i (of this subset): image, heatmap, label (or None)."""
+        j = int(self.indices[i])
+        f = self.file
+        return {"image": f.read("images", j), "heatmap": f.read("heatmaps", j),
+                "label": f.read("labels", j) if self.has_labels else None, "index": j}
+
+    def __getitem__(self, i):
+        r = self.raw(i)
+        x = to_input(r["image"][None], r["heatmap"][None] if self.heatmap else None)[0]
+        y = torch.from_numpy(r["label"].astype(np.int64)) if r["label"] is not None else torch.zeros(0)
+        return x, y
+
+
+def loader_batches(dataset, batch_size: int, workers: int):
+    """Batches of a DataLoader over `dataset` whose workers leave Ctrl-C to this process and are shut down
+    as soon as the iteration ends, by exhaustion, an exception or close() of this generator.
+
+    Not left to the iterator's __del__: an interrupted epoch's iterator can live on in a traceback until
+    interpreter shutdown, where torch's __del__ does nothing and workers are killed instead of joined."""
+    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                     persistent_workers=False, worker_init_fn=ignore_sigint if workers else None)
+    it = None
+    try:
+        # The workers are forked here: none may take a Ctrl-C before ignore_sigint runs. One pressed
+        # meanwhile is delivered as the block ends, once `it` exists to be shut down.
+        with sigint_blocked():
+            it = iter(dl)
+        yield from it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # private, but the one way to join workers now
+        if shutdown is not None:
+            shutdown()

@@ -1,0 +1,192 @@
+"""dlib's face detector and landmark models, shared by `landmarks`, `align`, `parse`, `backgrounds` and
+`export`: one FaceDetector per setting per process (`detector`), the settings tuple (`detector_args`),
+the checks made before a stage claims its output (`check_detector`) and the rule that says when a
+face's landmarks can be aligned from (`landmarks_trusted`).
+
+Two detectors: "hog", dlib's frontal HOG detector (the default; fast, frontal faces only: it misses 82 of
+FASSEG V3's 182 photos, 81 of them turned 45 degrees or more), and "cnn", dlib's MMOD CNN
+(mmod_human_face_detector.dat: finds profiles too, ~20x slower on a CPU). dlib's shape predictors were
+trained on HOG-like boxes and frontal-ish faces, so on a CNN box the landmarks of a turned face are made
+up: every CNN face carries "lm_trusted" (see `landmarks_trusted`). HOG faces carry no flag (their
+landmarks are trusted). The models come from the PyPI package face-recognition-models; nothing is
+downloaded.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import dlib
+import numpy as np
+from PIL import Image
+
+from facepipe.util.errors import FacepipeError
+
+DETECTORS = ("hog", "cnn")
+# parse's default detector settings (also `backgrounds` and `align` without --landmarks): dlib upsampling
+# auto, photos shrunk to 1600 px for detection, no threshold.
+PARSE_DETECTOR = (-1, 1600, 0.0)
+# CNN upsampling by photo size (upsample -1): the network costs ~4x per upsampling, and sees faces down
+# to ~80 px at upsample 0, ~40 px at 1. Photos (after the max_side shrink) under this longest side get 1,
+# so the network never looks at more than 800 px for an auto choice; larger photos get 0.
+CNN_AUTO_UPSAMPLE_BELOW = 400
+# The CNN's memory grows with the pixels it looks at (photo after max_side, x 4 per upsampling): measured
+# 0.46 GB at 800x600 and 1.8 GB at 1600x1200 (17 s there on this 2-core CPU, against ~2 s at 512 px), so
+# ~7 GB per process at 3200x2400. Settings that can go past this side (max_side x 2**upsample) are
+# refused before any work.
+CNN_MAX_SIDE_SEEN = 3200
+SHAPE_MODELS = ("shape_predictor_5_face_landmarks.dat", "shape_predictor_68_face_landmarks.dat")
+CNN_MODEL = "mmod_human_face_detector.dat"
+
+
+def model_dir() -> Path:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.origin:
+        raise FacepipeError("dlib models not found: pip install face-recognition-models")
+    return Path(spec.origin).parent / "models"
+
+
+def model_file(name: str) -> Path:
+    f = model_dir() / name
+    if not f.is_file():
+        raise FacepipeError(f"dlib model {f} is missing; reinstall it: pip install --force-reinstall "
+                            "face-recognition-models")
+    return f
+
+
+def detector_args(detector: str = "hog", upsample: int = -1, max_side: int = 1600, threshold: float = 0.0) -> tuple:
+    """The settings tuple `detector` takes: (upsample, max_side, threshold) for HOG, as it always was,
+    and (upsample, max_side, threshold, "cnn") for the CNN, so settings of different detectors never
+    compare equal (parse writes this tuple into its manifest config)."""
+    if detector == "hog":
+        return (upsample, max_side, threshold)
+    return (upsample, max_side, threshold, detector)
+
+
+def check_detector(det_args: tuple) -> None:
+    """Refuse settings the detector cannot run, with one line, before a stage claims its output folder:
+    an unknown detector, a missing model file, a dlib without the CNN, a CNN upsampling too large."""
+    upsample, max_side, _thr, kind = (*det_args, "hog")[:4]
+    if kind not in DETECTORS:
+        raise FacepipeError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}.")
+    for name in SHAPE_MODELS:
+        model_file(name)
+    if kind == "cnn":
+        model_file(CNN_MODEL)
+        if not hasattr(dlib, "cnn_face_detection_model_v1"):
+            raise FacepipeError(f"this dlib ({getattr(dlib, '__version__', '?')}) has no CNN face detector; "
+                                "use --detector hog or install dlib >= 19.4.")
+        if upsample > 0 and max_side * 2 ** upsample > CNN_MAX_SIDE_SEEN:
+            raise FacepipeError(
+                f"--upsample {upsample} with --detector cnn runs the CNN on photos of up to "
+                f"{max_side * 2 ** upsample} px (--max-side {max_side} x {2 ** upsample}), several GB of memory; "
+                f"keep --max-side x 2^upsample <= {CNN_MAX_SIDE_SEEN} (e.g. --max-side "
+                f"{CNN_MAX_SIDE_SEEN // 2 ** upsample}).")
+
+
+# When the landmarks of a CNN face are trusted (landmarks_trusted). dlib's 5- and 68-point models are two
+# separate regressors; on a face like those they were trained on (frontal-ish, HOG-like box) they agree
+# to ~1-2% of the box width; on a profile each makes up its own frontal-looking shape and they part.
+# Measured on FASSEG V3's 182 train photos with CNN boxes, the largest gap (eye centres, nose) is at most
+# 0.04 of the box width on 40 of the 42 photos at 0 and +-15 degrees of yaw (the other two 0.09, 0.10),
+# 0.15-0.42 on all 42 at -60..-90, and above 0.10 on 29 of the 42 at +60..+90. On those profiles the box
+# crop holds more of the labelled head than the landmark crop (median 0.91-0.99 of its pixels against
+# 0.81-0.89). The eye distance alone does not separate them (0.23-0.39 of the box width on profiles,
+# 0.36-0.50 frontal: the models squeeze a frontal face in), and no 5-point landmark ever left the box.
+TRUST_MAX_DISAGREEMENT = 0.10  # box widths between the 5- and the 68-point models' eye centres and nose
+TRUST_MAX_OUTSIDE = 0.25  # no 5-point landmark further outside the box than this fraction of its width
+
+
+def landmarks_trusted(box, lm5, lm68) -> bool:
+    """Whether a face's landmarks are good enough to align from (decided for CNN faces; see above).
+
+    Trusted when (1) the 5-point and the 68-point models agree: each eye centre (5-point: mean of the
+    eye's two corners; 68-point: mean of its six points) and the nose (5-point 4, 68-point 33) within
+    TRUST_MAX_DISAGREEMENT of the box width of each other, and (2) every 5-point landmark lies inside the
+    box grown by TRUST_MAX_OUTSIDE of its width on each side."""
+    l, t, r, b = box
+    w = max(r - l, 1e-6)
+    p, q = np.asarray(lm5, np.float64), np.asarray(lm68, np.float64)
+    if p.shape != (5, 2) or q.shape != (68, 2) or not (np.isfinite(p).all() and np.isfinite(q).all()):
+        return False
+    # dlib's 5-point order: 0-1 the eye at the image's right (68-point 42-47), 2-3 the other (36-41), 4 the nose.
+    gap = max(np.linalg.norm(p[0:2].mean(0) - q[42:48].mean(0)), np.linalg.norm(p[2:4].mean(0) - q[36:42].mean(0)),
+              np.linalg.norm(p[4] - q[33]))
+    m = TRUST_MAX_OUTSIDE * w
+    inside = bool(np.all((p[:, 0] >= l - m) & (p[:, 0] <= r + m) & (p[:, 1] >= t - m) & (p[:, 1] <= b + m)))
+    return inside and bool(gap <= TRUST_MAX_DISAGREEMENT * w)
+
+
+class FaceDetector:
+    """dlib HOG (or CNN) detector + 5- and 68-point shape predictors, loaded once per process.
+
+    Called on an RGB photo, returns its faces largest first: {"box": [l, t, r, b], "score", "lm5": 5x2,
+    "lm68": 68x2} in photo pixels, plus "lm_trusted" for CNN faces."""
+
+    def __init__(self, upsample: int = -1, max_side: int = 1600, threshold: float = 0.0, kind: str = "hog"):
+        check_detector((upsample, max_side, threshold, kind))
+        if kind == "cnn":
+            self.detector = dlib.cnn_face_detection_model_v1(str(model_file(CNN_MODEL)))
+        else:
+            self.detector = dlib.get_frontal_face_detector()
+        self.sp5 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[0])))
+        self.sp68 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[1])))
+        self.upsample, self.max_side, self.threshold, self.kind = upsample, max_side, threshold, kind
+
+    def _detect(self, small: np.ndarray):
+        """Boxes and scores on the shrunk photo."""
+        if self.kind == "hog":
+            up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < 1200 else 0)
+            rects, scores, _ = self.detector.run(small, up, self.threshold)
+            return rects, scores
+        up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < CNN_AUTO_UPSAMPLE_BELOW else 0)
+        try:
+            dets = self.detector(np.ascontiguousarray(small), up)
+        except (MemoryError, RuntimeError) as e:  # dlib's bad_alloc arrives as MemoryError
+            raise FacepipeError(f"dlib's CNN detector failed on a {small.shape[1]}x{small.shape[0]} photo at "
+                                f"upsample {up} ({type(e).__name__}: {e}); lower --max-side or --upsample.") from None
+        # The CNN takes no threshold: it reports detections scoring above 0; `threshold` drops lower ones.
+        dets = [d for d in dets if d.confidence >= self.threshold]
+        return [d.rect for d in dets], [d.confidence for d in dets]
+
+    def __call__(self, rgb: np.ndarray) -> list[dict]:
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = rgb
+        if scale < 1.0:
+            small = np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
+        rects, scores = self._detect(small)
+        faces = []
+        for r, sc in zip(rects, scores):
+            l, t, rr, b = (v / scale for v in (r.left(), r.top(), r.right(), r.bottom()))
+            rect = dlib.rectangle(round(l), round(t), round(rr), round(b))
+            face = {
+                "box": [round(l, 1), round(t, 1), round(rr, 1), round(b, 1)],
+                "score": round(float(sc), 4),
+                "lm5": _pts(self.sp5(rgb, rect)),
+                "lm68": _pts(self.sp68(rgb, rect)),
+            }
+            if self.kind != "hog":
+                face["lm_trusted"] = landmarks_trusted(face["box"], face["lm5"], face["lm68"])
+            faces.append(face)
+        faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+        return faces
+
+
+def _pts(shape) -> list[list[float]]:
+    return [[float(shape.part(i).x), float(shape.part(i).y)] for i in range(shape.num_parts)]
+
+
+_LOADED: dict[tuple, FaceDetector] = {}
+
+
+def detector(det_args=PARSE_DETECTOR) -> FaceDetector:
+    """One detector per setting per process (the models take ~1 s to load); keyed by the settings, so a
+    later caller with another threshold does not get the first caller's detector. `det_args` is
+    detector_args' tuple: (upsample, max_side, threshold[, kind])."""
+    key = tuple(det_args)
+    if len(key) == 4 and key[3] == "hog":
+        key = key[:3]
+    if key not in _LOADED:
+        _LOADED[key] = FaceDetector(*key)
+    return _LOADED[key]

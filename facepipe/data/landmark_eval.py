@@ -1,0 +1,83 @@
+"""Landmark accuracy of a `landmarks` output against dlib imglab XML ground truth (68 points).
+
+Each annotated box is matched to the detected face with the highest box IoU (at least `min_iou`);
+error = mean point-to-point distance over the 68 points / inter-ocular distance (outer eye corners
+36 and 45, the 300-W convention). Unmatched annotations count as missed, unmatched detections as
+extra (they may still be real faces that were not annotated).
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.util.errors import FacepipeError
+
+
+def read_imglab(xml_path) -> dict[str, list[dict]]:
+    """{image file name: [{"box": [l, t, r, b], "points": (68, 2) or None}]} from a dlib imglab XML."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise FacepipeError(f"cannot read {xml_path}: {e}") from None
+    out = {}
+    for im in root.iter("image"):
+        faces = []
+        for b in im.iter("box"):
+            if b.get("ignore") == "1":
+                continue
+            l, t = float(b.get("left")), float(b.get("top"))
+            box = [l, t, l + float(b.get("width")), t + float(b.get("height"))]
+            parts = {int(p.get("name")): (float(p.get("x")), float(p.get("y"))) for p in b.iter("part")}
+            pts = np.array([parts[i] for i in range(68)]) if len(parts) == 68 else None
+            faces.append({"box": box, "points": pts})
+        out[Path(im.get("file")).name] = faces
+    return out
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def evaluate(landmarks_dir, xml_paths, min_iou: float = 0.3) -> dict:
+    gt = {}
+    for x in xml_paths:
+        for name, faces in read_imglab(x).items():
+            gt.setdefault(name, []).extend(faces)
+    errors, annotated, matched, extra, images = [], 0, 0, 0, 0
+    for name, faces in gt.items():
+        rec_path = Path(landmarks_dir) / "faces" / f"{Path(name).stem}.json"
+        if not rec_path.exists():
+            continue
+        images += 1
+        det = json.loads(rec_path.read_text())["faces"]
+        used = set()
+        for g in faces:
+            annotated += 1
+            best, bi = 0.0, None
+            for k, d in enumerate(det):
+                v = iou(g["box"], d["box"])
+                if k not in used and v > best:
+                    best, bi = v, k
+            if bi is None or best < min_iou:
+                continue
+            used.add(bi)
+            matched += 1
+            if g["points"] is not None:
+                p = np.array(det[bi]["lm68"])
+                iod = np.linalg.norm(g["points"][36] - g["points"][45])
+                errors.append(float(np.linalg.norm(p - g["points"], axis=1).mean() / iod))
+        extra += len(det) - len(used)
+    if images == 0:
+        raise FacepipeError(f"no image of the XML files has a record in {landmarks_dir}; "
+                            "run `facepipe landmarks` on the folder holding those images.")
+    e = np.array(errors) if errors else np.array([np.nan])
+    return {"images": images, "annotated_faces": annotated, "found": matched, "missed": annotated - matched,
+            "extra_detections": extra, "nme_mean": float(np.mean(e)), "nme_median": float(np.median(e)),
+            "nme_p90": float(np.percentile(e, 90)), "scored_faces": len(errors)}

@@ -1,0 +1,1 @@
+"""Inference: checkpoints and loaded models, prediction, parse, eval, bench and export."""

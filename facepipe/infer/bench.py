@@ -1,0 +1,242 @@
+"""Speed (and optionally accuracy) of several models side by side, in one process and one run.
+
+A speed claim is a ratio measured in the same run against a named baseline (bisenet-r18 by default),
+with input size, batch, threads, device, dtype and backend stated. Weights do not change speed, so
+`--arch` models are benchmarked freshly initialised; `--model RUN` uses a trained checkpoint.
+
+Every row also says how far to trust it: `spread` (how much the throughput of consecutive slices of the
+timing window differs), `cpu_wait` (the share of time the timing threads were ready to run but another
+process had the CPU) and `load` (the 1-minute load average before timing). On a shared machine absolute
+FPS swings by an order of magnitude between runs; `unreliable` turns these into one verdict.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepipe import __version__
+from facepipe.analysis.macs import count_macs, count_params
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.onnx_io import export_model, onnxruntime_version, ort_session
+from facepipe.models import create_model, default_in_channels
+from facepipe.models.fold import fold_batchnorm
+from facepipe.util.device import pick_device, set_threads
+from facepipe.util.errors import FacepipeError
+from facepipe.util.progress import SILENT
+from facepipe.util.timing import timeit
+
+BASELINE = "bisenet-r18"
+DEFAULT_ARCHS = ("teacher", "student", BASELINE)
+REPEATS = 5  # slices of each timing window whose throughputs give the row's spread
+# (max - min) / median of the slices' throughput. Our 2-core VM shows 10-30% with no CPU wait at all
+# (neighbours on the host), so only a swing past 50% is taken as interference rather than noise.
+SPREAD_MAX = 0.5
+WAIT_MAX = 0.10  # share of the timing threads' time spent waiting for a CPU another process held
+
+
+@dataclass
+class Entry:
+    name: str  # label in the table
+    model: torch.nn.Module
+    in_channels: int
+    schema: object = None
+    run: str | None = None
+    heatmap: bool = False
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    sizes: tuple = (256,)
+    batches: tuple = (1,)
+    threads: int = 2
+    device: str = "cpu"
+    backend: str = "torch"  # torch | onnxruntime
+    dtype: str = "fp32"  # fp32 | fp16 | bf16 (autocast on CUDA; bf16 also on CPU)
+    warmup: int = 5
+    seconds: float = 2.0  # timing window per (model, size, batch); at least `min_iters` iterations
+    min_iters: int = 10
+    channels_last: bool = True  # NHWC, as `parse` runs models (predict.predict_probs); torch backend only
+    fold_bn: bool = True  # fold BatchNorm into convs for every model timed, the baseline included
+
+
+def arch_entry(name: str, num_classes: int = 6) -> Entry:
+    """A registered architecture, freshly initialised: weights do not change speed."""
+    cin = default_in_channels(name)  # RGB + heatmap for the paper's parsers, RGB for BiSeNet
+    return Entry(name=name, model=create_model(name, num_classes=num_classes, in_channels=cin).eval(),
+                 in_channels=cin, heatmap=cin == 4)
+
+
+def run_entry(run: str) -> Entry:
+    """A trained run, checkpoint file or bundled model, as trained (bench folds BatchNorm itself)."""
+    m = LoadedModel.load(run)
+    name = f"{Path(run).name} ({m.arch})" if Path(run).is_dir() else Path(run).stem
+    return Entry(name=name, model=m.net, in_channels=m.in_channels, schema=m.schema, run=run, heatmap=m.heatmap)
+
+
+def repeat_spread(times, repeats: int = REPEATS) -> float:
+    """(max - min) / median of the throughput of `repeats` consecutive slices of one timing window.
+
+    Slices rather than single iterations: one iteration's jitter (a page fault, a timer tick) averages
+    out within a slice, while a neighbour starting or stopping mid-window does not.
+    """
+    t = np.asarray(times, dtype=float)
+    if len(t) < 2:
+        return 0.0
+    rate = np.array([len(c) / c.sum() for c in np.array_split(t, min(repeats, len(t)))])
+    return float((rate.max() - rate.min()) / np.median(rate))
+
+
+def unreliable(spread: float, cpu_wait: float | None, load: float | None, cores: int) -> list[str]:
+    """Why figures measured under these conditions cannot be compared with another run's; [] if they can."""
+    why = []
+    if spread > SPREAD_MAX:
+        why.append(f"repeat spread {spread:.0%}")
+    if cpu_wait is not None and cpu_wait > WAIT_MAX:
+        why.append(f"waited {cpu_wait:.0%} of the time for a CPU")
+    # The load average trails by a minute and still holds our own previous runs (at most `cores` threads),
+    # so only demand beyond every core is taken as someone else's; moderate contention shows in cpu_wait.
+    if load is not None and load > cores:
+        why.append(f"load {load:.1f} on {cores} cores")
+    return why
+
+
+def warning(rows: list[dict]) -> str | None:
+    """One line naming the measured load, spread and CPU wait when any row is unreliable, else None."""
+    bad = [r for r in rows if r.get("unreliable")]
+    if not bad:
+        return None
+    worst = max(rows, key=lambda r: r["spread"])
+    waits = [r["cpu_wait"] for r in rows if r.get("cpu_wait") is not None]
+    load = rows[0].get("load")
+    parts = [f"load {load:.1f} on {rows[0]['cores']} cores" if load is not None else "load unknown",
+             f"repeat spread up to {worst['spread']:.0%} ({worst['model']})"]
+    if waits:
+        parts.append(f"up to {max(waits):.0%} of the timing spent waiting for a CPU")
+    # Same-run ratios share the conditions, so they move less than absolute fps; but the load changes
+    # between rows and hits small models (many short ops, each a thread hand-off) harder: they still move.
+    return (f"figures unreliable: {', '.join(parts)}; absolute fps will not repeat, ratio_to_baseline "
+            f"(same run) moves less but still moves")
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where one bench call times: device, threads, and the machine's load read before any timing."""
+    dev: torch.device
+    threads: int
+    load: float | None
+    cores: int
+
+    def sync(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def _checked(cfg: BenchConfig, dev: torch.device) -> BenchConfig:
+    if cfg.backend not in ("torch", "onnxruntime"):
+        raise FacepipeError("--backend must be torch or onnxruntime")
+    # onnxruntime takes NCHW arrays and picks its own layouts: the memory format is a torch setting.
+    cfg = replace(cfg, channels_last=cfg.channels_last and cfg.backend == "torch")
+    if cfg.backend == "onnxruntime" and dev.type != "cpu":
+        raise FacepipeError("--backend onnxruntime is measured on the CPU here; use --device cpu.")
+    if cfg.dtype == "fp16" and dev.type == "cpu":
+        raise FacepipeError("fp16 on the CPU is not a fair measurement in torch; use --dtype bf16 or fp32.")
+    return cfg
+
+
+def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[dict]:
+    """One row per (entry, size, batch): fps, latencies, params, MACs, how far to trust it, and the ratio to
+    the baseline's row of the same size and batch when the baseline is among the entries."""
+    dev = pick_device(cfg.device)
+    threads = set_threads(cfg.threads)
+    cfg = _checked(cfg, dev)
+    # Read before any timing: only this process's one loading thread is in it yet, so it is the others'.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    where = _Where(dev, threads, load, os.cpu_count() or 1)
+    rows = []
+    with (reporter or SILENT).task("bench", len(entries) * len(cfg.sizes) * len(cfg.batches)) as advance:
+        for e in entries:
+            rows += _bench_entry(e, cfg, where, advance)
+    for r in rows:
+        base = [q for q in rows if q["model"].split(" ")[0] == BASELINE and q["size"] == r["size"]
+                and q["batch"] == r["batch"]]
+        r["ratio_to_baseline"] = float(r["fps"] / base[0]["fps"]) if base else None
+    env = environment(dev, threads, cfg)
+    for r in rows:
+        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded", "channels_last")})
+    return rows
+
+
+def _prepared(model: torch.nn.Module, cfg: BenchConfig, dev: torch.device) -> torch.nn.Module:
+    """The model as it is timed: eval mode, BatchNorm folded (torch backend), on `dev`, NHWC if asked."""
+    model = model.eval()
+    if cfg.fold_bn and cfg.backend == "torch":
+        model = fold_batchnorm(model)
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _bench_entry(e: Entry, cfg: BenchConfig, where: _Where, advance) -> list[dict]:
+    params = count_params(e.model)  # as trained (folding would drop the BatchNorm parameters)
+    model, dev = _prepared(e.model, cfg, where.dev), where.dev
+    onnx = cfg.backend == "onnxruntime"
+    rows = []
+    with (tempfile.TemporaryDirectory(prefix="facepipe-bench-") if onnx else nullcontext()) as tmp:
+        onnx_path = Path(tmp) / "m.onnx" if onnx else None
+        if onnx:
+            export_model(e.model.cpu(), e.in_channels, cfg.sizes[0], onnx_path)
+        for s in cfg.sizes:
+            macs = count_macs(model, torch.zeros(1, e.in_channels, s, s, device=dev))
+            for b in cfg.batches:
+                x = torch.randn(b, e.in_channels, s, s, device=dev)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                fn = _onnx_call(onnx_path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
+                times, wait = timeit(fn, cfg.warmup, cfg.seconds, cfg.min_iters, where.sync, where.threads,
+                                     on_cpu=dev.type == "cpu")
+                rows.append(_row(e.name, s, b, np.array(times), wait, params, macs, where))
+                advance()
+    return rows
+
+
+def _onnx_call(onnx_path: Path, x: torch.Tensor, threads: int):
+    sess = ort_session(onnx_path, threads, inter_op_threads=1)
+    # The input's name comes from the file (`image` since export names its axes).
+    feed = {sess.get_inputs()[0].name: x.cpu().numpy()}
+    return lambda: sess.run(None, feed)
+
+
+def _torch_call(model: torch.nn.Module, x: torch.Tensor, dtype: str, dev: torch.device):
+    ac = (torch.autocast(dev.type, dtype=torch.float16 if dtype == "fp16" else torch.bfloat16)
+          if dtype in ("fp16", "bf16") else nullcontext())
+
+    def fn():
+        with torch.inference_mode(), ac:
+            model(x)
+    return fn
+
+
+def _row(name: str, size: int, batch: int, t: np.ndarray, wait, params: int, macs: int, where: _Where) -> dict:
+    spread = repeat_spread(t)
+    return {"model": name, "size": size, "batch": batch, "fps": float(batch * len(t) / t.sum()),
+            "latency_ms_p50": float(np.percentile(t, 50) * 1000),
+            "latency_ms_p95": float(np.percentile(t, 95) * 1000),
+            "params": params, "macs": macs, "iters": len(t),
+            "spread": spread, "cpu_wait": wait, "load": where.load, "cores": where.cores,
+            "unreliable": bool(unreliable(spread, wait, where.load, where.cores))}
+
+
+def environment(dev, threads, cfg) -> dict:
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": f"{dev.type}:{name}", "threads": threads, "dtype": cfg.dtype, "backend": cfg.backend,
+            "bn_folded": cfg.fold_bn, "channels_last": cfg.channels_last,
+            "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "facepipe": __version__,
+            "python": platform.python_version(), "cpu_count": os.cpu_count()}

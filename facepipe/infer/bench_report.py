@@ -1,0 +1,78 @@
+"""`facepipe bench` as functions: which models are timed, their speed rows (+ accuracy), the table.
+
+run_bench picks the entries (trained runs, untrained architectures, the baseline), times them with
+infer.bench and, given a cache, joins the last run's accuracy to its rows; bench_title and bench_table
+lay the rows out as the command prints them."""
+from __future__ import annotations
+
+from facepipe.infer.bench import BASELINE, DEFAULT_ARCHS, BenchConfig, Entry, arch_entry, bench_speed, run_entry
+from facepipe.infer.evaluate import evaluate
+from facepipe.util.progress import SILENT, Reporter
+
+SPEED_COLUMNS = ("model", "size", "batch", "fps", "latency_ms_p50", "latency_ms_p95", "params", "macs",
+                 "ratio_to_baseline", "spread", "cpu_wait")
+ACCURACY_COLUMNS = ("overall_f1", "pixel_acc")
+PERCENT = ("spread", "cpu_wait")
+
+
+def bench_entries(models=(), archs=(), baseline: bool = True) -> list[Entry]:
+    """Trained `models` (runs, checkpoints, bundled names), then untrained `archs`.
+
+    No models and no archs: the registered teacher, student and baseline. `baseline` adds bisenet-r18
+    where it is missing; untrained models get the first run's classes (6, FASSEG's, without one)."""
+    entries = [run_entry(m) for m in models]
+    names = list(archs) if (archs or models) else list(DEFAULT_ARCHS)
+    if baseline and BASELINE not in names:
+        names.append(BASELINE)
+    nc = entries[0].schema.num_classes if entries else 6
+    return entries + [arch_entry(a, nc) for a in names]
+
+
+def add_accuracy(rows: list[dict], entry: Entry, cache, split: str = "test", reporter: Reporter = SILENT) -> dict:
+    """Score `entry` on `split` of `cache` (photo coordinates) and join the scores to its speed rows."""
+    r = evaluate(entry.model.cpu(), cache, entry.schema, split=split, heatmap=entry.heatmap, reporter=reporter)
+    acc = {"overall_f1": r["overall_f1"], "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"],
+           "coords": r["coords"], "split": split}
+    for row in rows:
+        if row["model"] == entry.name:
+            row.update(acc)
+    return acc
+
+
+def run_bench(models, archs, cfg: BenchConfig, *, baseline: bool = True, cache=None, split: str = "test",
+              reporter: Reporter = SILENT) -> list[dict]:
+    """Speed rows of every entry (bench_entries) under `cfg`; with `cache`, the last of `models` is also
+    scored on it and its rows carry overall_f1, mean_f1, pixel_acc, coords and split."""
+    entries = bench_entries(models, archs, baseline)
+    rows = bench_speed(entries, cfg, reporter)
+    if cache and models:
+        add_accuracy(rows, entries[len(models) - 1], cache, split, reporter)
+    return rows
+
+
+def bench_title(rows: list[dict]) -> str:
+    """The conditions every row was measured under, from the first row."""
+    env = rows[0]
+    load = "unknown" if env["load"] is None else f"{env['load']:.1f}"
+    return (f"facepipe bench: device {env['device']}, {env['threads']} threads, {env['dtype']}, "
+            f"backend {env['backend']}, BatchNorm folded: {env['bn_folded']}, "
+            f"channels_last: {env['channels_last']}, load {load} on {env['cores']} cores")
+
+
+def bench_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """(columns, formatted rows); the accuracy columns when a row has scores."""
+    cols = SPEED_COLUMNS + (ACCURACY_COLUMNS if any("overall_f1" in r for r in rows) else ())
+    table = [tuple(f"{r[c]:.0%}" if c in PERCENT and r.get(c) is not None else fmt(r.get(c)) for c in cols)
+             for r in rows]
+    return cols, table
+
+
+def fmt(v) -> str:
+    """A table cell: 3 decimals below 10, 1 above; counts over 100000 in millions; None as -."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    if isinstance(v, int) and v > 100000:
+        return f"{v / 1e6:.2f}M"
+    return str(v)

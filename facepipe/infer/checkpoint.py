@@ -1,0 +1,100 @@
+"""Self-describing checkpoints: architecture name + kwargs + label schema + state dict + metrics.
+
+A checkpoint rebuilds its model from the file alone and loads with torch.load(weights_only=True), so a
+file that would run code on load is refused. Written to a temporary name and os.replace'd.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from facepipe import __version__
+from facepipe.models import create_model
+from facepipe.util.atomic import atomic_path
+from facepipe.util.errors import FacepipeError
+from facepipe.util.schema import LabelSchema
+
+FORMAT = "facepipe-checkpoint"
+
+ASSETS = Path(__file__).parent.parent / "assets"
+# Names for the checkpoints shipped in facepipe/assets/. They live here, beside run_checkpoint, so that
+# parse, eval, bench and export all mean the same file by `fast`. `default` is what `parse` runs without
+# --model; `fast` is the distilled student. A teacher will join as `accurate`.
+BUNDLED = {"default": "default.pt", "fast": "default.pt", "accurate": "accurate.pt"}
+
+
+def bundled_checkpoint(name) -> Path | None:
+    """The shipped checkpoint called `name` (default, fast, ...), or None when no bundled model has that name."""
+    f = BUNDLED.get(str(name))
+    return ASSETS / f if f else None
+
+
+def save_checkpoint(path, model, *, arch: str, schema: LabelSchema, size: int, heatmap: bool,
+                    extra: dict | None = None) -> None:
+    m = model.module if hasattr(model, "module") else model
+    ckpt = {
+        "format": FORMAT, "format_version": 1, "facepipe_version": __version__,
+        "arch": arch, "model_kwargs": dict(getattr(m, "config", {})), "num_classes": schema.num_classes,
+        "in_channels": 4 if heatmap else 3, "heatmap": heatmap, "size": size, "schema": schema.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+    }
+    ckpt.update(extra or {})
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as RuntimeError ("unexpected pos ..."): say what it likely means.
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise FacepipeError(f"writing checkpoint {path} failed ({first}); is the disk full? "
+                            f"Any earlier {Path(path).name} is kept; free some space and rerun.") from None
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FacepipeError(f"checkpoint {path} not found.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupt or code-carrying pickles all land here
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise FacepipeError(f"checkpoint {path} cannot be loaded safely ({first}); it is corrupt, "
+                            "truncated or not a facepipe checkpoint.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise FacepipeError(f"{path} is not a facepipe checkpoint.")
+    return ckpt
+
+
+def build_from_checkpoint(ckpt: dict):
+    """The checkpoint's network with its weights, in eval mode, and its label schema."""
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["model_kwargs"].items()
+          if k not in ("num_classes", "in_channels")}
+    model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"], **kw)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, LabelSchema.from_dict(ckpt["schema"])
+
+
+def run_checkpoint(run_or_file, which: str = "best") -> Path:
+    """A run folder's checkpoint (best, falling back to last), a checkpoint file itself, or a bundled
+    model by name (`default`, `fast`). A path that exists wins over a bundled name: a run folder called
+    `fast` in the working directory is that run."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    bundled = None if p.exists() else bundled_checkpoint(run_or_file)
+    if bundled is not None:
+        if not bundled.exists():
+            raise FacepipeError(f"the bundled model {str(run_or_file)!r} ({bundled.name}) is not installed with "
+                                "this package; pass a run folder or checkpoint file.")
+        return bundled
+    # A mistyped run must not read as a run that has no checkpoint yet (that one says how to train it).
+    if not p.exists():
+        raise FacepipeError(f"{p} does not exist; give a run folder (`facepipe train CACHE --out RUN`), "
+                            f"a checkpoint file, or a bundled model ({', '.join(BUNDLED)}).")
+    for name in (which, "last"):
+        c = p / "checkpoints" / f"{name}.pt"
+        if c.exists():
+            return c
+    raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`, "
+                        f"or name a bundled model ({', '.join(BUNDLED)}).")

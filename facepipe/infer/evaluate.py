@@ -1,0 +1,93 @@
+"""Scoring a parser on a cache: in the original photo's coordinates (default) or in the aligned crop.
+
+Photo coordinates: each face's probabilities are warped back over the whole photo with its matrix;
+photo pixels the crop does not cover count as predicted background. The ground truth is the
+original-resolution label kept in the cache (`photo_labels`). Crop coordinates are labelled as such.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from facepipe.data.face_cache import FaceCache, to_input
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.predict import predict_probs, probs_to_photo
+from facepipe.util.errors import FacepipeError
+from facepipe.util.images import load_rgb
+from facepipe.util.metrics import confusion, scores
+from facepipe.util.progress import SILENT, Reporter
+from facepipe.util.sheets import grid, overlay
+
+
+def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
+             device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
+             keep_images: bool = False) -> dict:
+    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)]."""
+    if coords not in ("original", "aligned"):
+        raise FacepipeError("coords must be 'original' or 'aligned'")
+    ds = FaceCache(cache_path, split=split, heatmap=heatmap)
+    n = schema.num_classes
+    cm_total = np.zeros((n, n), np.int64)
+    per_image, kept = [], []
+    f = ds.file
+    if coords == "original" and not f.has_photo_labels:
+        raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
+    flip_perm = schema.flip_permutation()
+    model.eval()
+    with reporter.task(f"eval {split} ({coords})", len(ds)) as advance:
+        for start in range(0, len(ds), batch_size):
+            idx = ds.indices[start: start + batch_size]
+            imgs, hms, _ = ds.batch(idx)
+            x = to_input(imgs, hms).to(device)
+            probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+            for k, j in enumerate(idx):
+                if coords == "aligned":
+                    target = f.read("labels", j)
+                    pred = probs[k].argmax(0).astype(np.uint8)
+                    image = imgs[k]
+                else:
+                    target = f.photo_label(j)
+                    pred = probs_to_photo(probs[k], f.read("matrices", j), target.shape).argmax(-1).astype(np.uint8)
+                    image = None
+                cm = confusion(pred, target, n)
+                cm_total += cm
+                s = scores(cm, schema)
+                per_image.append((ds.ids[j], s["pixel_acc"], s["overall_f1"]))  # ids cover the whole file
+                if keep_images:
+                    kept.append((ds.ids[j], int(j), pred, target, image))
+                advance()
+    out = scores(cm_total, schema)
+    out.update({"coords": coords, "split": split, "faces": len(ds), "tta_flip": tta_flip,
+                "per_image": per_image, "confusion": cm_total.tolist()})
+    if keep_images:
+        out["_images"] = kept
+    return out
+
+
+def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:
+    """`evaluate` of a loaded model: its network, schema, heatmap channel and device."""
+    return evaluate(m.net, cache_path, m.schema, heatmap=m.heatmap, device=str(m.device), **kw)
+
+
+def best_worst_sheet(result: dict, cache_path, schema, n: int = 4):
+    """PNG rows: worst and best faces by pixel accuracy: photo | truth | prediction."""
+    items = sorted(result["_images"], key=lambda t: dict((a, b) for a, b, _ in result["per_image"])[t[0]])
+    pick = items[:n] + items[-n:]
+    acc = {a: b for a, b, _ in result["per_image"]}
+    ds = FaceCache(cache_path, need_labels=False)
+    f = ds.file
+    rows, caps = [], []
+    for iid, j, pred, target, image in pick:
+        img = image
+        if img is None:  # photo coordinates: show the original photo when it is still there
+            path = f.strings("photos", j)
+            try:
+                img = load_rgb(path)
+                if img.shape[:2] != target.shape:
+                    img = None
+            except Exception:
+                img = None
+            if img is None:
+                img = schema.colorize(target)
+        rows.append([img, overlay(img, target, schema, 0.6), overlay(img, pred, schema, 0.6)])
+        caps.append(f"{iid} acc {acc[iid]:.3f}")
+    return grid(rows, caps, tile=200)

@@ -1,0 +1,160 @@
+"""Stage `export`: a trained run, checkpoint or bundled model (`default`, `fast`) to ONNX, checked
+against torch on a real face.
+
+The file describes itself (ONNX metadata_props, strings; JSON where structured), so that a program with
+only the .onnx file can prepare its input and read its output: classes with names and colours, input
+layout, channel order and normalisation, how the heatmap channel is drawn, the alignment template, the
+architecture, the source checkpoint's sha256 and the facepipe version. Input `image` is
+[batch, channels, height, width], output `logits` is [batch, classes, height, width]; batch, height and
+width are dynamic (the networks are fully convolutional), channels and classes are fixed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data as skimage_data
+
+from facepipe import __version__
+from facepipe.data.face_cache import MEAN, STD, CacheFile, to_input
+from facepipe.data.face_detector import PARSE_DETECTOR, detector
+from facepipe.infer.checkpoint import BUNDLED
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
+from facepipe.util.align_spec import AlignSpec, align_face
+from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import template, warp_image
+from facepipe.util.heatmap import draw_heatmap, sigma, square_side
+
+# dlib HOG scores below ~0.2 were mostly false positives on our photos (a badge on the astronaut);
+# the same cut as `parse --min-score`.
+MIN_FACE_SCORE = 0.2
+
+
+def _alignment(model: LoadedModel) -> dict:
+    """How a face becomes the input crop, for the metadata."""
+    size, iod, letterbox = model.size, model.align.iod, model.align.letterbox
+    alignment = {
+        "size": size, "iod": iod, "eye_distance_px": round(iod * size, 3), "letterbox": letterbox,
+        "points": ["image-left eye centre", "image-right eye centre", "nose tip", "image-left mouth corner",
+                   "image-right mouth corner"],
+        "from_68": "eye centres = mean of points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54 (0-based)",
+        "template": template(size, iod).round(3).tolist(),
+        "warp": "least-squares similarity from the 5 points onto the template; bilinear; outside the photo = 0",
+    }
+    if letterbox:
+        alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"
+    return alignment
+
+
+def onnx_metadata(model: LoadedModel, source: str) -> dict[str, str]:
+    """metadata_props for a loaded model: everything needed to prepare an input and read an output."""
+    ck, schema, size, heat = model.checkpoint, model.schema, model.size, model.heatmap
+    channels = ["R", "G", "B"] + (["heatmap"] if heat else [])
+    norm = {"R,G,B": "(pixel - mean) / std on 0..255 values", "mean": [round(float(v), 4) for v in MEAN],
+            "std": [round(float(v), 4) for v in STD]}
+    if heat:
+        norm["heatmap"] = "uint8 heatmap / 255, in [0, 1]"
+    # `align.landmarks` is "dataset" when training used the dataset's own points, else dlib's 68 (a folder).
+    dataset_points = (ck.get("align") or {}).get("landmarks") == "dataset"
+    points = "the dataset's own landmarks" if dataset_points else "the 68 dlib (iBUG) landmarks"
+    heatmap = {"points": f"{points} warped into the crop by the alignment matrix",
+               "draw": f"zeros; a filled square of side {square_side(size)} px and value 255 at each point; "
+                       f"Gaussian blur sigma {sigma(size):g} px; rescaled to peak 255; rounded to uint8"}
+    return {
+        "description": f"facepipe face parser ({model.arch}, {schema.name} classes): input {INPUT} "
+                       f"[batch, {len(channels)} ({','.join(channels)}), {size}, {size}] of an aligned face, "
+                       f"output {OUTPUT} [batch, {schema.num_classes}, {size}, {size}] class scores before softmax.",
+        "facepipe_version": __version__,
+        "arch": model.arch,
+        "model_kwargs": json.dumps(ck.get("model_kwargs", {})),
+        "source_checkpoint": source,
+        "source_sha256": model.sha256(),
+        "schema": schema.name,
+        "classes": json.dumps([{"id": i, "name": c, "color": list(col)}
+                               for i, (c, col) in enumerate(zip(schema.classes, schema.colors))]),
+        "input_name": INPUT,
+        "output_name": OUTPUT,
+        "input_size": str(size),
+        "input_layout": "NCHW",
+        "input_channels": json.dumps(channels),
+        "input_dtype": "float32",
+        "normalization": json.dumps(norm),
+        "heatmap": json.dumps(heatmap) if heat else "none",
+        "alignment": json.dumps(_alignment(model)),
+        "output": json.dumps({"layout": "NCHW", "classes": schema.num_classes,
+                              "read": "softmax over axis 1 for probabilities; argmax over axis 1 = class id",
+                              "to_photo": "warp probabilities back with the inverse alignment matrix"}),
+    }
+
+
+def check_onnx(path, model: torch.nn.Module, x: np.ndarray, threads: int = 0) -> dict:
+    """onnxruntime vs torch on batch x: max |difference| of the logits and the fraction of pixels whose
+    class (argmax) agrees."""
+    sess = ort_session(path, threads)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x)).numpy()
+    return {"max_abs_diff": float(np.abs(got - ref).max()),
+            "label_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+
+
+def astronaut_faces(size: int, iod: float = 0.22, letterbox: bool = False, heatmap: bool = True):
+    """scikit-image's astronaut photo (a real face that ships with a dependency: no download), detected and
+    cut as `parse` does it (parse's detector settings, align_spec.align_face), with its mirror image as a
+    second face (a batch of 2 exercises the dynamic batch). Returns the network input (2, C, size, size),
+    or None when dlib finds no face."""
+    rgb = skimage_data.astronaut()
+    faces = [f for f in detector(PARSE_DETECTOR)(rgb) if f["score"] >= MIN_FACE_SCORE]
+    if not faces:
+        return None
+    face = faces[0]  # the largest
+    m, pts = align_face(AlignSpec(size, iod, letterbox), rgb.shape, face["lm68"], face["box"],
+                        face.get("lm_trusted", True))
+    crop, hm = warp_image(rgb, m, size), draw_heatmap(pts, size)
+    crops, hms = np.stack([crop, crop[:, ::-1]]), np.stack([hm, hm[:, ::-1]])
+    return to_input(np.ascontiguousarray(crops), np.ascontiguousarray(hms) if heatmap else None).numpy()
+
+
+def _check_input(run, cache, model: LoadedModel, n_check: int) -> tuple[np.ndarray, str]:
+    """Faces to compare torch and onnxruntime on: the cache given (else the run's own), else the
+    astronaut photo, else (no face found) random input, saying which."""
+    if cache is not None and not Path(cache).is_file():
+        raise FacepipeError(f"--cache {cache} does not exist; omit it to check on the run's cache or a real photo.")
+    if cache is None:
+        # The run's own cache may be gone (the run was copied to another machine): then the photo.
+        cfg = Path(run) / "config.json"
+        cache = json.loads(cfg.read_text()).get("cache") if cfg.is_file() else None
+    if cache and Path(cache).is_file():
+        cf = CacheFile(cache)
+        rows = np.arange(min(n_check, len(cf)))
+        x = to_input(cf.read("images", rows), cf.read("heatmaps", rows) if model.heatmap else None).numpy()
+        cf.close()
+        return x, f"{len(rows)} faces of {cache}"
+    x = astronaut_faces(model.size, model.align.iod, model.align.letterbox, model.heatmap)
+    if x is not None:
+        return x, "astronaut photo (skimage.data), aligned + mirrored: 2 faces"
+    x = np.random.default_rng(0).normal(size=(2, model.in_channels, model.size, model.size)).astype(np.float32)
+    return x, "random input (no cache, and dlib found no face in the astronaut photo)"
+
+
+def export_run(run, out, cache=None, n_check: int = 8) -> dict:
+    model = LoadedModel.load(run)
+    size, cin, ck_path = model.size, model.in_channels, model.path
+    # Name the source without the exporting machine's paths: the bundled name or the run folder's name.
+    bundled = str(run) in BUNDLED and not Path(run).exists()
+    source = f"bundled:{run}" if bundled else (Path(run).name if Path(run).is_dir() else Path(ck_path).name)
+    x, checked_on = _check_input(run, cache, model, n_check)  # first: a bad --cache must not leave a file
+    export_model(model.net, cin, size, out, metadata=onnx_metadata(model, source))
+    r = check_onnx(out, model.net, x)
+    if not r["max_abs_diff"] < 1e-2:
+        Path(out).unlink(missing_ok=True)  # an export that disagrees with torch is not left behind
+        raise FacepipeError(f"ONNX output differs from torch by {r['max_abs_diff']:.3g} on {checked_on}; "
+                            "the export is not trustworthy and was removed.")
+    return {"onnx": str(out), "checkpoint": str(ck_path), "source": source, "arch": model.arch, **r,
+            "checked_on": checked_on,
+            "opset": OPSET, "input": f"{INPUT} (batch, {cin}, height, width), trained at {size}",
+            "output": f"{OUTPUT} (batch, {model.schema.num_classes}, height, width)",
+            "size": size, "in_channels": cin, "bytes": Path(out).stat().st_size}

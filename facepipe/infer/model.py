@@ -1,0 +1,70 @@
+"""One loaded model: what eval, bench, export, pseudolabel, distill and parse hold after reading a run,
+a checkpoint file or a bundled name. It carries everything needed to feed the network the way it was
+trained: label schema, alignment spec, heatmap channel; and predicts probabilities on input batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
+from facepipe.infer.predict import predict_probs
+from facepipe.models.fold import fold_batchnorm
+from facepipe.util.align_spec import AlignSpec
+from facepipe.util.device import pick_device
+from facepipe.util.manifest import file_sha256
+from facepipe.util.schema import LabelSchema
+
+
+@dataclass
+class LoadedModel:
+    net: nn.Module
+    schema: LabelSchema
+    align: AlignSpec
+    heatmap: bool
+    arch: str
+    path: Path
+    checkpoint: dict = field(repr=False)
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def load(cls, run_or_file, which: str = "best", device: str = "cpu", fold: bool = False) -> "LoadedModel":
+        """A run folder (its `which` checkpoint), a checkpoint file or a bundled name (`default`, `fast`,
+        `accurate`), in eval mode on `device`. fold=True folds BatchNorm into the convolutions: the same
+        function, one memory pass less per conv (inference only)."""
+        path = run_checkpoint(run_or_file, which)
+        return cls.from_checkpoint(load_checkpoint(path), path, device, fold)
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict, path, device: str = "cpu", fold: bool = False) -> "LoadedModel":
+        net, schema = build_from_checkpoint(ck)
+        if fold:
+            net = fold_batchnorm(net)
+        dev = pick_device(device) if isinstance(device, str) else device
+        return cls(net.to(dev).eval(), schema, AlignSpec.from_dict(ck.get("align"), int(ck["size"])),
+                   bool(ck["heatmap"]), ck["arch"], Path(path), ck, dev)
+
+    @property
+    def size(self) -> int:
+        return int(self.checkpoint["size"])
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.heatmap else 3
+
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    def predict(self, x: torch.Tensor, tta_flip: bool = False, autocast: bool = False) -> torch.Tensor:
+        """Softmax probabilities (N,C,H,W) of a normalised input batch (data.face_cache.to_input);
+        autocast: fp16 on CUDA (eval uses it; distillation targets do not)."""
+        flip = self.schema.flip_permutation() if tta_flip else None
+        return predict_probs(self.net, x.to(self.device), flip, tta_flip, autocast=autocast)
+
+    def predict_uint8(self, x: torch.Tensor, tta_flip: bool = False) -> np.ndarray:
+        """Probabilities stored as uint8 (p * 255, rounded): the pseudo-label format."""
+        return np.rint(self.predict(x, tta_flip).cpu().numpy() * 255).astype(np.uint8)

@@ -1,0 +1,483 @@
+"""`facepipe parse`: photos in, label maps out, in each photo's own coordinates.
+
+A pipeline over three kinds of work, so the network is not left waiting on dlib or on PNG encoding:
+  workers (processes): decode, detect, landmarks, warp each face to a crop   -> parse_work.align_photo
+  this process:        the network on batches of faces from several photos
+  workers:             warp probabilities back over each face's footprint, one label map per photo
+                       (where faces overlap, the face more confident that the pixel is not background
+                       wins), overlay, encode, write                         -> parse_work.write_photo
+`--detector cnn` finds faces with dlib's CNN instead of its HOG detector (profiles too, ~20x slower);
+a CNN face whose landmarks are not trusted (face_detector.landmarks_trusted) is cut from its box
+(geometry.box_matrix) with an empty heatmap. Crops are cut the model's own way (its AlignSpec: size,
+eye distance, letterbox), by the same align_face that made its training crops; a letterbox model gets
+each photo fitted whole into the crop once. Photos go through a bounded window, so memory stays flat on
+100,000 photos. Per photo:
+<stem>.labels.png (palette PNG: pixel values are class ids, viewers show class colours),
+<stem>.overlay.png (with a legend) and <stem>.json (faces, boxes, landmarks, matrices, per-class pixel
+counts, schema, model), the json written last: it marks the photo done, so a rerun skips it (`--force`
+redoes it). summary.json and manifest.json (config, counts, the command; the output protocol of
+util/manifest.py) are written at the end; while a run works, .inprogress.json holds its config.
+
+Under torchrun each rank parses a contiguous share of the photos (cuda:LOCAL_RANK on GPUs) and writes
+summary.part<rank>of<world>.json; rank 0 merges the parts. Output names are given over the whole list up
+front, so ranks never pick the same name for two photos.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepipe import __version__
+from facepipe.data.face_cache import to_input
+from facepipe.data.face_detector import PARSE_DETECTOR, check_detector, detector_args
+from facepipe.infer.checkpoint import bundled_checkpoint
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.parse_work import OUTPUTS, align_photo, init_worker, write_photo
+from facepipe.util.align_spec import AlignSpec
+from facepipe.util.atomic import write_json
+from facepipe.util.distributed import setup, split_range
+from facepipe.util.errors import FacepipeError
+from facepipe.util.images import list_images
+from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
+from facepipe.util.progress import SILENT, Reporter
+
+DEFAULT_MODEL = bundled_checkpoint("default")
+DETECTOR = PARSE_DETECTOR  # dlib upsampling auto, photos shrunk to 1600 px for detection, no threshold
+# Settings per --detector (face_detector.detector_args): HOG's is DETECTOR itself, so HOG runs keep their config.
+DETECTORS = {"hog": DETECTOR, "cnn": detector_args("cnn", *DETECTOR)}
+RESERVED = {"summary", "manifest"}  # written by the run itself: no photo may take these names
+MAX_BATCH_PIXELS = 64_000_000  # photos held for one network batch: ~200 MB of RGB at most
+
+
+@dataclass
+class Parser:
+    """The model as parse uses it (LoadedModel, BatchNorm folded) and the name and sha256 it is known
+    by in the outputs."""
+    model: LoadedModel
+    name: str = "default"
+    sha256: str = ""
+
+    @classmethod
+    def load(cls, run: str | None, device: str = "auto") -> "Parser":
+        if run is None:  # the bundled model, even where a folder called "default" exists here
+            if not DEFAULT_MODEL.exists():
+                raise FacepipeError("no default model is installed with this package; pass --model RUN.")
+            run_or_file = DEFAULT_MODEL
+        else:
+            run_or_file = run  # a run, a checkpoint file or a bundled name (checkpoint.BUNDLED)
+        # BatchNorm folded: the same function, one memory pass less per conv.
+        model = LoadedModel.load(run_or_file, device=device, fold=True)
+        return cls(model, "default" if run is None else str(run), model.sha256())
+
+    @property
+    def schema(self):
+        return self.model.schema
+
+    @property
+    def size(self) -> int:
+        return self.model.size
+
+    @property
+    def align(self) -> AlignSpec:
+        return self.model.align
+
+    @property
+    def heatmap(self) -> bool:
+        return self.model.heatmap
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device: torch.device) -> None:
+        self.model.net.to(device)
+        self.model.device = device
+
+    def identity(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256}
+
+    def schema_dict(self) -> dict:
+        return {"name": self.schema.name, "classes": list(self.schema.classes),
+                "colors": [list(c) for c in self.schema.colors]}
+
+
+class PhotoList(list):
+    """The photos found, and the links among them that lead nowhere (`.dangling`)."""
+    dangling: list
+
+
+def collect_photos(paths) -> list[Path]:
+    out = PhotoList()
+    out.dangling = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            out += found
+            out.dangling += list(getattr(found, "dangling", []))
+        elif p.is_file() or p.is_symlink():
+            out.append(p)
+        else:
+            raise FacepipeError(f"{p} does not exist.")
+    if not out:
+        raise FacepipeError("no photos given (files or folders of .jpg/.png/...).")
+    return out
+
+
+@dataclass
+class Tally:
+    """What a run did, kept small: counts and the names of the photos that need a word."""
+    photos: int = 0
+    parsed: int = 0
+    faces: int = 0
+    resumed: int = 0
+    no_face: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
+    grayscale: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+    def add_seconds(self, sec: dict) -> None:
+        for k, v in sec.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+    def done(self, path: str, faces: int, grayscale: bool) -> None:
+        self.faces += faces
+        if faces:
+            self.parsed += 1
+        else:
+            self.no_face.append(path)
+        if grayscale:
+            self.grayscale.append(path)
+
+
+def _base_stem(photo: Path) -> str:
+    """Short enough in bytes for the ".overlay.png" suffix; odd bytes are kept as they are."""
+    return os.fsdecode(os.fsencode(photo.stem)[:200])
+
+
+def _record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _whole(path: Path) -> bool:
+    """Present and not empty (outputs are not fsynced: a power cut can leave an empty file)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, force: bool) -> list[tuple]:
+    """(photo, stem, record-if-done) for every photo. Names are given over the whole list, so a/x.png and
+    b/x.png get x and x_1 on every rerun and on every rank; a name whose record belongs to a photo not in
+    this position is passed over, so an earlier run's outputs are never overwritten by another photo's."""
+    taken, plan = set(RESERVED), []
+    for p in photos:
+        base, k = _base_stem(p), 0
+        while True:
+            stem = base if k == 0 else f"{base}_{k}"
+            k += 1
+            if stem in taken:
+                continue
+            rec = _record(out / f"{stem}.json") if "json" in outputs else None
+            if rec is not None and rec.get("photo") != str(p):
+                continue
+            break
+        taken.add(stem)
+        done = None
+        if force:
+            pass
+        elif "json" in outputs:  # written last: a record of this model means every output is there
+            if (rec is not None and (rec.get("model") or {}).get("sha256") == model_sha
+                    and all(_whole(out / rec[o]) for o in ("labels", "overlay") if o in rec)):
+                done = rec
+        elif all(_whole(out / f"{stem}.{o}.png") for o in ("labels", "overlay") if o in outputs):
+            done = {"_nojson": True}  # files without a record: done, face count unknown
+        plan.append((p, stem, done))
+    return plan
+
+
+class _Inline:
+    """The executor interface, run in this process: small jobs don't pay for starting workers."""
+
+    def submit(self, fn, *args):
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, **kw):
+        pass
+
+
+def _executor(workers: int, n_photos: int, det_args: tuple = DETECTOR):
+    # Starting a worker costs ~1 s (dlib's 100 MB landmark model is loaded in each), so a few photos
+    # run here. "spawn": forking a process that has started torch's thread pools can deadlock.
+    if workers > 1 and n_photos >= 2 * workers:
+        return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                                   initargs=(det_args, True))
+    init_worker(det_args)
+    return _Inline()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a parse run is asked to do, besides the model and the photos."""
+    batch_size: int = 16
+    min_score: float = 0.2
+    workers: int = 1
+    outputs: tuple = OUTPUTS
+    force: bool = False
+    det_args: tuple = DETECTOR
+
+
+def _network(parser: Parser, batch: list[dict], batch_size: int) -> None:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job."""
+    crops = [c for r in batch for c in r["crops"]]
+    if not crops:
+        return
+    hms = [h for r in batch for h in r["heatmaps"]]
+    probs = []
+    for a in range(0, len(crops), batch_size):
+        x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
+        probs.append(parser.model.predict(x).cpu().numpy())
+    probs = np.concatenate(probs)
+    k = 0
+    for r in batch:
+        n = len(r["crops"])
+        r["probs"] = probs[k:k + n]
+        k += n
+
+
+class _Pipeline:
+    """Pushes photos through align (workers) -> network (here) -> write (workers) with a bounded window."""
+
+    def __init__(self, parser: Parser, n_todo: int, out: Path, tally: Tally, st: Settings, reporter: Reporter,
+                 advance):
+        self.parser, self.n_todo, self.tally, self.st = parser, n_todo, tally, st
+        self.reporter, self.advance = reporter, advance
+        self.base = {"det_args": st.det_args, "min_score": st.min_score, "align": parser.align, "out": str(out),
+                     "outputs": st.outputs, "schema": parser.schema_dict(), "model": parser.identity()}
+        self.ex = _executor(st.workers, n_todo, st.det_args)
+        self.pooled = isinstance(self.ex, ProcessPoolExecutor)
+        self.window = 2 * st.workers + 2 if self.pooled else 1
+        self.writing, self.batch = deque(), []
+        self.t0, self.finished = time.perf_counter(), 0
+
+    def step(self) -> None:
+        self.finished += 1
+        rate = self.finished / max(time.perf_counter() - self.t0, 1e-9)
+        self.advance(photos_per_s=f"{rate:.1f}", eta=f"{(self.n_todo - self.finished) / rate:.0f}s")
+
+    def finish_write(self, f: Future) -> None:
+        r = f.result()
+        self.tally.add_seconds(r["seconds"])
+        self.tally.done(r["path"], r["faces"], r["grayscale"])
+        if r["grayscale"]:
+            self.reporter.log(f"[yellow]grayscale[/] {r['path']}: the model has never seen a grayscale face; "
+                              "skin and lips are often missed.")
+        self.step()
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        _network(self.parser, self.batch, self.st.batch_size)
+        self.tally.add_seconds({"network": time.perf_counter() - t0})
+        for r in self.batch:
+            for k in ("crops", "heatmaps", "det_args", "min_score"):
+                r.pop(k, None)
+            self.writing.append(self.ex.submit(write_photo, r))
+            while len(self.writing) > self.window:
+                self.finish_write(self.writing.popleft())
+        self.batch.clear()
+
+    def aligned(self, r: dict) -> None:
+        """One photo back from align: counted as unreadable, or into the network batch."""
+        self.tally.add_seconds(r["seconds"])
+        if "error" in r:
+            self.tally.unreadable.append({"photo": r["path"], "reason": r["error"]})
+            self.reporter.log(f"[red]skipped[/] {r['path']}: {r['error']}")
+            self.step()
+            return
+        self.batch.append(r)
+        if (sum(len(b["crops"]) for b in self.batch) >= self.st.batch_size
+                or sum(b["rgb"].size for b in self.batch) >= 3 * MAX_BATCH_PIXELS):
+            self.flush()
+
+    def run(self, todo: list[tuple]) -> None:
+        """`todo` [(photo, stem)] through the three steps; the pool is shut down whatever happens."""
+        threads = torch.get_num_threads()
+        if self.pooled and self.parser.device.type == "cpu":
+            # The workers keep the cores busy; OpenMP threads that wait at barriers for descheduled siblings
+            # made the network 4x slower here than on one thread.
+            torch.set_num_threads(1)
+        aligning, jobs = deque(), iter(todo)
+        try:
+            while True:
+                while len(aligning) < self.window and (nxt := next(jobs, None)) is not None:
+                    aligning.append(self.ex.submit(align_photo, {**self.base, "path": str(nxt[0]), "stem": nxt[1]}))
+                if not aligning:
+                    break
+                self.aligned(aligning.popleft().result())
+            self.flush()
+            while self.writing:
+                self.finish_write(self.writing.popleft())
+        finally:
+            self.ex.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+
+
+def _claim(out: Path, config: dict, force: bool) -> int:
+    """Lock the output folder (one writer at a time), refuse outputs of another model or settings (a
+    finished run's manifest, or an interrupted run's .inprogress.json), and mark the folder as being
+    worked on: the manifest of an earlier run goes until this one writes its own."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FacepipeError(f"cannot create output folder {out}: {e.strerror}.") from None
+    if not out.is_dir():
+        raise FacepipeError(f"output {out} exists and is not a folder.")
+    fd = lock_folder(out)
+    old = _record(out / MANIFEST) or _record(out / INPROGRESS)
+    if old and old.get("stage") == "parse" and old.get("config") != config and not force:
+        os.close(fd)
+        was = (old.get("config") or {}).get("model", {}).get("name", "?")
+        raise FacepipeError(f"{out} holds parse outputs made with another model or settings (model {was}); "
+                            "use --force to redo the photos given, or choose another folder.")
+    write_json(out / INPROGRESS, {"stage": "parse", "config": config, "started": time.time()})
+    (out / MANIFEST).unlink(missing_ok=True)
+    return fd
+
+
+def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR) -> dict:
+    return {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
+            "outputs": list(outputs), "size": parser.size}
+
+
+def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
+                 min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
+                 detector: str = "hog") -> dict:
+    """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
+
+    workers: processes for detection and writing (0 = every core); 1 runs everything here.
+    detector: "hog" or "cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned from their box."""
+    out = Path(out)
+    if detector not in DETECTORS:
+        raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+    st = Settings(batch_size, min_score, workers or len(os.sched_getaffinity(0)),
+                  tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector])
+    check_detector(st.det_args)  # before the output folder is claimed
+    config = parse_config(parser, min_score, st.outputs, st.det_args)
+    d = setup(parser.device)
+    fd = None
+    if d is None or d.is_main:
+        fd = _claim(out, config, force)
+    try:
+        return _parse_claimed(parser, photos, out, reporter, st, config, d)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _resumed(mine: list[tuple]) -> Tally:
+    """The tally of the photos already done (their records), before any work."""
+    tally = Tally(photos=len(mine))
+    for p, _, rec in mine:
+        if rec is None:
+            continue
+        tally.resumed += 1
+        if rec.get("_nojson"):
+            tally.parsed += 1
+        else:
+            tally.done(str(p), len(rec.get("faces", [])), rec.get("grayscale", False))
+    return tally
+
+
+def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Settings, config: dict, d) -> dict:
+    t0 = time.perf_counter()
+    if d is not None:
+        d.barrier()  # rank 0 has claimed the folder
+        if parser.device.type == "cuda":
+            parser.to(d.device)
+    plan = plan_photos(photos, out, st.outputs, parser.sha256, st.force)
+    lo, hi = split_range(len(plan), d, max(1, st.batch_size // 2))
+    mine = plan[lo:hi]
+    tally = _resumed(mine)
+    todo = [(p, stem) for p, stem, rec in mine if rec is None]
+    if tally.resumed:
+        reporter.log(f"{tally.resumed} of {len(mine)} photos already parsed in {out} (--force redoes them)")
+    with reporter.task("parse", len(mine)) as advance:
+        advance(tally.resumed)
+        if todo:
+            _Pipeline(parser, len(todo), out, tally, st, reporter, advance).run(todo)
+    s = _summary(tally, parser, time.perf_counter() - t0, st.workers)
+    if d is None:
+        return _finish(out, s, config, parser)
+    part = out / f"summary.part{d.rank}of{d.world}.json"
+    write_json(part, s)
+    d.barrier()
+    summary = None
+    if d.is_main:
+        parts = [out / f"summary.part{r}of{d.world}.json" for r in range(d.world)]
+        summary = _finish(out, merge_summaries([json.loads(p.read_text()) for p in parts]), config, parser)
+        for p in parts:
+            p.unlink()
+    return d.share(summary)
+
+
+def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
+    sec = {k: round(v, 3) for k, v in t.seconds.items()}
+    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
+         "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
+         "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers, "model": parser.identity(),
+         "model_size": parser.size, "device": str(parser.device), "schema": parser.schema_dict()}
+    return _with_rates(s)
+
+
+def _with_rates(s: dict) -> dict:
+    """The fields computed from counts and step seconds (one process or merged ranks alike)."""
+    sec = s["stage_seconds"]
+    s["seconds_align"] = round(sum(sec.get(k, 0) for k in ("decode", "detect+landmarks", "warp")), 3)
+    s["seconds_network"] = sec.get("network", 0.0)
+    s["seconds_write"] = round(sum(sec.get(k, 0) for k in ("warp back", "encode+write")), 3)
+    done_now = s["photos"] - s["resumed"]
+    s["photos_per_second"] = round(done_now / max(s["wall_seconds"], 1e-9), 2)
+    s["ms_align_per_photo"] = round(1000 * s["seconds_align"] / max(1, done_now), 1)
+    s["ms_network_per_face"] = round(1000 * s["seconds_network"] / max(1, s["faces"]), 1)
+    return s
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """Per-rank summaries -> the one-process summary (seconds summed over ranks, wall the longest)."""
+    m = dict(parts[0])
+    for k in ("photos", "parsed", "faces", "resumed"):
+        m[k] = sum(p[k] for p in parts)
+    for k in ("no_face", "unreadable", "grayscale"):
+        m[k] = [x for p in parts for x in p[k]]
+    m["stage_seconds"] = {k: round(sum(p["stage_seconds"].get(k, 0) for p in parts), 3)
+                          for k in {k for p in parts for k in p["stage_seconds"]}}
+    m["wall_seconds"] = max(p["wall_seconds"] for p in parts)
+    return {**_with_rates(m), "ranks": len(parts)}
+
+
+def _finish(out: Path, summary: dict, config: dict, parser: Parser) -> dict:
+    """summary.json, then manifest.json last (util/manifest.py's fields), then the in-progress mark goes."""
+    write_json(out / "summary.json", summary)
+    counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
+    counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]))
+    write_json(out / MANIFEST, {
+        "stage": "parse", "schema_version": SCHEMA_VERSION, "facepipe_version": __version__, "config": config,
+        "inputs": {"model": {"path": str(parser.model.path.resolve()), **parser.identity()}},
+        "counts": counts, "skipped": summary["unreadable"], "seconds": summary["wall_seconds"],
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command_line()})
+    (out / INPROGRESS).unlink(missing_ok=True)
+    return summary

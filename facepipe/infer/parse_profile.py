@@ -1,0 +1,62 @@
+"""`facepipe bench --parse PHOTOS`: where the seconds of a real `parse` go.
+
+Runs the real parse (same code, same pool) into a throw-away folder and reports photos/s, faces/s and
+each step's share of the work: decode, detect+landmarks, warp (to the crop), network, warp back,
+encode+write. Step seconds are summed over worker processes, so their total can exceed the wall time;
+the share says which step to make faster. Next to the network's time per face inside parse, the same
+model's batch-1 latency outside it (the figure `bench --fps` reports) shows what the pipeline costs it.
+"""
+from __future__ import annotations
+
+import tempfile
+
+import torch
+
+from facepipe.infer.parse import Parser, collect_photos, parse_photos
+from facepipe.util.progress import SILENT, Reporter
+from facepipe.util.timing import timeit
+
+STEPS = ("decode", "detect+landmarks", "warp", "network", "warp back", "encode+write")
+
+
+def network_latency_ms(parser: Parser, seconds: float = 1.0) -> float:
+    """Median batch-1 time of the parser's network alone, as parse calls it (softmax included), timed
+    by bench's own loop (util.timing)."""
+    c = 4 if parser.heatmap else 3
+    x = torch.randn(1, c, parser.size, parser.size, device=parser.device)
+    times, _ = timeit(lambda: parser.model.predict(x), 3, seconds, 5, lambda: None,
+                      torch.get_num_threads(), parser.device.type == "cpu")
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def profile_parse(photos, model: str | None = None, device: str = "cpu", workers: int = 0, batch_size: int = 16,
+                  outputs: tuple = ("labels", "overlay", "json"), reporter: Reporter = SILENT) -> dict:
+    """One JSON-ready row: counts, photos/s, faces/s, per-step seconds and shares, network vs bench."""
+    parser = Parser.load(model, device)
+    files = collect_photos(photos)
+    with tempfile.TemporaryDirectory(prefix="facepipe-parse-bench-") as d:
+        s = parse_photos(parser, files, d, batch_size=batch_size, reporter=reporter, workers=workers,
+                         outputs=outputs)
+    sec = s["stage_seconds"]
+    work = sum(sec.values()) or 1e-9
+    wall = s["wall_seconds"]
+    return {
+        "kind": "parse", "model": s["model"]["name"], "photos": s["photos"], "faces": s["faces"],
+        "unreadable": len(s["unreadable"]), "no_face": len(s["no_face"]), "workers": s["workers"],
+        "batch": batch_size, "device": s["device"], "torch_threads": torch.get_num_threads(),
+        "wall_s": wall, "photos_per_s": round(s["photos"] / wall, 2), "faces_per_s": round(s["faces"] / wall, 2),
+        "steps": {k: {"seconds": round(sec.get(k, 0.0), 3), "share": round(sec.get(k, 0.0) / work, 3)}
+                  for k in STEPS},
+        "network_ms_per_face": s["ms_network_per_face"],
+        "network_ms_batch1_alone": round(network_latency_ms(parser), 2),
+    }
+
+
+def profile_rows(row: dict) -> list[tuple]:
+    """The row as (step, seconds, share) lines for a table a person reads."""
+    out = [(k, f"{v['seconds']:.2f} s", f"{100 * v['share']:.0f}%") for k, v in row["steps"].items()]
+    out += [("photos/s", row["photos_per_s"], ""), ("faces/s", row["faces_per_s"], ""),
+            ("wall", f"{row['wall_s']:.2f} s", f"{row['workers']} workers"),
+            ("network per face in parse", f"{row['network_ms_per_face']} ms", f"batch {row['batch']}"),
+            ("network alone, batch 1", f"{row['network_ms_batch1_alone']} ms", "")]
+    return out

@@ -1,0 +1,254 @@
+"""The per-photo halves of `facepipe parse`, run in worker processes: no torch in here.
+
+`align_photo` (decode, detect, landmarks, warp each face to a crop, draw its heatmap) runs before the
+network; `write_photo` (warp the face probabilities back, one label map, overlay, encode, write) after
+it. Both are module-level functions of plain data so a process pool can run them, and both time their
+steps so that `parse` can say where the seconds go.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from facepipe.data.face_detector import detector
+from facepipe.util.align_spec import AlignSpec, align_face
+from facepipe.util.atomic import atomic_path
+from facepipe.util.errors import BadImage
+from facepipe.util.geometry import apply, warp_image, warp_to_photo
+from facepipe.util.heatmap import draw_heatmap
+from facepipe.util.images import load_rgb
+
+OUTPUTS = ("labels", "overlay", "json")
+
+
+class Clock:
+    """Adds the seconds of successive steps into a dict: clock("detect") closes the step since the last call."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, step: str):
+        t = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + t - self._t
+        self._t = t
+
+
+def init_worker(det_args: tuple, pooled: bool = False) -> None:
+    """Load dlib's models once per worker, not once per photo. In a pool worker, Ctrl-C is left to the
+    parent, which stops the pool: otherwise every worker prints its own KeyboardInterrupt traceback."""
+    if pooled:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    detector(det_args)
+
+
+def shifted(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The matrix for a sub-image whose (0, 0) is the photo's (x0, y0)."""
+    return np.asarray(matrix, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+
+
+def crop_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """`warp_image` on the part of the photo the crop can see: same pixels, without converting a 24 MP
+    photo to floats for every face (that made parse slow and took 1.8 GB on a 6000x4000 photo)."""
+    y0, y1, x0, x1 = footprint(matrix, size, rgb.shape, margin=2)  # + the bilinear neighbours
+    if y1 <= y0 or x1 <= x0:
+        return np.zeros((size, size, 3), np.uint8)
+    return warp_image(rgb[y0:y1, x0:x1], shifted(matrix, x0, y0), size)
+
+
+def is_grayscale(rgb: np.ndarray) -> bool:
+    """All three channels equal (on a grid of pixels: a colour photo differs almost everywhere)."""
+    s = rgb[::7, ::7]
+    return bool(np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
+
+
+def face_cuts(spec: AlignSpec, shape, faces: list[dict]) -> tuple[list[tuple], list[np.ndarray]]:
+    """The crops to cut from a photo, as (photo->crop matrix, landmarks in crop or None), and each face's
+    matrix, by the model's own alignment (align_spec.align_face, as `align` made its training crops).
+
+    One crop per face, aligned from its landmarks; a face whose landmarks are not trusted (a profile on a
+    CNN box) from its box, with no landmarks, so no made-up points reach the heatmap. A letterbox model
+    (trained on whole photos fitted into the crop) gets the photo fitted once, whatever the number of
+    faces, with the trusted landmarks of every face in its heatmap."""
+    cuts = [align_face(spec, shape, f["lm68"], f["box"], f.get("lm_trusted", True)) for f in faces]
+    if not spec.letterbox or not faces:
+        return cuts, [m for m, _ in cuts]
+    pts = [p for _, p in cuts if p is not None]
+    m = cuts[0][0]  # every face's letterbox matrix is the same: the photo's
+    return [(m, np.concatenate(pts) if pts else None)], [m] * len(faces)
+
+
+def align_photo(job: dict) -> dict:
+    """Decode one photo, find its faces (score >= min_score) and cut the model's crops (face_cuts)."""
+    clock = Clock()
+    try:
+        rgb = load_rgb(job["path"])
+    except BadImage as e:
+        return {**job, "error": str(e), "seconds": {}}
+    if not rgb.flags.writeable:  # numpy views of Pillow's bytes are read-only; write_photo draws in place
+        rgb = rgb.copy()
+    clock("decode")
+    faces = [f for f in detector(job["det_args"])(rgb) if f["score"] >= job["min_score"]]
+    clock("detect+landmarks")
+    spec = job["align"]
+    cuts, face_mats = face_cuts(spec, rgb.shape, faces)
+    crops = [crop_face(rgb, m, spec.size) for m, _ in cuts]
+    hms = [draw_heatmap(pts, spec.size) for _, pts in cuts]
+    clock("warp")
+    return {**job, "rgb": rgb, "faces": faces, "crops": crops, "heatmaps": hms, "matrices": [m for m, _ in cuts],
+            "face_matrices": face_mats, "grayscale": is_grayscale(rgb), "seconds": clock.seconds}
+
+
+def footprint(matrix: np.ndarray, size: int, shape, margin: int = 0) -> tuple[int, int, int, int]:
+    """Photo-pixel bounding box (y0, y1, x0, x1) of the crop's area, `margin` pixels wider, clipped to
+    the photo."""
+    inv = np.linalg.inv(matrix)
+    c = apply(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
+    h, w = shape[:2]
+    x0, y0 = np.floor(c.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(c.max(0)).astype(int) + 1 + margin
+    return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+
+
+STRIP_PIXELS = 1 << 20  # photo pixels warped back at a time: 48 MB of float64 scores, whatever the face size
+
+
+def labels_in_photo(probs: np.ndarray, matrices: list, size: int, shape) -> np.ndarray:
+    """One uint8 label map for all faces: each face's probabilities warped back over its own footprint,
+    a strip of rows at a time (a face filling a 24 MP photo took 1.7 GB in one piece); where faces
+    overlap, the face more confident that the pixel is not background wins."""
+    h, w = shape[:2]
+    labels = np.zeros((h, w), np.uint8)
+    boxes = [footprint(m, size, (h, w)) for m in matrices]
+    best, oy, ox = None, 0, 0
+    if len(matrices) > 1:  # confidence so far, over the boxes' union only
+        oy, ox = min(b[0] for b in boxes), min(b[2] for b in boxes)
+        best = np.zeros((max(b[1] for b in boxes) - oy, max(b[3] for b in boxes) - ox), np.float32)
+    for k, (m, (y0, y1, x0, x1)) in enumerate(zip(matrices, boxes)):
+        if y1 <= y0 or x1 <= x0:
+            continue
+        hwc = np.ascontiguousarray(np.transpose(probs[k], (1, 2, 0)))
+        rows = max(1, STRIP_PIXELS // (x1 - x0))
+        for sy in range(y0, y1, rows):
+            ey = min(y1, sy + rows)
+            pr = warp_to_photo(hwc, shifted(m, x0, sy), (ey - sy, x1 - x0), order=1, fill=0.0)
+            fg = 1.0 - pr[..., 0] - (pr.sum(-1) < 1e-6)  # uncovered pixels: not foreground
+            if best is None:
+                win = fg > 0
+            else:
+                b = best[sy - oy:ey - oy, x0 - ox:x1 - ox]
+                win = fg > b
+                b[win] = fg[win]
+            labels[sy:ey, x0:x1][win] = pr.argmax(-1)[win]
+    return labels
+
+
+def overlay_fast(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """sheets.overlay's pixels (background untinted) in uint8, touching only labelled pixels, a strip of
+    rows at a time so the temporaries stay small; `out=rgb` draws in place (a 24 MP photo is 72 MB a copy)."""
+    out = rgb.copy() if out is None else out
+    rows = max(1, STRIP_PIXELS // max(1, labels.shape[1]))
+    for y in range(0, labels.shape[0], rows):
+        lab, src, dst = labels[y:y + rows], rgb[y:y + rows], out[y:y + rows]
+        m = (lab != 0) & (lab != 255)
+        if not m.any():
+            continue
+        col = palette[lab[m]]
+        if alpha == 0.5:  # exact: (a + b) / 2 truncated, as the float formula gives
+            dst[m] = ((src[m].astype(np.uint16) + col) >> 1).astype(np.uint8)
+        else:
+            dst[m] = np.clip((1 - alpha) * src[m].astype(np.float32) + alpha * col, 0, 255).astype(np.uint8)
+    return out
+
+
+def legend(classes, colors, present, photo_side: int) -> np.ndarray | None:
+    """A small RGB tile: class swatches and names of the classes present, sized to the photo."""
+    items = [(c, tuple(colors[i])) for i, c in enumerate(classes) if i > 0 and present[i]]
+    if not items:
+        return None
+    px = max(10, photo_side // 40)
+    try:
+        font = ImageFont.load_default(size=px)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        font = ImageFont.load_default()
+    pad = px // 3
+    width = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(c, font=font) for c, _ in items)
+    tile = Image.new("RGB", (int(2 * pad + 1.6 * px + width), int(pad + len(items) * (px + pad))), (0, 0, 0))
+    draw = ImageDraw.Draw(tile)
+    for k, (name, col) in enumerate(items):
+        y = pad + k * (px + pad)
+        draw.rectangle([pad, y, pad + px, y + px], fill=col)
+        draw.text((int(pad + 1.5 * px), y), name, fill=(255, 255, 255), font=font)
+    return np.asarray(tile)
+
+
+def paste_legend(rgb: np.ndarray, tile: np.ndarray | None) -> None:
+    """Into the top-left corner, in place (clipped on photos smaller than the legend)."""
+    if tile is not None:
+        h, w = min(tile.shape[0], rgb.shape[0]), min(tile.shape[1], rgb.shape[1])
+        rgb[:h, :w] = tile[:h, :w]
+
+
+def label_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Palette PNG: the pixel values stay the class ids, and viewers show the class colours."""
+    im = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
+    im.putpalette(palette.reshape(-1).tolist(), rawmode="RGB")  # an L image given a palette becomes P
+    return im
+
+
+def save_png(path: Path, im: Image.Image, **kw) -> None:
+    """Straight into a temporary file renamed into place: no second copy in memory. Not fsynced: after a
+    crash a file is whole or absent; only a power cut can leave an empty one, and resume redoes a photo
+    whose files are empty. fsync cost 4-8 ms a file here, a third of parse's time on small photos."""
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG", compress_level=1, **kw)
+
+
+def save_record(path: Path, rec: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rec, indent=1) + "\n")
+
+
+def write_photo(job: dict) -> dict:
+    """Label map, overlay and record of one photo; the record (json) is written last, as the photo's
+    "done" mark for resuming."""
+    clock = Clock()
+    out, stem, rgb = Path(job["out"]), job["stem"], job["rgb"]
+    schema, outputs = job["schema"], job["outputs"]
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(schema["colors"])] = np.array(schema["colors"], np.uint8)
+    h, w = rgb.shape[:2]
+    faces, mats = job["faces"], job["matrices"]
+    rec = {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
+           "model": job["model"], "schema": schema,
+           "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
+                      **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {})}  # CNN faces only
+                     for f, m in zip(faces, job["face_matrices"])]}
+    if faces:
+        labels = labels_in_photo(job["probs"], mats, job["align"].size, (h, w))
+        clock("warp back")
+        counts = np.bincount(labels.ravel(), minlength=len(schema["classes"]))
+        rec["pixel_counts"] = {c: int(counts[i]) for i, c in enumerate(schema["classes"])}
+        if "labels" in outputs:  # run-length deflate: label maps are long runs (half the size, faster)
+            save_png(out / f"{stem}.labels.png", label_image(labels, palette), compress_type=zlib.Z_RLE)
+            rec["labels"] = f"{stem}.labels.png"
+        if "overlay" in outputs:
+            rgb = np.ascontiguousarray(rgb)
+            overlay_fast(rgb, labels, palette, 0.5, out=rgb)  # the photo is not needed after this
+            paste_legend(rgb, legend(schema["classes"], schema["colors"], counts > 0, min(h, w)))
+            ov = Image.frombuffer("RGB", (w, h), rgb, "raw", "RGB", 0, 1)  # shares rgb's memory
+            save_png(out / f"{stem}.overlay.png", ov)
+            rec["overlay"] = f"{stem}.overlay.png"
+        clock("encode+write")
+    if "json" in outputs:
+        save_record(out / f"{stem}.json", rec)
+        clock("encode+write")
+    return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
+            "seconds": clock.seconds}

@@ -1,0 +1,43 @@
+"""Running a parser on aligned crops and putting the result back onto the photo."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facepipe.util.device import channels_last
+from facepipe.util.geometry import warp_to_photo
+
+
+@torch.no_grad()
+def predict_probs(model, x: torch.Tensor, flip_perm: np.ndarray | None = None, tta_flip: bool = False,
+                  autocast: bool = False) -> torch.Tensor:
+    """Softmax probabilities (N,C,H,W) for a normalised input batch; optional flip test-time averaging.
+
+    Model and batch run in channels_last (NHWC; the model is converted in place the first time): with
+    BatchNorm folded, oneDNN runs our student 1.16x and the teacher 1.33x faster that way on CPU
+    (`facepipe bench --fps` vs `--contiguous`). The result is returned contiguous.
+    """
+    dev_type = x.device.type
+    w = next((q for q in model.parameters() if q.dim() == 4), None)
+    if w is not None and not w.is_contiguous(memory_format=torch.channels_last):
+        channels_last(model)  # once per model: walking every parameter on each batch costs ~0.4 ms
+    x = channels_last(x)
+    with torch.autocast(dev_type, enabled=autocast and dev_type == "cuda"):
+        p = torch.softmax(model(x).float(), 1)
+        if tta_flip:
+            pf = torch.softmax(model(x.flip(-1)).float(), 1).flip(-1)
+            if flip_perm is not None:
+                c = p.shape[1]
+                perm = torch.as_tensor(flip_perm[:c].astype(np.int64), device=p.device)
+                pf = pf[:, perm]  # channel k of the mirrored view describes class perm[k]
+            p = (p + pf) / 2
+    return p.contiguous()
+
+
+def probs_to_photo(probs: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C,s,s) crop probabilities -> (h,w,C) photo probabilities; outside the crop: background (class 0)."""
+    hwc = np.ascontiguousarray(np.transpose(probs, (1, 2, 0)))
+    out = warp_to_photo(hwc, matrix, shape, order=1, fill=0.0)
+    covered = out.sum(-1) > 1e-6
+    out[~covered, 0] = 1.0
+    return out

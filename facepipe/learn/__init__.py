@@ -1,0 +1,1 @@
+"""Learning: the training engine, losses, augmentation, and the train, pseudolabel and distill stages."""

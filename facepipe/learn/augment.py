@@ -1,0 +1,262 @@
+"""Batch augmentation on the training device.
+
+basic (the original recipe): flips that swap left/right classes, small similarity jitter (the aligner is
+not perfect), brightness/contrast jitter. Images and heatmaps are resampled bilinearly, labels with
+nearest neighbour; pixels that come from outside the crop become ignore (255).
+
+wild (the default): what faces in users' photos differ by, on top of basic. FASSEG's faces are studio
+photos on plain walls, mostly with dark hair, so a model trained on them alone learns "flat wall =
+background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
+  - background replacement: the background class (and whatever came from outside the crop) is replaced
+    by a crop of a real photo without faces (learn/background_bank.py), blurred at random like an
+    out-of-focus backdrop, joined by a feathered seam. Outside-the-crop pixels stay ignore in the labels
+    but are no longer black: parse never shows the network a black border, it crops from the whole photo;
+  - hair recolouring: the hair class (labels, or the teacher's argmax for soft targets) moved to a random
+    lightness and tint, keeping its texture, so light, grey and red hair are hair;
+  - grayscale, hue rotation and saturation, a shadow (a linear brightness ramp across the face), blur,
+    sensor noise and JPEG compression;
+  - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
+    FASSEG's tight photos).
+Every random draw comes from the generator, so a run is reproducible and ranks stay in step (`part`).
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from facepipe.data.face_cache import MEAN, STD
+from facepipe.learn.background_bank import BackgroundBank, gauss_blur, load_bank
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    rotate: float = 10.0  # degrees, uniform +-
+    scale: float = 0.1  # relative, uniform +-
+    shift: float = 0.05  # fraction of the side, uniform +-
+    color: float = 0.2  # brightness/contrast jitter
+    # The wild recipe (probabilities per face; 0 = off). Off here so that AugmentConfig() stays the
+    # basic recipe; WILD below switches them on.
+    paste: float = 0.0  # background replaced by a bank photo (needs a bank)
+    hair: float = 0.0  # hair recoloured
+    gray: float = 0.0  # grayscale
+    hue: float = 0.0  # max hue rotation, degrees (+-)
+    saturation: float = 0.0  # saturation scale 1 +- this
+    shadow: float = 0.0  # probability of a brightness ramp down to 0.4 across the face
+    blur: float = 0.0  # probability of a Gaussian blur, sigma 0.5..1.5 px at 256
+    noise: float = 0.0  # probability of Gaussian noise, sigma up to 4 grey levels
+    jpeg: float = 0.0  # probability of JPEG compression at quality 30..90
+
+
+BASIC = AugmentConfig()
+NONE = AugmentConfig(False, 0, 0, 0, 0)
+WILD = AugmentConfig(rotate=20.0, scale=0.25, shift=0.08, color=0.25, paste=0.8, hair=0.35, gray=0.15,
+                     hue=15.0, saturation=0.4, shadow=0.3, blur=0.2, noise=0.2, jpeg=0.25)
+RECIPES = {"none": NONE, "basic": BASIC, "wild": WILD}
+
+
+def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cfg: AugmentConfig,
+            generator: torch.Generator | None = None, soft: torch.Tensor | None = None,
+            part: tuple[int, int] | None = None, bank: BackgroundBank | None = None,
+            ids: tuple[int, tuple[int, ...]] = (0, ())):
+    """x: (N,C,H,W) float (normalised RGB [+ heatmap]), y: (N,H,W) long or None, soft: (N,K,H,W) class
+    probabilities or None (teacher outputs for distillation; they follow the same flip, with left/right
+    channels swapped, and the same warp). Returns (x, y) or (x, y, soft) when soft is given.
+    part = (first row, global batch size) when x is one rank's rows of a global batch: the random draws
+    are made for the whole global batch and this rank's rows taken, so N ranks augment every face as one
+    process would and their generators stay in step.
+    bank: background photos for cfg.paste; ids: (background class id, hair class ids) of the schema."""
+    labelled = y is not None
+    if y is None:
+        y = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.long, device=x.device)
+    n = x.shape[0]
+    dev = x.device
+
+    def rand(*shape):
+        if part is None:
+            return torch.rand(*shape, generator=generator).to(dev)
+        return torch.rand(part[1], *shape[1:], generator=generator)[part[0]:part[0] + shape[0]].to(dev)
+
+    if cfg.flip:
+        f = rand(n) < 0.5
+        if f.any():
+            x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            yf = flip_perm.to(dev)[y.flip(-1)]
+            y = torch.where(f[:, None, None], yf, y)
+            if soft is not None:
+                k = soft.shape[1]
+                sf = soft.flip(-1)[:, flip_perm[:k].to(dev)]
+                soft = torch.where(f[:, None, None, None], sf, soft)
+    if cfg.rotate or cfg.scale or cfg.shift:
+        a = (rand(n) * 2 - 1) * math.radians(cfg.rotate)
+        s = 1 + (rand(n) * 2 - 1) * cfg.scale
+        t = (rand(n, 2) * 2 - 1) * cfg.shift * 2  # affine_grid works in [-1, 1]
+        theta = torch.zeros(n, 2, 3, device=dev)
+        theta[:, 0, 0] = torch.cos(a) / s
+        theta[:, 0, 1] = -torch.sin(a) / s
+        theta[:, 1, 0] = torch.sin(a) / s
+        theta[:, 1, 1] = torch.cos(a) / s
+        theta[:, :, 2] = t
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Shift labels by +1 so that zero padding marks "outside" and can become ignore.
+        yy = F.grid_sample((y.float() + 1)[:, None], grid, mode="nearest", padding_mode="zeros",
+                           align_corners=False)[:, 0].long() - 1
+        y = torch.where(yy < 0, torch.full_like(yy, 255), yy)
+        if soft is not None:
+            # Outside the crop the teacher said nothing: zero probabilities there mark invalid pixels.
+            soft = F.grid_sample(soft, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.color:
+        b = (rand(n, 1, 1, 1) * 2 - 1) * cfg.color * 2  # normalised units (~0.45 per 0.1 of range)
+        c = 1 + (rand(n, 1, 1, 1) * 2 - 1) * cfg.color
+        rgb = x[:, :3]
+        mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+        x = torch.cat([(rgb - mean) * c + mean + b, x[:, 3:]], 1)
+    if _wild(cfg):
+        x = torch.cat([_wild_rgb(x[:, :3], y, soft, labelled, cfg, rand, bank, ids), x[:, 3:]], 1)
+    return (x, y) if soft is None else (x, y, soft)
+
+
+def _wild(cfg: AugmentConfig) -> bool:
+    return any((cfg.paste, cfg.hair, cfg.gray, cfg.hue, cfg.saturation, cfg.shadow, cfg.blur, cfg.noise,
+                cfg.jpeg))
+
+
+def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
+    """The wild recipe on the normalised RGB channels; works in [0, 1] RGB and normalises back.
+    Every draw is made for the whole batch, used or not, so the generator advances the same way
+    whatever the probabilities pick (ranks stay in step)."""
+    n, _, h, w = xn.shape
+    dev = xn.device
+    mean = torch.as_tensor(MEAN / 255, device=dev).view(1, 3, 1, 1)
+    std = torch.as_tensor(STD / 255, device=dev).view(1, 3, 1, 1)
+    img = (xn * std + mean).clamp(0, 1)
+    bg_id, hair_ids = ids
+    if soft is not None and not labelled:
+        # Pseudo-labelled faces: the teacher's argmax; where it said nothing (outside the crop), ignore.
+        cls = torch.where(soft.sum(1) > 0, soft.argmax(1), torch.full_like(y, 255))
+    else:
+        cls = y
+    u = rand(n, 8)  # one column per decision below
+    # Hair first: it recolours the face's own pixels, before the backdrop changes around them.
+    hair = torch.zeros_like(cls, dtype=torch.bool)
+    for k in hair_ids:
+        hair |= cls == k
+    # Draws depend on the config only, never on what this rank's rows picked (ranks stay in step).
+    r_hair = rand(n, 5) if cfg.hair else None
+    pick = (u[:, 0] < cfg.hair)[:, None, None, None]
+    if cfg.hair and pick.any():
+        img = _recolour(img, hair & pick[:, 0], r_hair)
+    r_bank = rand(n, 4) if cfg.paste else None
+    pick = (u[:, 1] < cfg.paste)[:, None, None, None]
+    if cfg.paste and bank is not None:
+        # Picked faces lose their whole background; the others keep their studio wall but not the black
+        # border jitter brought in from outside the crop, which parse never shows the network.
+        keep = torch.where(pick[:, 0], (cls != bg_id) & (cls != 255), cls != 255)
+        alpha = gauss_blur(keep.float()[:, None], 1.2).clamp(0, 1)
+        back = bank.draw(n, h, w, r_bank, dev)
+        img = alpha * img + (1 - alpha) * back
+    if cfg.hue or cfg.saturation:
+        img = _hue_sat(img, (rand(n) * 2 - 1) * math.radians(cfg.hue), 1 + (rand(n) * 2 - 1) * cfg.saturation)
+    img = torch.where((u[:, 2] < cfg.gray)[:, None, None, None], _luma(img)[:, None].expand_as(img), img)
+    ramp = _ramp(n, h, w, rand(n, 2), dev)
+    img = torch.where((u[:, 3] < cfg.shadow)[:, None, None, None], img * ramp, img)
+    sig = 0.5 + rand(n)
+    if cfg.blur and (u[:, 4] < cfg.blur).any():
+        blurred = torch.stack([gauss_blur(img[i:i + 1], float(sig[i]))[0] for i in range(n)])
+        img = torch.where((u[:, 4] < cfg.blur)[:, None, None, None], blurred, img)
+    if cfg.noise:
+        # Uniform noise with a standard deviation of 0..4 grey levels (uniform: one draw per pixel).
+        amp = rand(n) * 4 / 255 * math.sqrt(3)
+        noise = (rand(n, 3, h, w) * 2 - 1) * amp.view(n, 1, 1, 1)
+        img = torch.where((u[:, 5] < cfg.noise)[:, None, None, None], (img + noise).clamp(0, 1), img)
+    q = (30 + rand(n) * 60).round()
+    if cfg.jpeg and (u[:, 6] < cfg.jpeg).any():
+        img = torch.stack([_jpeg(img[i], int(q[i])) if u[i, 6] < cfg.jpeg else img[i] for i in range(n)])
+    return (img.clamp(0, 1) - mean) / std
+
+
+def _luma(img):
+    """(N,3,H,W) RGB -> (N,H,W) ITU-R 601 luma, as paste.to_gray."""
+    return (img * torch.tensor([0.299, 0.587, 0.114], device=img.device, dtype=img.dtype).view(1, 3, 1, 1)).sum(1)
+
+
+def _recolour(img, hair, r):
+    """Hair pixels to a random lightness range and tint, keeping their luminance texture (stretched).
+    Faces whose mask is (nearly) empty, the ones not picked included, are returned as they are."""
+    n = img.shape[0]
+    luma = _luma(img)
+    out = []
+    for i in range(n):
+        m = hair[i]
+        if int(m.sum()) < 16:
+            out.append(img[i])
+            continue
+        v = luma[i][m]
+        lo_q, hi_q = torch.quantile(v, 0.02), torch.quantile(v, 0.98)
+        t = ((luma[i] - lo_q) / (hi_q - lo_q).clamp_min(1e-3)).clamp(0, 1)
+        lo = 0.2 + 0.5 * float(r[i, 0])  # darkest strand 0.2..0.7
+        hi = min(1.0, lo + 0.2 + 0.4 * float(r[i, 1]))
+        # From grey/white (a third of the time) through blonde and ginger to red.
+        g_, b_ = (1.0, 1.0) if float(r[i, 2]) < 0.33 else (1 - 0.6 * float(r[i, 3]), 1 - 0.85 * float(r[i, 4]))
+        tint = torch.tensor([1.0, g_, b_], device=img.device, dtype=img.dtype)
+        new = (lo + (hi - lo) * t)[None] * tint.view(3, 1, 1)
+        a = gauss_blur(m.float()[None, None], 1.0)[0]
+        out.append(a * new + (1 - a) * img[i])
+    return torch.stack(out)
+
+
+def _hue_sat(img, angle, sat):
+    """Hue rotation about the grey axis (Rodrigues) and saturation scaling, per image."""
+    n = img.shape[0]
+    k = torch.full((3,), 1 / math.sqrt(3), device=img.device)
+    kx = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=img.dtype, device=img.device) / math.sqrt(3)
+    kk = torch.outer(k, k)
+    eye = torch.eye(3, device=img.device)
+    c, s = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
+    rot = c * eye + s * kx + (1 - c) * kk  # (n,3,3)
+    grey = kk  # projection onto the grey axis
+    m = grey + sat.view(n, 1, 1) * (rot - grey)
+    return torch.einsum("nij,njhw->nihw", m, img).clamp(0, 1)
+
+
+def _ramp(n, h, w, r, dev):
+    """A linear brightness ramp across the image, from 1 to 0.4..1, in a random direction."""
+    ang = r[:, 0] * 2 * math.pi
+    depth = 0.4 + 0.6 * r[:, 1]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev),
+                            indexing="ij")
+    t = (torch.cos(ang).view(n, 1, 1) * xx + torch.sin(ang).view(n, 1, 1) * yy) / math.sqrt(2) * 0.5 + 0.5
+    return (1 - (1 - depth.view(n, 1, 1)) * t.clamp(0, 1))[:, None]
+
+
+def _jpeg(img, quality: int):
+    """One (3,H,W) [0,1] image through JPEG at `quality` (on the CPU: PIL's encoder)."""
+    a = (img.permute(1, 2, 0).float().cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=quality)
+    b = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255
+    return torch.from_numpy(b).permute(2, 0, 1).to(img.device, img.dtype)
+
+
+def training_recipe(name: str, backgrounds: str | None, size: int, seed: int, schema, reporter=None):
+    """(AugmentConfig, BackgroundBank or None, ids) for train and distill: the named recipe, the bank
+    of a `backgrounds` output, and the schema's (background id, hair ids) the wild recipe needs."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {name!r}; known: {', '.join(RECIPES)}")
+    cfg = RECIPES[name]
+    bank = None
+    if backgrounds and cfg.paste:
+        bank = load_bank(backgrounds, size, seed=seed)
+    elif cfg.paste and reporter is not None:
+        reporter.log("[yellow]note[/]: the wild recipe without --backgrounds pastes no faces onto other "
+                     "backgrounds; make a set with `facepipe backgrounds` (see its --help).")
+    bg = 0 if schema.classes[0] == "background" else -1  # -1: no class is replaced
+    hair = tuple(i for i, c in enumerate(schema.classes) if c == "hair")
+    return cfg, bank, (bg, hair)

@@ -1,0 +1,1 @@
+"""Utilities below everything: errors, atomic writes, the output protocol, progress, images, geometry, label schemas, metrics."""

@@ -1,0 +1,34 @@
+"""Dataset landmark files (LaPa style: first token N, then N "x y" pairs), read by the importers and by
+`align --landmarks dataset`, and the guarded small-text reader they go through."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.util.errors import BadImage
+
+
+def read_landmark_txt(path) -> np.ndarray:
+    """LaPa-style landmark file: first token N, then N 'x y' pairs."""
+    try:
+        toks = read_small_text(path).split()
+        n = int(float(toks[0]))
+        pts = np.array([float(t) for t in toks[1: 1 + 2 * n]], np.float64).reshape(n, 2)
+    except (OSError, ValueError, IndexError):
+        raise BadImage(f"{Path(path).name}: unreadable landmark file") from None
+    return pts
+
+
+def read_small_text(path, limit: int = 1 << 20) -> str:
+    """A small text file (landmarks, split lists), refusing FIFOs, devices and huge files: a symlink
+    to /dev/zero or a named pipe would otherwise hang the import. Raises OSError."""
+    with open(path, "rb", opener=lambda p, fl: os.open(p, fl | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{Path(path).name} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{Path(path).name} is larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
