@@ -34,7 +34,7 @@ import numpy as np
 
 from facepipe import __version__
 from facepipe.data.aligned_set import read_faces
-from facepipe.data.face_cache import read_cache_manifest
+from facepipe.data.face_cache import partial_config, read_cache_manifest
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.errors import FacepipeError
 from facepipe.util.heatmap import draw_heatmap
@@ -90,19 +90,10 @@ def run_cache(cfg: CacheConfig, reporter: Reporter = SILENT) -> dict:
     config = config_dict(cfg)
     config["input_manifest_sha256"] = man["_sha256"]
     job = _Job(cfg, config, src, man, faces, int(man["config"]["size"]), schema, all("label" in f for f in faces))
-    with FileOutput(out, job.config, cfg.force, read_cache_manifest, _partial_config, what="cache") as fo:
+    with FileOutput(out, job.config, cfg.force, read_cache_manifest, partial_config, what="cache") as fo:
         if fo.state == "done":
             return fo.manifest
         return _write(job, fo, reporter)
-
-
-def _partial_config(part: Path) -> dict | None:
-    """The config an interrupted run's partial file was started with; None for a file broken by a kill."""
-    try:
-        with h5py.File(part, "r") as f:
-            return json.loads(f.attrs["config"])
-    except Exception:  # h5py raises several types for a half-written file
-        return None
 
 
 def _create(path: Path, n: int, size: int, lmax: int, labelled: bool, comp: int, config: dict):

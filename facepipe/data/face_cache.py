@@ -1,4 +1,5 @@
-"""The one reader of facepipe caches (HDF5): no stage opens a cache with h5py itself.
+"""The one reader of facepipe caches (HDF5): no stage reads a cache with h5py itself (data/cache.py and
+data/resample.py, which write them, and learn/pseudolabel.py, which writes its own file, open them to write).
 
 `CacheFile` is the file: ids, splits, schema, the alignment spec, and batches of rows. `FaceCache` is a
 torch Dataset over one split of it. The HDF5 file is opened lazily in each process (h5py handles must
@@ -53,11 +54,63 @@ def read_cache_manifest(path) -> dict:
         raise FacepipeError(f"{path} is not a readable HDF5 file ({e}); remake it with `facepipe cache`.") from None
 
 
-class CacheFile:
-    """Read-only view of a finished cache: its metadata at hand, its arrays read by rows on demand."""
+def partial_config(path) -> dict | None:
+    """The config an interrupted run's partial HDF5 file (a cache, a pseudo-label file or a rank's part)
+    was started with; None when it cannot tell (a file broken by a kill)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["config"])
+    except Exception:  # h5py raises several types for a half-written file
+        return None
+
+
+class Hdf5View:
+    """A read-only HDF5 file read by rows. Opened lazily in each process (h5py handles must not cross a
+    fork), so a view can be handed to DataLoader workers."""
 
     def __init__(self, path):
-        self.path = str(path)
+        self.path, self._f = str(path), None
+
+    def file(self) -> h5py.File:
+        if self._f is None:
+            self._f = h5py.File(self.path, "r")
+        return self._f
+
+    def read(self, name: str, rows) -> np.ndarray:
+        """Dataset `name` at `rows` (one row number or several, in any order), in their order."""
+        rows = np.asarray(rows, np.int64)
+        if rows.ndim == 0:
+            return self.file()[name][int(rows)]
+        order = np.argsort(rows, kind="stable")  # h5py reads increasing indices only
+        out = self.file()[name][rows[order]] if len(rows) else self.file()[name][:0]
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return out[back]
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_f"] = None
+        return d
+
+
+class CacheFile(Hdf5View):
+    """A finished cache: its metadata at hand, its arrays (images, heatmaps, labels, landmarks,
+    matrices, ...) read by rows on demand."""
+
+    def __init__(self, path):
+        super().__init__(path)
         self.manifest = read_cache_manifest(path)
         with h5py.File(self.path, "r") as f:
             self.splits = np.array(decode_strings(f["split"][:]))
@@ -67,7 +120,6 @@ class CacheFile:
             self.size = int(f.attrs["size"])
             self.schema = LabelSchema.from_dict(json.loads(f.attrs["schema"])) if "schema" in f.attrs else None
         self.align = AlignSpec.from_dict(self.manifest.get("align"), self.size)
-        self._f = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,38 +138,12 @@ class CacheFile:
                                 f"(it has: {', '.join(sorted(self.split_names()))}).")
         return np.flatnonzero(sel)
 
-    def file(self) -> h5py.File:
-        if self._f is None:
-            self._f = h5py.File(self.path, "r")
-        return self._f
-
-    def read(self, name: str, rows) -> np.ndarray:
-        """Dataset `name` (images, heatmaps, labels, landmarks, matrices, ...) at `rows`, in their order."""
-        rows = np.asarray(rows, np.int64)
-        if rows.ndim == 0:
-            return self.file()[name][int(rows)]
-        order = np.argsort(rows, kind="stable")  # h5py reads increasing indices only
-        out = self.file()[name][rows[order]] if len(rows) else self.file()[name][:0]
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
-        return out[back]
-
     def strings(self, name: str, row: int) -> str:
         return decode_strings([self.file()[name][int(row)]])[0] if name in self.file() else ""
 
     def photo_label(self, row: int) -> np.ndarray:
         """The original-resolution labels of the photo face `row` was cut from."""
         return self.file()["photo_labels"][self.strings("photo_ids", row)][()]
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_f"] = None
-        return d
 
 
 class FaceCache(torch.utils.data.Dataset):

@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 import h5py
-import numpy as np
 
-from facepipe.data.face_cache import decode_strings
+from facepipe.data.face_cache import Hdf5View, decode_strings
 from facepipe.util.errors import FacepipeError
 from facepipe.util.schema import LabelSchema
 
@@ -43,47 +42,17 @@ def read_pseudo_manifest(path) -> dict:
                             "`facepipe pseudolabel`.") from None
 
 
-def partial_config(path) -> dict | None:
-    """The config a partial (or part) file was started with; None when it cannot tell (a broken file)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return json.loads(f.attrs["config"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-class PseudoFile:
-    """Read-only view of a finished pseudo-label file: metadata at hand, arrays read by rows on demand."""
+class PseudoFile(Hdf5View):
+    """A finished pseudo-label file: metadata at hand, arrays (images, heatmaps, probs, confidence) read
+    by rows on demand."""
 
     def __init__(self, path):
-        self.path = str(path)
+        super().__init__(path)
         self.manifest = read_pseudo_manifest(path)
-        self._f = h5py.File(self.path, "r")
-        a = self._f.attrs
+        a = self.file().attrs
         self.schema = LabelSchema.from_dict(json.loads(a["schema"]))
         self.size, self.heatmap = int(a["size"]), bool(a["heatmap"])
-        self.ids = decode_strings(self._f["ids"][:])
+        self.ids = decode_strings(self.file()["ids"][:])
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def read(self, name: str, rows) -> np.ndarray:
-        """Dataset `name` (images, heatmaps, probs, confidence) at `rows`, in their order."""
-        rows = np.asarray(rows, np.int64)
-        if rows.ndim == 0:
-            return self._f[name][int(rows)]
-        order = np.argsort(rows, kind="stable")  # h5py reads increasing indices only
-        out = self._f[name][rows[order]] if len(rows) else self._f[name][:0]
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
-        return out[back]
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False

@@ -36,7 +36,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     with reporter.task(f"eval {split} ({coords})", len(ds)) as advance:
         for start in range(0, len(ds), batch_size):
             idx = ds.indices[start: start + batch_size]
-            imgs, hms, _ = ds.batch(idx)
+            imgs = f.read("images", idx)
+            hms = f.read("heatmaps", idx) if heatmap else None
             x = to_input(imgs, hms).to(device)
             probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
             for k, j in enumerate(idx):

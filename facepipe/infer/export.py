@@ -23,7 +23,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, detector
 from facepipe.infer.checkpoint import BUNDLED
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
-from facepipe.util.align_spec import AlignSpec, align_face
+from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import template, warp_image
 from facepipe.util.heatmap import draw_heatmap, sigma, square_side
@@ -101,7 +101,7 @@ def check_onnx(path, model: torch.nn.Module, x: np.ndarray, threads: int = 0) ->
             "label_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
 
 
-def astronaut_faces(size: int, iod: float = 0.22, letterbox: bool = False, heatmap: bool = True):
+def astronaut_faces(size: int, iod: float = DEFAULT_IOD, letterbox: bool = False, heatmap: bool = True):
     """scikit-image's astronaut photo (a real face that ships with a dependency: no download), detected and
     cut as `parse` does it (parse's detector settings, align_spec.align_face), with its mirror image as a
     second face (a batch of 2 exercises the dynamic batch). Returns the network input (2, C, size, size),

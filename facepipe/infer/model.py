@@ -61,7 +61,7 @@ class LoadedModel:
 
     def predict(self, x: torch.Tensor, tta_flip: bool = False, autocast: bool = False) -> torch.Tensor:
         """Softmax probabilities (N,C,H,W) of a normalised input batch (data.face_cache.to_input);
-        autocast: fp16 on CUDA (eval uses it; distillation targets do not)."""
+        autocast: fp16 on CUDA (eval and pseudolabel use it; distill's targets on labelled faces do not)."""
         flip = self.schema.flip_permutation() if tta_flip else None
         return predict_probs(self.net, x.to(self.device), flip, tta_flip, autocast=autocast)
 

@@ -54,7 +54,7 @@ DEFAULT_MODEL = bundled_checkpoint("default")
 DETECTOR = PARSE_DETECTOR  # dlib upsampling auto, photos shrunk to 1600 px for detection, no threshold
 # Settings per --detector (face_detector.detector_args): HOG's is DETECTOR itself, so HOG runs keep their config.
 DETECTORS = {"hog": DETECTOR, "cnn": detector_args("cnn", *DETECTOR)}
-RESERVED = {"summary", "manifest"}  # written by the run itself: no photo may take these names
+RESERVED = {"summary", "manifest", ".inprogress"}  # the run's own files: no photo may take these names
 MAX_BATCH_PIXELS = 64_000_000  # photos held for one network batch: ~200 MB of RGB at most
 
 
@@ -232,13 +232,13 @@ def _executor(workers: int, n_photos: int, det_args: tuple = DETECTOR):
 
 @dataclass(frozen=True)
 class Settings:
-    """What a parse run is asked to do, besides the model and the photos."""
-    batch_size: int = 16
-    min_score: float = 0.2
-    workers: int = 1
-    outputs: tuple = OUTPUTS
-    force: bool = False
-    det_args: tuple = DETECTOR
+    """What a parse run is asked to do, besides the model and the photos (parse_photos holds the defaults)."""
+    batch_size: int
+    min_score: float
+    workers: int
+    outputs: tuple
+    force: bool
+    det_args: tuple
 
 
 def _network(parser: Parser, batch: list[dict], batch_size: int) -> None:
@@ -359,8 +359,11 @@ def _claim(out: Path, config: dict, force: bool) -> int:
 
 
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR) -> dict:
-    return {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
-            "outputs": list(outputs), "size": parser.size}
+    config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
+              "outputs": list(outputs), "size": parser.size}
+    if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
+        config["letterbox"] = True
+    return config
 
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,

@@ -21,7 +21,7 @@ def plot_curves(metrics_path, png_path) -> None:
         return
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ep = [r["epoch"] for r in recs]
-    for key in ("total", "ce", "sc", "center", "kd"):
+    for key in ("total", "ce", "sc", "center", "kd_labeled", "kd_unlabeled"):  # train's parts, distill's
         if key in recs[0]:
             ax[0].plot(ep, [r.get(key, np.nan) for r in recs], label=key)
     ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].legend(), ax[0].set_yscale("log")

@@ -30,6 +30,7 @@ from facepipe.infer.model import LoadedModel
 from facepipe.learn.augment import augment, training_recipe
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
 from facepipe.models import create_model
+from facepipe.util.align_spec import DEFAULT_IOD
 from facepipe.util.device import channels_last
 from facepipe.util.distributed import Dist
 from facepipe.util.errors import FacepipeError
@@ -135,7 +136,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     with torch.random.fork_rng(devices=[]):
         create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3, **cfg.model_kwargs)
     spec = RunSpec("distill", Path(cfg.out), config, cfg.force, cfg.arch, schema, lab_ds.size, heat,
-                   t_ck.get("align") or {"size": lab_ds.size, "iod": 0.22}, cfg.epochs, cfg.lr, cfg.seed,
+                   t_ck.get("align") or {"size": lab_ds.size, "iod": DEFAULT_IOD}, cfg.epochs, cfg.lr, cfg.seed,
                    cfg.val_every, labeled, cfg.final_eval, "distillation diverged at epoch {epoch}; lower --lr.")
     with Run(spec, device, d, reporter, val_ds) as run:
         if run.done:
@@ -153,8 +154,10 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         amp = Amp(device, cfg.amp)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         run.attach(model, opt, find_unused=True)  # the feature projection gets no gradient
-        run.fit(faces.epoch, partial(_loss, cfg=cfg, amp=amp, d=d), faces.steps_per_epoch, amp)
-        faces.close()
+        try:
+            run.fit(faces.epoch, partial(_loss, cfg=cfg, amp=amp, d=d), faces.steps_per_epoch, amp)
+        finally:
+            faces.close()  # the pseudo-label file, on Ctrl-C and errors too
         counts = {"labeled_faces": len(faces.idx), "unlabeled_faces": faces.n_unl}
         return run.finish(inputs={"teacher": str(t_ck_path.resolve()), "labeled": labeled, "unlabeled": unl},
                           counts=counts)

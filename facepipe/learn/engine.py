@@ -202,8 +202,8 @@ class RunSpec:
     lr: float
     seed: int
     val_every: int
-    eval_cache: str  # scored at the end on its `final_eval` split (when it has one; "" for none)
-    final_eval: str
+    eval_cache: str  # scored at the end on its `final_eval` split, when it has one
+    final_eval: str  # the split name; "" for no final eval
     diverged: str  # the message, formatted with epoch and loss
 
 

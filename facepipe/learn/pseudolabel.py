@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from facepipe import __version__
-from facepipe.data.face_cache import CacheFile, read_cache_manifest, to_input
-from facepipe.data.pseudo_file import FORMAT, PseudoFile, partial_config, read_pseudo_manifest
+from facepipe.data.face_cache import CacheFile, partial_config, read_cache_manifest, to_input
+from facepipe.data.pseudo_file import FORMAT, PseudoFile, read_pseudo_manifest
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.infer.model import LoadedModel
 from facepipe.util.device import pick_device, set_threads
@@ -106,7 +106,7 @@ def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
 
 def _claim(ctx: _Ctx) -> FileOutput:
     return FileOutput(ctx.cfg.out, ctx.config, ctx.cfg.force, read_pseudo_manifest, partial_config,
-                      what="pseudo-labels")
+                      what="pseudo-labels", resume_under_force=True)
 
 
 def _run_part(ctx: _Ctx, d, rank: int, world: int, reporter: Reporter) -> dict:

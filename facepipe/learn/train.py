@@ -30,6 +30,7 @@ from facepipe.learn.batches import Batches
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
 from facepipe.learn.losses import build_criterion
 from facepipe.models import create_model
+from facepipe.util.align_spec import DEFAULT_IOD
 from facepipe.util.device import channels_last
 from facepipe.util.errors import FacepipeError
 from facepipe.util.manifest import config_dict
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
     model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if cfg.heatmap else 3,
                          **cfg.model_kwargs).to(device)
     spec = RunSpec("train", Path(cfg.out), config, cfg.force, cfg.arch, schema, train_ds.size, cfg.heatmap,
-                   cache_man.get("align") or {"size": train_ds.size, "iod": 0.22}, cfg.epochs, cfg.lr, cfg.seed,
+                   cache_man.get("align") or {"size": train_ds.size, "iod": DEFAULT_IOD}, cfg.epochs, cfg.lr, cfg.seed,
                    cfg.val_every, cfg.cache, cfg.final_eval,
                    "training diverged at epoch {epoch} (loss {loss}); lower --lr or check the cache.")
     with Run(spec, device, d, reporter, val_ds) as run:

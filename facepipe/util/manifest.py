@@ -225,12 +225,15 @@ class FileOutput:
     `read_manifest(OUT)` returns a finished file's manifest; `partial_config(PART)` the config a
     partial file was started with (None if it cannot tell). replace_other=True: OUT with another config
     is made again instead of refused (a derived file no command line names, such as a resampled cache).
+    resume_under_force=True: --force still continues a partial file of the same config (pseudo-labels:
+    hours of teacher inference the same command would only redo).
     """
 
     def __init__(self, out, config: dict, force: bool, read_manifest: Callable[[Path], dict],
-                 partial_config: Callable[[Path], dict | None], what: str = "output", replace_other: bool = False):
+                 partial_config: Callable[[Path], dict | None], what: str = "output", replace_other: bool = False,
+                 resume_under_force: bool = False):
         self.out, self.config, self.force, self.what = Path(out), config, force, what
-        self.replace_other = replace_other
+        self.replace_other, self.resume_under_force = replace_other, resume_under_force
         self.part = Path(str(out) + ".partial")
         self._read, self._partial_config = read_manifest, partial_config
         self.state, self.manifest, self._lock = "fresh", None, None
@@ -252,9 +255,11 @@ class FileOutput:
                 self.state, self.manifest = "done", old
                 return
             if not self.replace_other:
-                raise FacepipeError(f"{self.out} exists with another config; use --force to replace it.")
+                raise FacepipeError(f"{self.what} {self.out} exists with another config; use --force to replace "
+                                    "it.")
         if self.part.exists():
-            if not self.force and self._partial_config(self.part) == self.config:
+            may_resume = self.resume_under_force or not self.force
+            if may_resume and self._partial_config(self.part) == self.config:
                 self.state = "resume"
             else:
                 self.part.unlink()
