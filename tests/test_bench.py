@@ -145,3 +145,21 @@ def test_tables_are_never_cut(capsys, monkeypatch):
     progress.Reporter(quiet=False).table("narrow", rows, cols)
     out = capsys.readouterr().out
     assert "…" not in out and "fps=3.941" in out and "macs=1548.75M" in out and "ratio_to_baseline=2.511" in out
+
+
+def test_parse_profile_row_adds_up(tmp_path):
+    """bench --parse on two copies of a photo with one face: counts, shares of the six steps summing to
+    one, and the network's CPU and alone figures beside its time inside parse."""
+    from PIL import Image
+    from skimage import data
+
+    from facepipe.infer.parse_profile import STEPS, profile_parse
+
+    for k in range(2):
+        Image.fromarray(data.astronaut()).save(tmp_path / f"a{k}.png")
+    row = profile_parse([tmp_path], workers=1)
+    assert (row["photos"], row["faces"], row["unreadable"]) == (2, 2, 0)
+    assert set(row["steps"]) == set(STEPS)
+    assert abs(sum(v["share"] for v in row["steps"].values()) - 1) < 0.01
+    assert row["steps"]["detect+landmarks"]["seconds"] > 0 and row["steps"]["warp back"]["seconds"] > 0
+    assert 0 < row["network_cpu_ms_per_face"] and 0 < row["network_ms_per_face_alone_as_in_parse"]

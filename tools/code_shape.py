@@ -24,7 +24,8 @@ STAGES = {
     "backgrounds": ("facepipe.data.backgrounds",), "check-landmarks": ("facepipe.data.landmark_eval",),
     "train": ("facepipe.learn.train",), "distill": ("facepipe.learn.distill",),
     "pseudolabel": ("facepipe.learn.pseudolabel",),
-    "parse": ("facepipe.infer.parse", "facepipe.infer.parse_work", "facepipe.infer.parse_profile"),
+    "parse": ("facepipe.infer.parse", "facepipe.infer.parse_work", "facepipe.infer.label_warp",
+              "facepipe.infer.parse_profile"),
     "export": ("facepipe.infer.export",), "bench": ("facepipe.infer.bench", "facepipe.infer.bench_report"), "models": ("facepipe.infer.catalog",),
     "pack": ("facepipe.infer.pack",),
 }

@@ -1,7 +1,8 @@
 """Side by side: `facepipe parse` of two checkouts on the same photos, on this machine, in one run.
 
     git worktree add /tmp/facepipe-base <old-rev>
-    python tools/compare_parse.py --base /tmp/facepipe-base --shared ../shared --out runs/parse-compare
+    python tools/compare_parse.py --base /tmp/facepipe-base --shared ../shared --out runs/parse-compare \
+        --model facepipe/assets/default.pt
 
 Four photo sets: the example photos (face-recognition + dlib-faces in shared/data/unlabeled), the
 first N utkface-5k crops, and two 6000x4000 photos made here with Pillow (LANCZOS, JPEG quality 92):
@@ -45,9 +46,11 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_parse(checkout: Path, photos: list[str], out: Path) -> dict:
+def run_parse(checkout: Path, photos: list[str], out: Path, model: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     args = [sys.executable, "-m", "facepipe", "parse", *photos, "--out", str(out.resolve()), "-q"]
+    if model:
+        args += ["--model", str(Path(model).resolve())]
     t0 = time.perf_counter()
     # cwd = the checkout: `python -m` puts the working directory ahead of PYTHONPATH.
     p = subprocess.Popen(args, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -115,20 +118,22 @@ def main():
     ap.add_argument("--utk", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sets", default="", help="comma list of set names to run (default: all)")
+    ap.add_argument("--model", help="the same model for both checkouts (default: each one's bundled default, "
+                                    "which differs when the bundled model changed in between)")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    sets = photo_sets(Path(a.shared), out, a.utk)
+    sets = photo_sets(Path(a.shared).resolve(), out, a.utk)  # absolute: each parse runs in its checkout
     if a.sets:
         sets = {k: v for k, v in sets.items() if k in a.sets.split(",")}
-    report = {"cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "load_before": os.getloadavg(), "sets": {}}
+    report = {"model": a.model or "each checkout's default", "cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "load_before": os.getloadavg(), "sets": {}}
     for name, photos in sets.items():
         runs = {"base": [], "new": []}
         for r in range(a.repeats):
             for side, co in (("base", a.base), ("new", a.new)):
                 dest = out / f"{name}-{side}"
                 subprocess.run(["rm", "-rf", str(dest)], check=True)
-                runs[side].append(run_parse(Path(co), photos, dest))
+                runs[side].append(run_parse(Path(co), photos, dest, a.model))
         row = {side: {"wall_s": statistics.median(x["wall_s"] for x in v),
                       "peak_rss_mb": max(x["peak_rss_mb"] for x in v), "walls": [round(x["wall_s"], 2) for x in v]}
                for side, v in runs.items()}

@@ -40,6 +40,7 @@ from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, check_detector, detector_args
 from facepipe.infer.checkpoint import bundled_checkpoint
+from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.parse_work import OUTPUTS, align_photo, init_worker, write_photo
 from facepipe.util.align_spec import AlignSpec
@@ -132,6 +133,9 @@ def collect_photos(paths) -> list[Path]:
     return out
 
 
+NETWORK_CPU = "network (cpu)"  # a second clock on the network step, not a step of its own
+
+
 @dataclass
 class Tally:
     """What a run did, kept small: counts and the names of the photos that need a word."""
@@ -143,6 +147,7 @@ class Tally:
     unreadable: list = field(default_factory=list)
     grayscale: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    network_threads: int = 0  # torch threads the network ran on (1 beside worker processes)
 
     def add_seconds(self, sec: dict) -> None:
         for k, v in sec.items():
@@ -270,6 +275,8 @@ class _Pipeline:
                      "outputs": st.outputs, "schema": parser.schema_dict(), "model": parser.identity()}
         self.ex = _executor(st.workers, n_todo, st.det_args)
         self.pooled = isinstance(self.ex, ProcessPoolExecutor)
+        cores = len(os.sched_getaffinity(0))  # each writer deflates its overlay on its share of the cores
+        self.base["png_threads"] = max(1, cores // st.workers) if self.pooled else cores
         self.window = 2 * st.workers + 2 if self.pooled else 1
         self.writing, self.batch = deque(), []
         self.t0, self.finished = time.perf_counter(), 0
@@ -289,9 +296,14 @@ class _Pipeline:
         self.step()
 
     def flush(self) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         _network(self.parser, self.batch, self.st.batch_size)
-        self.tally.add_seconds({"network": time.perf_counter() - t0})
+        t1, cpu = time.perf_counter(), time.thread_time() - c0
+        for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
+            r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]))
+        # CPU seconds besides wall: with the workers on every core, the network's wall time is also the
+        # time the OS gave the cores to them; its CPU time says what the network itself costs.
+        self.tally.add_seconds({"network": t1 - t0, "warp back": time.perf_counter() - t1, NETWORK_CPU: cpu})
         for r in self.batch:
             for k in ("crops", "heatmaps", "det_args", "min_score"):
                 r.pop(k, None)
@@ -320,6 +332,7 @@ class _Pipeline:
             # The workers keep the cores busy; OpenMP threads that wait at barriers for descheduled siblings
             # made the network 4x slower here than on one thread.
             torch.set_num_threads(1)
+        self.tally.network_threads = torch.get_num_threads()
         aligning, jobs = deque(), iter(todo)
         try:
             while True:
@@ -441,7 +454,8 @@ def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
     s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
-         "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers, "model": parser.identity(),
+         "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
+         "network_threads": t.network_threads, "model": parser.identity(),
          "model_size": parser.size, "device": str(parser.device), "schema": parser.schema_dict()}
     return _with_rates(s)
 
@@ -456,6 +470,7 @@ def _with_rates(s: dict) -> dict:
     s["photos_per_second"] = round(done_now / max(s["wall_seconds"], 1e-9), 2)
     s["ms_align_per_photo"] = round(1000 * s["seconds_align"] / max(1, done_now), 1)
     s["ms_network_per_face"] = round(1000 * s["seconds_network"] / max(1, s["faces"]), 1)
+    s["ms_network_cpu_per_face"] = round(1000 * sec.get(NETWORK_CPU, 0.0) / max(1, s["faces"]), 1)
     return s
 
 

@@ -19,14 +19,25 @@ from facepipe.util.timing import timeit
 STEPS = ("decode", "detect+landmarks", "warp", "network", "warp back", "encode+write")
 
 
-def network_latency_ms(parser: Parser, seconds: float = 1.0) -> float:
-    """Median batch-1 time of the parser's network alone, as parse calls it (softmax included), timed
-    by bench's own loop (util.timing)."""
+def network_latency_ms(parser: Parser, seconds: float = 1.0, batch: int = 1) -> float:
+    """Median time of one batch through the parser's network alone, as parse calls it (softmax
+    included), timed by bench's own loop (util.timing)."""
     c = 4 if parser.heatmap else 3
-    x = torch.randn(1, c, parser.size, parser.size, device=parser.device)
+    x = torch.randn(batch, c, parser.size, parser.size, device=parser.device)
     times, _ = timeit(lambda: parser.model.predict(x), 3, seconds, 5, lambda: None,
                       torch.get_num_threads(), parser.device.type == "cpu")
     return 1000 * sorted(times)[len(times) // 2]
+
+
+def _alone_as_in_parse(parser: Parser, summary: dict, batch: int) -> float:
+    """The network alone per face with the threads and batch parse gave it (one torch thread while
+    worker processes hold the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(summary.get("network_threads") or threads)
+    try:
+        return network_latency_ms(parser, batch=batch) / batch
+    finally:
+        torch.set_num_threads(threads)
 
 
 def profile_parse(photos, model: str | None = None, device: str = "cpu", workers: int = 0, batch_size: int = 16,
@@ -38,7 +49,7 @@ def profile_parse(photos, model: str | None = None, device: str = "cpu", workers
         s = parse_photos(parser, files, d, batch_size=batch_size, reporter=reporter, workers=workers,
                          outputs=outputs)
     sec = s["stage_seconds"]
-    work = sum(sec.values()) or 1e-9
+    work = sum(sec.get(k, 0.0) for k in STEPS) or 1e-9
     wall = s["wall_seconds"]
     return {
         "kind": "parse", "model": s["model"]["name"], "photos": s["photos"], "faces": s["faces"],
@@ -48,7 +59,9 @@ def profile_parse(photos, model: str | None = None, device: str = "cpu", workers
         "steps": {k: {"seconds": round(sec.get(k, 0.0), 3), "share": round(sec.get(k, 0.0) / work, 3)}
                   for k in STEPS},
         "network_ms_per_face": s["ms_network_per_face"],
+        "network_cpu_ms_per_face": s["ms_network_cpu_per_face"],
         "network_ms_batch1_alone": round(network_latency_ms(parser), 2),
+        "network_ms_per_face_alone_as_in_parse": round(_alone_as_in_parse(parser, s, batch_size), 2),
     }
 
 
@@ -58,5 +71,8 @@ def profile_rows(row: dict) -> list[tuple]:
     out += [("photos/s", row["photos_per_s"], ""), ("faces/s", row["faces_per_s"], ""),
             ("wall", f"{row['wall_s']:.2f} s", f"{row['workers']} workers"),
             ("network per face in parse", f"{row['network_ms_per_face']} ms", f"batch {row['batch']}"),
+            ("  its CPU time per face", f"{row['network_cpu_ms_per_face']} ms", "the network's own cost"),
+            ("network alone, as parse runs it", f"{row['network_ms_per_face_alone_as_in_parse']} ms",
+             f"per face, batch {row['batch']}"),
             ("network alone, batch 1", f"{row['network_ms_batch1_alone']} ms", "")]
     return out
