@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from facepipe.infer.label_warp import FaceScores, footprint, labels_in_photo, pack_scores, shifted
+from facepipe.infer.label_warp import FaceScores, footprint, labels_in_photo, pack_scores, shifted, union_box
 from facepipe.util.geometry import warp_to_photo
 
 
@@ -56,6 +56,10 @@ def test_same_labels_as_interpolating_every_class(seed, scale, faces):
     got = labels_in_photo(pack_scores(probs, faces), mats, size, shape)
     assert (want > 0).sum() > 500  # the faces landed in the photo
     assert (got != want).sum() <= 2  # float ties at most
+    y0, y1, x0, x1 = union_box(mats, size, shape)  # parse counts and tints only in there
+    outside = np.ones(shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not got[outside].any()
 
 
 def test_pack_keeps_the_boundary_scores_only():

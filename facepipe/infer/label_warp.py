@@ -88,6 +88,14 @@ def footprint(matrix: np.ndarray, size: int, shape, margin: int = 0) -> tuple[in
     return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
 
 
+def union_box(matrices: list, size: int, shape) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) holding every face's footprint: no pixel outside it gets a label."""
+    boxes = [b for b in (footprint(m, size, shape) for m in matrices) if b[1] > b[0] and b[3] > b[2]]
+    if not boxes:
+        return 0, 0, 0, 0
+    return min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
 def shifted(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
     """The matrix for a sub-image whose (0, 0) is the photo's (x0, y0)."""
     return np.asarray(matrix, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
@@ -121,8 +129,9 @@ def _strip_labels(fs: FaceScores, dense_fn, m: np.ndarray, rows: int, cols: int)
     c = m[0, 0] * x + (m[0, 1] * y + m[0, 2])
     r = m[1, 0] * x + (m[1, 1] * y + m[1, 2])
     hi = fs.size
-    fi = np.clip(np.floor(r), -2, hi).astype(np.int32) + 2
-    fj = np.clip(np.floor(c), -2, hi).astype(np.int32) + 2
+    # floor(v) + 2 clipped to [0, S + 2]: after the clip and the shift v >= 0, so truncation is the floor
+    fi = (np.clip(r, -2, hi) + 2).astype(np.int32)
+    fj = (np.clip(c, -2, hi) + 2).astype(np.int32)
     out = fs.cells[fi, fj]
     todo = out == INTERPOLATE
     if todo.any():

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facepipe.data.face_detector import detector
-from facepipe.infer.label_warp import STRIP_PIXELS, footprint, labels_in_photo, shifted
+from facepipe.infer.label_warp import STRIP_PIXELS, footprint, labels_in_photo, shifted, union_box
 from facepipe.util.align_spec import AlignSpec, align_face
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import BadImage
@@ -188,7 +188,11 @@ def write_photo(job: dict) -> dict:
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         clock("warp back")
-        counts = np.bincount(labels.ravel(), minlength=len(schema["classes"]))
+        # Only the faces' footprints hold labels: count and tint there (two faces in a 24 MP photo are a
+        # few percent of it), the rest is background.
+        y0, y1, x0, x1 = union_box(mats, job["align"].size, (h, w))
+        counts = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=len(schema["classes"]))
+        counts[0] += h * w - (y1 - y0) * (x1 - x0)
         rec["pixel_counts"] = {c: int(counts[i]) for i, c in enumerate(schema["classes"])}
         # The label PNG is encoded on a thread (Pillow lets go of the GIL) while the overlay is drawn and
         # deflated on job["png_threads"] threads (png_fast): a 24 MP photo's 2.1 s of writing became 0.6 s.
@@ -200,7 +204,8 @@ def write_photo(job: dict) -> dict:
                 rec["labels"] = f"{stem}.labels.png"
             if "overlay" in outputs:
                 rgb = np.ascontiguousarray(rgb)
-                overlay_fast(rgb, labels, palette, 0.5, out=rgb)  # the photo is not needed after this
+                part = rgb[y0:y1, x0:x1]  # a view: drawn in place, the photo is not needed after this
+                overlay_fast(part, labels[y0:y1, x0:x1], palette, 0.5, out=part)
                 paste_legend(rgb, legend(schema["classes"], schema["colors"], counts > 0, min(h, w)))
                 with atomic_path(out / f"{stem}.overlay.png") as tmp:
                     save_rgb_png(tmp, rgb, job.get("png_threads", 1))
