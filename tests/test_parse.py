@@ -105,3 +105,34 @@ def test_default_model_ships_and_parses_without_model_option(tmp_path):
     counts = json.loads((tmp_path / "o" / "a.json").read_text())["pixel_counts"]
     # A face was parsed: the eyes, nose and mouth of the astronaut get some pixels.
     assert counts["eyes"] > 0 and counts["nose"] > 0 and counts["mouth"] > 0
+
+
+def test_grayscale_warning_only_for_models_that_never_saw_gray_faces(tmp_path, tiny_run):
+    """The bundled models and a run trained with --augment wild were shown grayscale faces: no warning.
+    A checkpoint that says it was not, or says nothing, gets one."""
+    import torch
+    from skimage import data
+
+    from facepipe.infer.checkpoint import run_checkpoint
+    from facepipe.infer.model import LoadedModel
+    from facepipe.infer.pack import pack
+
+    assert LoadedModel.load("default").augment == "wild" and LoadedModel.load("accurate").augment == "wild"
+    save_image(tmp_path / "gray.png", np.repeat(data.astronaut().mean(2, keepdims=True), 3, 2).astype(np.uint8))
+    basic = torch.load(run_checkpoint(tiny_run), weights_only=True)
+    basic["config"]["augment"] = "basic"
+    torch.save(basic, tmp_path / "basic.pt")
+    silent = dict(pack(tmp_path / "basic.pt", tmp_path / "packed.pt"))
+    assert silent["recipe"] == {"augment": "basic"}
+    del silent["recipe"]
+    torch.save(silent, tmp_path / "unsaid.pt")
+    said = {}
+    for name, model in [("default", "default"), ("basic", tmp_path / "basic.pt"), ("unsaid", tmp_path / "unsaid.pt")]:
+        res = CliRunner().invoke(cli, ["parse", str(tmp_path / "gray.png"), "--model", str(model), "--out",
+                                       str(tmp_path / name), "--device", "cpu"])
+        assert res.exit_code == 0, res.output
+        said[name] = " ".join(res.output.split())  # rich wraps long lines
+        assert json.loads((tmp_path / name / "gray.json").read_text())["grayscale"]
+    assert "often missed" not in said["default"]
+    assert "trained without grayscale faces (--augment basic)" in said["basic"]
+    assert "does not say whether it was trained on grayscale" in said["unsaid"]

@@ -20,7 +20,7 @@ FORMAT = "facepipe-checkpoint"
 ASSETS = Path(__file__).parent.parent / "assets"
 # Names for the checkpoints shipped in facepipe/assets/. They live here, beside run_checkpoint, so that
 # parse, eval, bench and export all mean the same file by `fast`. `default` is what `parse` runs without
-# --model; `fast` is the distilled student. A teacher will join as `accurate`.
+# --model; `fast` is the distilled student, `accurate` its teacher.
 BUNDLED = {"default": "default.pt", "fast": "default.pt", "accurate": "accurate.pt"}
 
 
@@ -48,6 +48,16 @@ def save_checkpoint(path, model, *, arch: str, schema: LabelSchema, size: int, h
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise FacepipeError(f"writing checkpoint {path} failed ({first}); is the disk full? "
                             f"Any earlier {Path(path).name} is kept; free some space and rerun.") from None
+
+
+def training_augment(ckpt: dict) -> str | None:
+    """The augmentation a checkpoint's network was trained with: a run's checkpoints hold its config, a
+    packed one its "recipe"; None when neither says."""
+    for key in ("recipe", "config"):
+        aug = (ckpt.get(key) or {}).get("augment")
+        if aug:
+            return str(aug)
+    return None
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint
+from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, training_augment
 from facepipe.infer.predict import predict_probs
 from facepipe.models.fold import fold_batchnorm
 from facepipe.util.align_spec import AlignSpec
@@ -55,6 +55,12 @@ class LoadedModel:
     @property
     def in_channels(self) -> int:
         return 4 if self.heatmap else 3
+
+    @property
+    def augment(self) -> str | None:
+        """The training augmentation ("none", "basic", "wild"), or None when the checkpoint does not say
+        (files packed before it was kept). Only "wild" showed the network grayscale faces."""
+        return training_augment(self.checkpoint)
 
     def sha256(self) -> str:
         return file_sha256(self.path)

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint, training_augment
 from facepipe.util.atomic import atomic_path
 
 KEEP = ("format", "format_version", "facepipe_version", "arch", "model_kwargs", "num_classes", "in_channels",
@@ -25,6 +25,8 @@ def pack(run, out, fp16: bool = False) -> dict:
     small["state_dict"] = {k: v.clone().half() if fp16 and v.is_floating_point() else v.clone()
                            for k, v in small["state_dict"].items()}
     small["stored_dtype"] = "float16" if fp16 else "float32"
+    if training_augment(ck):  # what the network has seen (parse warns on grayscale photos unless "wild")
+        small["recipe"] = {"augment": training_augment(ck)}
     with atomic_path(out) as tmp:
         torch.save(small, tmp)
     return small

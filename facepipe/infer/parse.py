@@ -290,9 +290,12 @@ class _Pipeline:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
         self.tally.done(r["path"], r["faces"], r["grayscale"])
-        if r["grayscale"]:
-            self.reporter.log(f"[yellow]grayscale[/] {r['path']}: the model has never seen a grayscale face; "
-                              "skin and lips are often missed.")
+        if r["grayscale"] and self.parser.model.augment != "wild":  # only the wild recipe shows it gray faces
+            seen = self.parser.model.augment
+            why = (f"the model was trained without grayscale faces (--augment {seen})" if seen else
+                   "the model's checkpoint does not say whether it was trained on grayscale faces "
+                   "(`--augment wild` does)")
+            self.reporter.log(f"[yellow]grayscale[/] {r['path']}: {why}; skin and lips are often missed.")
         self.step()
 
     def flush(self) -> None:
