@@ -136,3 +136,20 @@ def test_grayscale_warning_only_for_models_that_never_saw_gray_faces(tmp_path, t
     assert "often missed" not in said["default"]
     assert "trained without grayscale faces (--augment basic)" in said["basic"]
     assert "does not say whether it was trained on grayscale" in said["unsaid"]
+
+
+def test_tta_flip_changes_the_prediction_and_is_part_of_the_config(tmp_path):
+    from skimage import data
+
+    save_image(tmp_path / "p" / "a.png", data.astronaut())
+    base = ["parse", str(tmp_path / "p"), "-q", "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "tta"), "--tta-flip"])
+    assert r.exit_code == 0, r.output
+    plain, tta = (np.asarray(Image.open(tmp_path / d / "a.labels.png")) for d in ("plain", "tta"))
+    assert 0 < (plain != tta).mean() < 0.05  # the mirror's vote moves boundaries, not faces
+    assert json.loads((tmp_path / "tta" / "manifest.json").read_text())["config"]["tta_flip"] is True
+    assert "tta_flip" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())["config"]
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain"), "--tta-flip"])
+    assert r.exit_code == 1 and "another model or settings" in str(r.exception)
