@@ -1,0 +1,69 @@
+"""Students of several widths against their teacher and bisenet-r18: overall F1 against FPS, one figure.
+
+    python tools/student_front.py --bench runs/front/bench.json --out docs/figures/student-front.png \
+        runs/front/eval/*-test.json
+
+The FPS of every model comes from one `facepipe bench --fps ... --json` run (so the ratios are of one
+process on one machine); the F1 of each from `facepipe eval RUN CACHE --json` files named
+<model>-<set>.json, <model> being the bench row's model name (a run folder's name, or `accurate`).
+Plain (V2 test) and pasted points are drawn for each model that has both files; the table printed is
+the one in docs/results.md.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on the machines this runs on
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("evals", nargs="+", help="eval JSON files named <model>-<set>.json")
+    ap.add_argument("--bench", required=True, help="`facepipe bench --fps --json` output")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    rows = json.loads(Path(a.bench).read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    fps = {Path(str(r["model"])).name: r for r in rows}
+    scores = {}
+    for f in a.evals:
+        name, _, which = Path(f).stem.rpartition("-")
+        scores.setdefault(name, {})[which] = json.loads(Path(f).read_text())
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    print("| model | params | FPS | x bisenet-r18 | V2 test acc / F1 | pasted acc / F1 |")
+    print("|---|---|---|---|---|---|")
+    for name, s in sorted(scores.items(), key=lambda kv: -fps.get(kv[0], {}).get("fps", 0)):
+        r = fps.get(name)
+        if r is None:
+            raise SystemExit(f"{name}: no row in {a.bench} (bench rows: {', '.join(fps)})")
+        for which, marker in (("test", "o"), ("pasted", "^")):
+            if which in s:
+                ax.scatter(r["fps"], s[which]["overall_f1"], marker=marker, color=_colour(name))
+        if "test" in s:
+            ax.annotate(name, (r["fps"], s["test"]["overall_f1"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        cells = [f"{100 * s[w]['pixel_acc']:.2f}% / {s[w]['overall_f1']:.3f}" if w in s else "-"
+                 for w in ("test", "pasted")]
+        print(f"| {name} | {r.get('params', '?')} | {r['fps']:.1f} | {r.get('ratio_to_baseline', float('nan')):.1f} | "
+              f"{cells[0]} | {cells[1]} |")
+    ax.set_xscale("log")
+    ax.set_xlabel("FPS, 256x256, batch 1, 2 CPU threads (log)")
+    ax.set_ylabel("overall F1 (eyes, nose, mouth)")
+    ax.set_title("circles: FASSEG V2 test; triangles: the same faces pasted on real photos", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=120)
+    print(f"-> {a.out}")
+
+
+def _colour(name: str) -> str:
+    if "bisenet" in name:
+        return "tab:red"
+    return "tab:blue" if name == "accurate" or "teacher" in name else "tab:green"
+
+
+if __name__ == "__main__":
+    main()
