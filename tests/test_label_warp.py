@@ -1,4 +1,6 @@
 """label_warp: the cell-by-cell warp back gives the labels of interpolating every class everywhere."""
+import pickle
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -70,6 +72,8 @@ def test_pack_keeps_the_boundary_scores_only():
     assert len(fs.index) < 0.5 * 64 * 64  # smooth regions: most cells agree
     d = fs.dense().reshape(-1, probs.shape[0])
     assert np.array_equal(d[fs.index], probs.reshape(probs.shape[0], -1)[:, fs.index].T)
+    sent = pickle.dumps(fs)  # to the writing worker: the packed scores, not the dense copy made above
+    assert len(sent) < len(pickle.dumps(probs)) / 2 and np.array_equal(pickle.loads(sent).dense(), fs.dense())
     ring = np.zeros((64, 64), bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True  # the crop's edge is always interpolated (zeros outside)
     assert set(np.flatnonzero(ring)) <= set(fs.index.tolist())

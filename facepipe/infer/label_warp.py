@@ -66,10 +66,15 @@ class FaceScores:
         self.background = probs[0].copy() if keep_background else None
 
     def dense(self) -> np.ndarray:
-        """S x S x C scores, zero where no interpolated pixel reads them."""
-        d = np.zeros((self.size * self.size, self.classes), np.float32)
-        d[self.index] = self.scores
-        return d.reshape(self.size, self.size, self.classes)
+        """S x S x C scores, zero where no interpolated pixel reads them (made once, on first use)."""
+        if getattr(self, "_dense", None) is None:
+            d = np.zeros((self.size * self.size, self.classes), np.float32)
+            d[self.index] = self.scores
+            self._dense = d.reshape(self.size, self.size, self.classes)
+        return self._dense
+
+    def __getstate__(self):  # the dense copy stays where it was made: not pickled to the writer
+        return {k: v for k, v in self.__dict__.items() if k != "_dense"}
 
 
 def pack_scores(probs: np.ndarray, faces_in_photo: int) -> list[FaceScores]:
@@ -120,7 +125,7 @@ def _interpolate(dense: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return ((1 - dr) * top + dr * bottom).astype(np.float32)
 
 
-def _strip_labels(fs: FaceScores, dense_fn, m: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def _strip_labels(fs: FaceScores, m: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Labels of a rows x cols block of photo pixels whose (0, 0) maps to the crop by `m` (3x3); OUTSIDE
     where the crop does not reach."""
     m = m.astype(np.float32).astype(np.float64)  # skimage casts the matrix to the scores' float32
@@ -135,7 +140,7 @@ def _strip_labels(fs: FaceScores, dense_fn, m: np.ndarray, rows: int, cols: int)
     out = fs.cells[fi, fj]
     todo = out == INTERPOLATE
     if todo.any():
-        v = _interpolate(dense_fn(), r[todo], c[todo])
+        v = _interpolate(fs.dense(), r[todo], c[todo])
         lab = v.argmax(1).astype(np.uint8)
         lab[v.sum(1) < 1e-6] = OUTSIDE  # every neighbour outside or weighted zero, as parse always had it
         out[todo] = lab
@@ -156,18 +161,11 @@ def labels_in_photo(scores: list[FaceScores], matrices: list, size: int, shape) 
     for fs, m, (y0, y1, x0, x1) in zip(scores, matrices, boxes):
         if y1 <= y0 or x1 <= x0:
             continue
-        cache = []
-
-        def dense():
-            if not cache:
-                cache.append(fs.dense())
-            return cache[0]
-
         rows = max(1, STRIP_PIXELS // (x1 - x0))
         for sy in range(y0, y1, rows):
             ey = min(y1, sy + rows)
             ms = shifted(m, x0, sy)
-            lab = _strip_labels(fs, dense, ms, ey - sy, x1 - x0)
+            lab = _strip_labels(fs, ms, ey - sy, x1 - x0)
             covered = lab != OUTSIDE
             if best is None:
                 win = covered
