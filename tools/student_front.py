@@ -5,7 +5,7 @@
 
 The FPS of every model comes from one `facepipe bench --fps ... --json` run (so the ratios are of one
 process on one machine); the F1 of each from `facepipe eval RUN CACHE --json` files named
-<model>-<set>.json, <model> being the bench row's model name (a run folder's name, or `accurate`).
+<model>-<set>.json, <model> being the bench row's model name without its " (arch)" (a run folder's name, or `accurate`).
 Plain (V2 test) and pasted points are drawn for each model that has both files; the table printed is
 the one in docs/results.md.
 """
@@ -27,7 +27,8 @@ def main():
     a = ap.parse_args()
     rows = json.loads(Path(a.bench).read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    fps = {Path(str(r["model"])).name: r for r in rows}
+    # bench names a run "NAME (ARCH)"; the untrained baseline row is left out (no F1 to draw)
+    fps = {Path(str(r["model"]).split(" (")[0]).name: r for r in rows}
     scores = {}
     for f in a.evals:
         name, _, which = Path(f).stem.rpartition("-")
