@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,6 +10,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Tests use both cores at most and never a GPU.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A shell starts background jobs (`pytest &`, `nohup ... &`) with Ctrl-C ignored, and processes inherit
+# that: the Ctrl-C tests would then see nothing arrive. Python's own handler is what a terminal gives;
+# processes started from here get SIGINT's default back on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_path(*parts) -> Path:
