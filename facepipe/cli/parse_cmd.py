@@ -12,7 +12,7 @@ from facepipe.cli.options import (
     quiet_option,
     reporter,
 )
-from facepipe.infer.parse import NETWORK_CPU, Parser, collect_photos, parse_photos
+from facepipe.infer.parse import Parser, collect_photos, parse_photos
 from facepipe.infer.parse_work import OUTPUTS
 from facepipe.util.errors import FacepipeError
 
@@ -73,7 +73,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     if getattr(files, "dangling", None):
         rep.log(f"[yellow]skipped {len(files.dangling)} link(s) that lead nowhere[/], e.g. {files.dangling[0]}")
     s = parse_photos(parser, files, out, reporter=rep, **config_kwargs(parse_photos, kw))
-    sec = {k: v for k, v in s["stage_seconds"].items() if k != NETWORK_CPU}
+    sec = s["stage_seconds"]
     total = sum(sec.values()) or 1.0
     rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"]),
             ("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),

@@ -156,8 +156,8 @@ def labels_in_photo(scores: list[FaceScores], matrices: list, size: int, shape) 
     boxes = [footprint(m, size, (h, w)) for m in matrices]
     best, oy, ox = None, 0, 0
     if len(matrices) > 1:  # confidence so far, over the boxes' union only
-        oy, ox = min(b[0] for b in boxes), min(b[2] for b in boxes)
-        best = np.zeros((max(b[1] for b in boxes) - oy, max(b[3] for b in boxes) - ox), np.float32)
+        oy, y1, ox, x1 = union_box(matrices, size, (h, w))
+        best = np.zeros((y1 - oy, x1 - ox), np.float32)
     for fs, m, (y0, y1, x0, x1) in zip(scores, matrices, boxes):
         if y1 <= y0 or x1 <= x0:
             continue

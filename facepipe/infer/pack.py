@@ -25,8 +25,9 @@ def pack(run, out, fp16: bool = False) -> dict:
     small["state_dict"] = {k: v.clone().half() if fp16 and v.is_floating_point() else v.clone()
                            for k, v in small["state_dict"].items()}
     small["stored_dtype"] = "float16" if fp16 else "float32"
-    if training_augment(ck):  # what the network has seen (parse warns on grayscale photos unless "wild")
-        small["recipe"] = {"augment": training_augment(ck)}
+    aug = training_augment(ck)
+    if aug:  # what the network has seen (parse warns on grayscale photos unless "wild")
+        small["recipe"] = {"augment": aug}
     with atomic_path(out) as tmp:
         torch.save(small, tmp)
     return small
