@@ -9,7 +9,15 @@ from PIL import Image
 
 from facepipe.data.backgrounds import BackgroundsConfig, gather, run_backgrounds
 from facepipe.data.face_cache import MEAN, STD
-from facepipe.learn.augment import NONE, WILD, augment, training_recipe
+from facepipe.learn.augment import (
+    BASIC,
+    NONE,
+    WILD,
+    augment,
+    recipe_config,
+    saw_grayscale,
+    training_recipe,
+)
 from facepipe.learn.background_bank import BackgroundBank, load_bank
 from facepipe.util.errors import FacepipeError
 from facepipe.util.schema import FASSEG
@@ -150,3 +158,40 @@ def test_backgrounds_stage_dedupes_sizes_excludes_reserved_drops_faces(tmp_path)
     assert cfg == WILD and len(bk) == 8 and ids == (BG, (HAIR,))
     with pytest.raises(FacepipeError, match="backgrounds"):
         load_bank(tmp_path / "src", 32)  # not a backgrounds output
+
+
+def test_recipe_spec_lays_fields_over_a_named_recipe():
+    # `--augment wild,paste=0` is one ablation row: the wild recipe with one part switched off.
+    assert recipe_config("wild") == WILD and recipe_config("none") == NONE
+    assert recipe_config("wild,paste=0") == replace(WILD, paste=0.0)
+    assert recipe_config(" basic , gray = 0.5,flip=0") == replace(BASIC, gray=0.5, flip=False)
+    assert recipe_config("wild,rotate=10,hue=0") == replace(WILD, rotate=10.0, hue=0.0)
+    assert [saw_grayscale(s) for s in ("wild", "wild,gray=0", "basic", "basic,gray=0.1", None, "bogus")] == \
+        [True, False, False, True, None, None]
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("fancy", "unknown augmentation recipe 'fancy'"), ("wild,paste", "expected FIELD=VALUE"),
+    ("wild,colour=1", "expected FIELD=VALUE with FIELD one of flip, rotate"), ("wild,gray=2", "expected 0..1"),
+    ("wild,gray=nan", "expected 0..1"), ("wild,rotate=-5", "expected 0..180"), ("wild,jpeg=lots", "a number"),
+    ("wild,flip=yes", "expected 0 or 1")])
+def test_recipe_spec_refuses_bad_fields_in_one_line(spec, says):
+    with pytest.raises(ValueError) as e:
+        recipe_config(spec)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_train_takes_a_recipe_spec_and_refuses_a_bad_one_before_starting(tmp_path, synthetic_cache, train_tiny):
+    from click.testing import CliRunner
+
+    from facepipe.cli import cli
+    from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+    from facepipe.infer.model import LoadedModel
+
+    res = CliRunner().invoke(cli, ["train", str(synthetic_cache), "--out", str(tmp_path / "bad"),
+                                   "--augment", "wild,gray=2"])
+    assert res.exit_code == 2 and "gray=2: expected 0..1" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "bad").exists()
+    run = train_tiny(tmp_path / "t", augment="basic,gray=1")
+    assert load_checkpoint(run_checkpoint(run))["config"]["augment"] == "basic,gray=1"
+    assert LoadedModel.load(run).saw_grayscale is True

@@ -126,8 +126,11 @@ def test_grayscale_warning_only_for_models_that_never_saw_gray_faces(tmp_path, t
     assert silent["recipe"] == {"augment": "basic"}
     del silent["recipe"]
     torch.save(silent, tmp_path / "unsaid.pt")
+    basic["config"]["augment"] = "wild,gray=0"  # an ablation row: wild without its grayscale faces
+    torch.save(basic, tmp_path / "nogray.pt")
     said = {}
-    for name, model in [("default", "default"), ("basic", tmp_path / "basic.pt"), ("unsaid", tmp_path / "unsaid.pt")]:
+    for name, model in [("default", "default"), ("basic", tmp_path / "basic.pt"), ("unsaid", tmp_path / "unsaid.pt"),
+                        ("nogray", tmp_path / "nogray.pt")]:
         res = CliRunner().invoke(cli, ["parse", str(tmp_path / "gray.png"), "--model", str(model), "--out",
                                        str(tmp_path / name), "--device", "cpu"])
         assert res.exit_code == 0, res.output
@@ -136,6 +139,7 @@ def test_grayscale_warning_only_for_models_that_never_saw_gray_faces(tmp_path, t
     assert "often missed" not in said["default"]
     assert "trained without grayscale faces (--augment basic)" in said["basic"]
     assert "does not say whether it was trained on grayscale" in said["unsaid"]
+    assert "trained without grayscale faces (--augment wild,gray=0)" in said["nogray"]
 
 
 def test_tta_flip_changes_the_prediction_and_is_part_of_the_config(tmp_path):

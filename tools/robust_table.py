@@ -1,10 +1,12 @@
 """Score models on the robustness benchmark's four variants and print one markdown table.
 
-    python tools/robust_table.py default runs/tw runs/tw-student [--data data] [--out runs/robust]
+    python tools/robust_table.py default runs/tw runs/tw-student [--data data] [--out runs/robust] [--wide]
 
 Needs data/robust-{plain,pasted,gray,hair}.h5, made as docs/results.md ("Robustness benchmark") shows.
 Each model is scored with `facepipe eval` (V2 test split, photo coordinates); the JSON of every cell is
-kept under --out/<model>/<variant>.json. Losses are against the same model's plain row.
+kept under --out/<model>/<variant>.json (an existing one is read, not recomputed). Losses are against
+the same model's plain row. --wide: one row per model (pixel acc / overall F1 of each variant, then the
+largest loss of each), as the ablation of the wild recipe in docs/results.md shows it.
 """
 import argparse
 import json
@@ -20,24 +22,45 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--data", default="data")
     ap.add_argument("--out", default="runs/robust")
+    ap.add_argument("--wide", action="store_true")
     a = ap.parse_args()
+    scores = {m: {v: score(m, v, a.data, Path(a.out)) for v in VARIANTS} for m in a.models}
+    print("\n".join(wide(scores) if a.wide else long(scores)))
+
+
+def score(model: str, variant: str, data: str, out: Path) -> dict:
+    js = out / Path(model).name / f"{variant}.json"
+    if not js.exists():
+        js.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "facepipe", "eval", model, f"{data}/robust-{variant}.h5", "--json",
+                        str(js), "--sheet", str(js.with_suffix(".png")), "-q"], check=True)
+    return json.loads(js.read_text())
+
+
+def long(scores: dict) -> list[str]:
     rows = ["| model | variant | overall F1 | pixel acc | bg F1 | hair F1 | skin F1 | F1 lost | acc lost |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for m in a.models:
-        base = None
-        for v in VARIANTS:
-            js = Path(a.out) / Path(m).name / f"{v}.json"
-            js.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "facepipe", "eval", m, f"{a.data}/robust-{v}.h5", "--json", str(js),
-                            "--sheet", str(js.with_suffix(".png")), "-q"], check=True)
-            r = json.loads(js.read_text())
+    for m, by_variant in scores.items():
+        base = by_variant["plain"]
+        for v, r in by_variant.items():
             f1 = r["per_class_f1"]
-            base = base or r
             rows.append(f"| {m} | {v} | {r['overall_f1']:.4f} | {100 * r['pixel_acc']:.2f}% | "
                         f"{f1.get('background', float('nan')):.3f} | {f1.get('hair', float('nan')):.3f} | "
                         f"{f1.get('skin', float('nan')):.3f} | {100 * (base['overall_f1'] - r['overall_f1']):.1f} | "
                         f"{100 * (base['pixel_acc'] - r['pixel_acc']):.1f} |")
-    print("\n".join(rows))
+    return rows
+
+
+def wide(scores: dict) -> list[str]:
+    rows = ["| model | " + " | ".join(f"{v} acc / F1" for v in VARIANTS) + " | most acc lost | most F1 lost |",
+            "|---|" + "---|" * (len(VARIANTS) + 2)]
+    for m, by_variant in scores.items():
+        base = by_variant["plain"]
+        cells = [f"{100 * r['pixel_acc']:.2f}% / {r['overall_f1']:.3f}" for r in by_variant.values()]
+        lost_acc = max(100 * (base["pixel_acc"] - r["pixel_acc"]) for r in by_variant.values())
+        lost_f1 = max(100 * (base["overall_f1"] - r["overall_f1"]) for r in by_variant.values())
+        rows.append(f"| {m} | " + " | ".join(cells) + f" | {lost_acc:.1f} | {lost_f1:.1f} |")
+    return rows
 
 
 if __name__ == "__main__":

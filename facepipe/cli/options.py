@@ -20,6 +20,7 @@ from typing import Any, Callable
 import click
 
 from facepipe.analysis.receptive_field import dilations_for
+from facepipe.learn.augment import recipe_config
 from facepipe.util.progress import Reporter
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -233,11 +234,21 @@ def augment_options(config):
     """--augment and --backgrounds of train and distill (`config` holds their defaults)."""
     backgrounds = field_option(config, "backgrounds", "--backgrounds", type=click.Path(file_okay=False),
                                help="A `facepipe backgrounds` folder: the wild recipe pastes faces onto its photos.")
-    augment = field_option(config, "augment", "--augment", type=click.Choice(["none", "basic", "wild"]),
-                           help="basic: flips, pose jitter, brightness/contrast. wild: basic with more pose "
-                                "and scale, faces on --backgrounds photos, hair recoloured, grayscale, hue, "
-                                "shadows, blur, noise, JPEG.")
+    augment = field_option(config, "augment", "--augment", callback=_recipe, metavar="RECIPE[,FIELD=V...]",
+                           help="none, basic (flips, pose jitter, brightness/contrast) or wild (basic with more "
+                                "pose and scale, faces on --backgrounds photos, hair recoloured, grayscale, "
+                                "hue, shadows, blur, noise, JPEG). Fields of facepipe.learn.augment.AugmentConfig "
+                                "can be set after it for ablations: 'wild,paste=0' (no background "
+                                "replacement), 'wild,gray=0,hair=0'.")
     return lambda f: augment(backgrounds(f))
+
+
+def _recipe(ctx, param, value):
+    try:
+        recipe_config(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
 
 
 def build_model_kwargs(dilations, width, extra_json) -> dict:

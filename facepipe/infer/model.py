@@ -13,6 +13,7 @@ from torch import nn
 
 from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, training_augment
 from facepipe.infer.predict import predict_probs
+from facepipe.learn.augment import saw_grayscale
 from facepipe.models.fold import fold_batchnorm
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.device import pick_device
@@ -58,9 +59,14 @@ class LoadedModel:
 
     @property
     def augment(self) -> str | None:
-        """The training augmentation ("none", "basic", "wild"), or None when the checkpoint does not say
-        (files packed before it was kept). Only "wild" showed the network grayscale faces."""
+        """The training augmentation ("none", "basic", "wild", maybe with fields set: "wild,gray=0"), or
+        None when the checkpoint does not say (files packed before it was kept)."""
         return training_augment(self.checkpoint)
+
+    @property
+    def saw_grayscale(self) -> bool | None:
+        """Whether training showed the network grayscale faces (the wild recipe does); None: unknown."""
+        return saw_grayscale(self.augment)
 
     def sha256(self) -> str:
         return file_sha256(self.path)

@@ -289,9 +289,10 @@ class _Pipeline:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
         self.tally.done(r["path"], r["faces"], r["grayscale"])
-        if r["grayscale"] and self.parser.model.augment != "wild":  # only the wild recipe shows it gray faces
+        if r["grayscale"] and not self.parser.model.saw_grayscale:
             seen = self.parser.model.augment
-            why = (f"the model was trained without grayscale faces (--augment {seen})" if seen else
+            why = (f"the model was trained without grayscale faces (--augment {seen})"
+                   if self.parser.model.saw_grayscale is False else
                    "the model's checkpoint does not say whether it was trained on grayscale faces "
                    "(`--augment wild` does)")
             self.reporter.log(f"[yellow]grayscale[/] {r['path']}: {why}; skin and lips are often missed.")

@@ -21,6 +21,7 @@ Every random draw comes from the generator, so a run is reproducible and ranks s
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -59,6 +60,45 @@ NONE = AugmentConfig(False, 0, 0, 0, 0)
 WILD = AugmentConfig(rotate=20.0, scale=0.25, shift=0.08, color=0.25, paste=0.8, hair=0.35, gray=0.15,
                      hue=15.0, saturation=0.4, shadow=0.3, blur=0.2, noise=0.2, jpeg=0.25)
 RECIPES = {"none": NONE, "basic": BASIC, "wild": WILD}
+
+def recipe_config(spec: str) -> AugmentConfig:
+    """A recipe as `--augment` takes it: a name, optionally with fields laid over it, comma-separated,
+    e.g. "wild,paste=0" (the wild recipe without background replacement: one ablation row) or
+    "wild,rotate=10,scale=0.1". ValueError (one line, says what is allowed) on anything else."""
+    name, *sets = [part.strip() for part in str(spec).split(",")]
+    if name not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {name!r}; known: {', '.join(RECIPES)}")
+    fields = [f.name for f in dataclasses.fields(AugmentConfig)]
+    changes = {}
+    for item in sets:
+        key, eq, text = (t.strip() for t in item.partition("="))
+        if not eq or key not in fields:
+            raise ValueError(f"augmentation {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        changes[key] = _field_value(key, text)
+    return dataclasses.replace(RECIPES[name], **changes)
+
+
+def _field_value(key: str, text: str):
+    if key == "flip":
+        if text.lower() not in ("0", "1", "true", "false"):
+            raise ValueError(f"augmentation flip={text!r}: expected 0 or 1")
+        return text.lower() in ("1", "true")
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"augmentation {key}={text!r}: expected a number") from None
+    top = 180.0 if key in ("rotate", "hue") else 1.0  # degrees; the rest are probabilities or fractions
+    if not 0 <= v <= top:  # also refuses nan
+        raise ValueError(f"augmentation {key}={text}: expected 0..{top:g}")
+    return v
+
+
+def saw_grayscale(spec: str | None) -> bool | None:
+    """Whether a network trained with recipe `spec` was shown grayscale faces; None when unknown."""
+    try:
+        return None if not spec else recipe_config(spec).gray > 0
+    except ValueError:
+        return None
 
 
 def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cfg: AugmentConfig,
@@ -246,11 +286,10 @@ def _jpeg(img, quality: int):
 
 
 def training_recipe(name: str, backgrounds: str | None, size: int, seed: int, schema, reporter=None):
-    """(AugmentConfig, BackgroundBank or None, ids) for train and distill: the named recipe, the bank
-    of a `backgrounds` output, and the schema's (background id, hair ids) the wild recipe needs."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {name!r}; known: {', '.join(RECIPES)}")
-    cfg = RECIPES[name]
+    """(AugmentConfig, BackgroundBank or None, ids) for train and distill: the recipe `name` (a spec of
+    recipe_config), the bank of a `backgrounds` output, and the schema's (background id, hair ids) the
+    wild recipe needs."""
+    cfg = recipe_config(name)
     bank = None
     if backgrounds and cfg.paste:
         bank = load_bank(backgrounds, size, seed=seed)

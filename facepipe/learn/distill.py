@@ -27,7 +27,7 @@ from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.data.pseudo_file import PseudoFile, default_output, read_pseudo_manifest
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.infer.model import LoadedModel
-from facepipe.learn.augment import augment, training_recipe
+from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
 from facepipe.models import create_model
 from facepipe.util.align_spec import DEFAULT_IOD
@@ -57,7 +57,7 @@ class DistillConfig:
     weight_decay: float = 1e-4
     val_split: str = "auto"
     val_every: int = 5
-    augment: str = "wild"  # none | basic | wild (facepipe.learn.augment)
+    augment: str = "wild"  # none | basic | wild, optionally with fields set: "wild,paste=0" (learn.augment)
     backgrounds: str | None = None  # a `backgrounds` output: faces pasted onto its photos (wild)
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
@@ -210,7 +210,7 @@ class _Faces:
             x = to_input(self.images[sel], self.heat[sel] if self.heat is not None else None).to(self.device)
             y = torch.from_numpy(self.labels[sel].astype(np.int64)).to(self.device)
             p = _probs(self.probs[sel]).to(self.device)
-            if cfg.augment != "none":
+            if self.recipe[0] != NONE:
                 x, y, p = self._augment(x, y, p, g, self.part)
             xu = pu = None
             if self.n_unl and cfg.alpha > 0:
@@ -225,7 +225,7 @@ class _Faces:
         us = us[self.ufirst:self.ufirst + self.uper]
         xu = to_input(u.read("images", us), u.read("heatmaps", us) if self.heat is not None else None).to(self.device)
         pu = _probs(u.read("probs", us)).to(self.device)
-        if self.cfg.augment != "none":
+        if self.recipe[0] != NONE:
             xu, _, pu = self._augment(xu, None, pu, g, self.upart)
         return xu, pu
 

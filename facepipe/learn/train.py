@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from facepipe.data.face_cache import FaceCache, read_cache_manifest
-from facepipe.learn.augment import augment, training_recipe
+from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.batches import Batches
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
 from facepipe.learn.losses import build_criterion
@@ -54,7 +54,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "auto"  # a split name, "none", or auto ("val" when the cache has one)
     val_every: int = 5
-    augment: str = "wild"  # none | basic | wild (facepipe.learn.augment)
+    augment: str = "wild"  # none | basic | wild, optionally with fields set: "wild,paste=0" (learn.augment)
     backgrounds: str | None = None  # a `backgrounds` output: faces pasted onto its photos (wild)
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
         if d is not None:
             criterion.set_sync(d)
         part = (batches.first, cfg.batch_size) if d is not None else None
-        feed = partial(_augmented, batches, device, cfg.augment, recipe,
+        feed = partial(_augmented, batches, device, recipe,
                        torch.as_tensor(schema.flip_permutation().astype(np.int64)), part)
         run.fit(feed, partial(_loss, criterion=criterion, amp=amp), len(batches), amp)
         counts = {"train_faces": len(train_ds), "val_faces": len(val_ds) if val_ds else 0}
@@ -119,14 +119,14 @@ def _criterion(cfg: TrainConfig, model, num_classes: int, device):
     return criterion
 
 
-def _augmented(batches: Batches, device, recipe_name: str, recipe, flip_perm, part, epoch: int,
+def _augmented(batches: Batches, device, recipe, flip_perm, part, epoch: int,
                g: torch.Generator, step: int):
     """The epoch's batches on the device, augmented with the epoch's generator `g`."""
     aug_cfg, bank, aug_ids = recipe
     with closing(batches.epoch(epoch)) as epoch_batches:
         for x, y in epoch_batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if recipe_name != "none":
+            if aug_cfg != NONE:
                 x, y = augment(x, y, flip_perm, aug_cfg, g, part=part, bank=bank, ids=aug_ids)
             yield channels_last(x), y
 
