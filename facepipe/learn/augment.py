@@ -294,7 +294,7 @@ def training_recipe(name: str, backgrounds: str | None, size: int, seed: int, sc
     if backgrounds and cfg.paste:
         bank = load_bank(backgrounds, size, seed=seed)
     elif cfg.paste and reporter is not None:
-        reporter.log("[yellow]note[/]: the wild recipe without --backgrounds pastes no faces onto other "
+        reporter.log(f"[yellow]note[/]: --augment {name} without --backgrounds pastes no faces onto other "
                      "backgrounds; make a set with `facepipe backgrounds` (see its --help).")
     bg = 0 if schema.classes[0] == "background" else -1  # -1: no class is replaced
     hair = tuple(i for i, c in enumerate(schema.classes) if c == "hair")
