@@ -192,6 +192,9 @@ def test_train_takes_a_recipe_spec_and_refuses_a_bad_one_before_starting(tmp_pat
                                    "--augment", "wild,gray=2"])
     assert res.exit_code == 2 and "gray=2: expected 0..1" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "bad").exists()
+    # Spaces are not part of a spec: the same recipe spelt with them is the same config.
+    ctx = cli.commands["train"].make_context("train", [str(synthetic_cache), "--out", "r", "--augment", "wild, paste = 0"])
+    assert ctx.params["augment"] == "wild,paste=0"
     run = train_tiny(tmp_path / "t", augment="basic,gray=1")
     assert load_checkpoint(run_checkpoint(run))["config"]["augment"] == "basic,gray=1"
     assert LoadedModel.load(run).saw_grayscale is True

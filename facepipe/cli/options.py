@@ -244,11 +244,12 @@ def augment_options(config):
 
 
 def _recipe(ctx, param, value):
+    """The spec checked and without spaces, so that "wild, paste=0" resumes a run made with "wild,paste=0"."""
     try:
         recipe_config(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    return value
+    return "".join(str(value).split())
 
 
 def build_model_kwargs(dilations, width, extra_json) -> dict:

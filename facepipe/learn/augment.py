@@ -61,6 +61,7 @@ WILD = AugmentConfig(rotate=20.0, scale=0.25, shift=0.08, color=0.25, paste=0.8,
                      hue=15.0, saturation=0.4, shadow=0.3, blur=0.2, noise=0.2, jpeg=0.25)
 RECIPES = {"none": NONE, "basic": BASIC, "wild": WILD}
 
+
 def recipe_config(spec: str) -> AugmentConfig:
     """A recipe as `--augment` takes it: a name, optionally with fields laid over it, comma-separated,
     e.g. "wild,paste=0" (the wild recipe without background replacement: one ablation row) or
