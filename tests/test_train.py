@@ -113,6 +113,45 @@ def test_bad_model_kwargs_give_one_line_and_leave_no_run(kwargs, says, synthetic
     assert not out.exists()  # so the corrected command is not refused as "another config"
 
 
+# --- warm start (--init) -----------------------------------------------------------------------------
+
+def test_init_starts_from_the_given_weights_and_records_them(run, synthetic_cache, tmp_path):
+    from facepipe.learn.train import warm_start
+    from facepipe.util.manifest import file_sha256
+
+    src, _ = run
+    model = create_model("teacher-small", num_classes=6, in_channels=4)
+    sha = warm_start(model, str(src), "teacher-small", FASSEG, heatmap=True)
+    theirs = load_checkpoint(src / "checkpoints/best.pt")["state_dict"]
+    assert sha == file_sha256(src / "checkpoints/best.pt")
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+    # One epoch at a tiny learning rate, same seed, so the same batches and draws: only the starting
+    # weights differ, and the two training epochs the source had show (1.43 against 1.66 here).
+    first = {}
+    for name, init in (("warm", str(src)), ("cold", None)):
+        train(cfg_for(synthetic_cache, tmp_path / name, init=init, epochs=1, lr=1e-6, loss="ce",
+                      val_split="none", final_eval=""))
+        first[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])["ce"]
+    assert first["warm"] < first["cold"] - 0.1, first
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["init"] == str(src)
+    assert json.loads((tmp_path / "warm" / "manifest.json").read_text())["config"]["init_sha256"] == sha
+
+
+@pytest.mark.parametrize("args, says", [(["--arch", "teacher"], "this run builds teacher"),
+                                        (["--width", "8"], "other layer shapes"),
+                                        (["--no-heatmap"], "takes 4 input channels"),
+                                        (["--init", "no/such/run"], "--init: no/such/run does not exist")])
+def test_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, run, synthetic_cache, tmp_path):
+    src, _ = run
+    out = tmp_path / "bad"
+    argv = ["train", str(synthetic_cache), "--out", str(out), "--arch", "teacher-small", "--init", str(src),
+            "--epochs", "1", "--threads", "1", "-q"] + args
+    r = CliRunner().invoke(cli, argv)
+    said = r.output + (str(r.exception) if isinstance(r.exception, FacepipeError) else "")
+    assert r.exit_code != 0 and says in said and "Traceback" not in r.output, (r.output, r.exception)
+    assert not out.exists()
+
+
 # --- checkpoints -------------------------------------------------------------------------------------
 
 def test_checkpoint_rebuilds_the_same_model(tmp_path):

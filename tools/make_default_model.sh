@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the model shipped in facepipe/assets/default.pt (see facepipe/assets/MODEL_CARD.md) from
-# scratch, on FASSEG and utkface-5k. Every step is a facepipe command; the last packs the student.
+# Rebuild the models shipped in facepipe/assets/ (default.pt, accurate.pt; see their MODEL_CARD*.md) from
+# scratch, on FASSEG and utkface-5k. Every step is a facepipe command; the last two pack the student and the teacher.
 set -euo pipefail
 S=${SHARED:-../shared/data}
 facepipe import fasseg "$S/fasseg" data/fasseg -q
@@ -16,4 +16,7 @@ facepipe cache data/utk-aligned data/utk.h5 -q
 facepipe pseudolabel --teacher runs/tw data/utk.h5 -q
 facepipe distill --teacher runs/tw --out runs/tw-student --backgrounds data/backgrounds -q
 python3 -m facepipe.infer.pack runs/tw-student facepipe/assets/default.pt
-python3 -m facepipe.infer.pack runs/tw facepipe/assets/accurate.pt --fp16
+# accurate: two more cosine cycles of the teacher from its own weights (the student keeps runs/tw)
+facepipe train data/fasseg.h5 --out runs/tw2 --init runs/tw --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+facepipe train data/fasseg.h5 --out runs/tw3 --init runs/tw2 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/tw3 facepipe/assets/accurate.pt --fp16

@@ -48,6 +48,9 @@ from facepipe.learn.train import TrainConfig, train
               help="Split for model selection: a name, none, or auto (val when present).")
 @augment_options(TrainConfig)
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
+@field_option(TrainConfig, "init", "--init", metavar="MODEL",
+              help="Start from these weights (a run, checkpoint file or bundled name such as accurate) "
+                   "instead of random ones; same --arch and width. The schedule starts afresh.")
 @field_option(TrainConfig, "seed", "--seed", type=SEED)
 @field_option(TrainConfig, "device", "--device", help="cpu, cuda, cuda:N or auto.")
 @field_option(TrainConfig, "threads", "--threads", type=THREADS, show_default="all cores")
@@ -68,6 +71,7 @@ def train_cmd(dilations, rnorm_target, width, model_kwargs, no_augment, quiet, *
       facepipe train data/fasseg.h5 --out runs/t1 --backgrounds data/backgrounds
       facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
       facepipe train data/fasseg.h5 --out runs/t-opt --rnorm optimum
+      facepipe train mine.h5 --out runs/mine --init accurate --epochs 30 --lr 0.0005
       torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
     """
     if rnorm_target is not None:
