@@ -21,6 +21,7 @@ from facepipe.data.face_cache import FaceCache
 from facepipe.infer.evaluate import evaluate_model
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import probs_to_photo
+from facepipe.util.errors import FacepipeError
 from facepipe.util.metrics import confusion, scores
 
 YAW = re.compile(r"^v3_\w+?_([+-]?\d+)_")
@@ -97,4 +98,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FacepipeError as e:  # a missing cache or split: one line, as the facepipe commands say it
+        raise SystemExit(f"error: {e}") from None

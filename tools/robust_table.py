@@ -4,7 +4,8 @@
 
 Needs data/robust-{plain,pasted,gray,hair}.h5, made as docs/results.md ("Robustness benchmark") shows.
 Each model is scored with `facepipe eval` (V2 test split, photo coordinates); the JSON of every cell is
-kept under --out/<model>/<variant>.json (an existing one is read, not recomputed). Losses are against
+kept under --out/<model>-<sha>/<variant>.json, <sha> the start of the checkpoint file's sha256 (an
+existing one is read, not recomputed; a retrained run or a new bundled file gets a new folder). Losses are against
 the same model's plain row. --wide: one row per model (pixel acc / overall F1 of each variant, then the
 largest loss of each), as the ablation of the wild recipe in docs/results.md shows it.
 """
@@ -13,6 +14,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from facepipe.infer.checkpoint import run_checkpoint
+from facepipe.util.manifest import file_sha256
 
 VARIANTS = ("plain", "pasted", "gray", "hair")
 
@@ -29,7 +33,8 @@ def main():
 
 
 def score(model: str, variant: str, data: str, out: Path) -> dict:
-    js = out / Path(model).name / f"{variant}.json"
+    sha = file_sha256(run_checkpoint(model))[:10]
+    js = out / f"{Path(model).name}-{sha}" / f"{variant}.json"
     if not js.exists():
         js.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "facepipe", "eval", model, f"{data}/robust-{variant}.h5", "--json",
