@@ -109,3 +109,21 @@ def test_teacher_refine_stage_joins_the_input_at_full_resolution():
     assert m(torch.zeros(1, 4, 32, 32)).shape == (1, 6, 32, 32)
     plain = create_model("teacher", num_classes=6, in_channels=4, width=8)
     assert plain.refine is None and plain.config["refine"] == 0
+
+
+def test_student_global_context_reaches_beyond_the_local_field():
+    """With `global_context` a change in one corner moves the logits in the opposite one, beyond the
+    dilated blocks' receptive field; without it nothing there moves. Off by default, and then absent from
+    the config, so checkpoints made before it load unchanged."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 512, 512)
+    y = x.clone()
+    y[..., :128, :128] += 3.0  # 128 + 263 // 2 < 480: the local field of the far corner never sees it
+    moved = {}
+    for on in (False, True):
+        m = create_model("student", K, in_channels=4, global_context=on).eval()
+        with torch.no_grad():
+            moved[on] = (m(y) - m(x))[..., -32:, -32:].abs().max().item()
+        assert ("global_context" in m.config) == on
+        assert create_model("student", **m.config).config == m.config
+    assert moved[False] == 0.0 and moved[True] > 1e-4

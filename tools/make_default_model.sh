@@ -10,13 +10,14 @@ facepipe cache data/fasseg-aligned data/fasseg.h5 -q
 apt-get install -y -qq ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
 facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*' -q
 facepipe train data/fasseg.h5 --out runs/tw --backgrounds data/backgrounds -q
+# accurate: two more cosine cycles of the teacher from its own weights (220 epochs in all)
+facepipe train data/fasseg.h5 --out runs/tw2 --init runs/tw --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+facepipe train data/fasseg.h5 --out runs/tw3 --init runs/tw2 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+# default: the student distilled from that teacher for 120 epochs
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
 facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-lm -q
 facepipe cache data/utk-aligned data/utk.h5 -q
-facepipe pseudolabel --teacher runs/tw data/utk.h5 -q
-facepipe distill --teacher runs/tw --out runs/tw-student --backgrounds data/backgrounds -q
-python3 -m facepipe.infer.pack runs/tw-student facepipe/assets/default.pt
-# accurate: two more cosine cycles of the teacher from its own weights (the student keeps runs/tw)
-facepipe train data/fasseg.h5 --out runs/tw2 --init runs/tw --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
-facepipe train data/fasseg.h5 --out runs/tw3 --init runs/tw2 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+facepipe pseudolabel --teacher runs/tw3 data/utk.h5 -q
+facepipe distill --teacher runs/tw3 --out runs/tw3-student --epochs 120 --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/tw3-student facepipe/assets/default.pt
 python3 -m facepipe.infer.pack runs/tw3 facepipe/assets/accurate.pt --fp16

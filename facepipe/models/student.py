@@ -38,7 +38,8 @@ class Residual(nn.Module):
 
 class Student(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (16, 32, 64),
-                 dilations: tuple[int, ...] = (2, 4, 8), feat_dim: int | None = None, head_stride: int = 4):
+                 dilations: tuple[int, ...] = (2, 4, 8), feat_dim: int | None = None, head_stride: int = 4,
+                 global_context: bool = False):
         super().__init__()
         w0, w1, w2 = (int(v) for v in widths)
         feat_dim = num_classes if feat_dim is None else feat_dim
@@ -48,10 +49,15 @@ class Student(nn.Module):
         self.head_stride = head_stride
         self.config = dict(num_classes=num_classes, in_channels=in_channels, widths=(w0, w1, w2),
                            dilations=dilations, feat_dim=feat_dim, head_stride=head_stride)
+        if global_context:  # recorded only when on, so older checkpoints' configs stay as they were
+            self.config["global_context"] = True
         self.stem = cbr(in_channels, w0, 3, stride=2)
         self.down4 = sep(w0, w1, stride=2)
         self.down8 = sep(w1, w2, stride=2)
         self.context = nn.Sequential(*[Residual(sep(w2, w2, dilation=d)) for d in dilations])
+        # Image pooling (BiSeNet's context tail): one vector for the whole face, added to every stride-8
+        # position, so that "plain studio wall or cluttered room" is known everywhere at almost no cost.
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(w2, w2, 1)) if global_context else None
         self.lat4 = nn.Conv2d(w2, w1, 1, bias=False)
         self.fuse4 = sep(w1, w1)
         if head_stride == 2:
@@ -64,6 +70,8 @@ class Student(nn.Module):
         s2 = self.stem(x)
         s4 = self.down4(s2)
         ctx = self.context(self.down8(s4))
+        if self.pool is not None:
+            ctx = ctx + self.pool(ctx)  # broadcast over H, W
         d4 = self.fuse4(F.interpolate(self.lat4(ctx), size=s4.shape[-2:], mode="bilinear", align_corners=False) + s4)
         if self.head_stride == 2:
             d4 = self.fuse2(F.interpolate(self.lat2(d4), size=s2.shape[-2:], mode="bilinear", align_corners=False) + s2)
