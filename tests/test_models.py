@@ -127,3 +127,5 @@ def test_student_global_context_reaches_beyond_the_local_field():
         assert ("global_context" in m.config) == on
         assert create_model("student", **m.config).config == m.config
     assert moved[False] == 0.0 and moved[True] > 1e-4
+    with pytest.raises(FacepipeError, match="global_context must be true or false"):
+        create_model("student", K, in_channels=4, global_context="no")

@@ -28,13 +28,15 @@ def main():
     ap.add_argument("--out", default="runs/robust")
     ap.add_argument("--wide", action="store_true")
     a = ap.parse_args()
-    scores = {m: {v: score(m, v, a.data, Path(a.out)) for v in VARIANTS} for m in a.models}
+    scores = {}
+    for m in a.models:  # the checkpoint is hashed once per model, not once per variant
+        kept = Path(a.out) / f"{Path(m).name}-{file_sha256(run_checkpoint(m))[:10]}"
+        scores[m] = {v: score(m, v, a.data, kept) for v in VARIANTS}
     print("\n".join(wide(scores) if a.wide else long(scores)))
 
 
-def score(model: str, variant: str, data: str, out: Path) -> dict:
-    sha = file_sha256(run_checkpoint(model))[:10]
-    js = out / f"{Path(model).name}-{sha}" / f"{variant}.json"
+def score(model: str, variant: str, data: str, kept: Path) -> dict:
+    js = kept / f"{variant}.json"
     if not js.exists():
         js.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "facepipe", "eval", model, f"{data}/robust-{variant}.h5", "--json",

@@ -46,6 +46,8 @@ class Student(nn.Module):
         dilations = tuple(int(d) for d in dilations)
         if head_stride not in (2, 4):
             raise ValueError("head_stride must be 2 or 4")
+        if not isinstance(global_context, bool):  # JSON "no" or 0 would otherwise switch it on or off silently
+            raise ValueError("global_context must be true or false")
         self.head_stride = head_stride
         self.config = dict(num_classes=num_classes, in_channels=in_channels, widths=(w0, w1, w2),
                            dilations=dilations, feat_dim=feat_dim, head_stride=head_stride)
