@@ -157,6 +157,42 @@ def test_distill_without_pseudo_labels_names_the_command(tiny_run, tmp_path):
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error:") and "facepipe pseudolabel" in r.stderr
 
 
+
+def test_distill_init_starts_from_a_student_and_records_it(teacher, synthetic_cache, tmp_path):
+    # Two epochs from scratch, then one more epoch at a tiny learning rate from those weights and from
+    # scratch: same seed, so the same batches and draws, and only the starting weights differ.
+    base = dict(teacher=str(teacher), unlabeled="none", arch="student-tiny", device="cpu", threads=1,
+                final_eval="", val_split="none")
+    src = tmp_path / "src"
+    distill(DistillConfig(out=str(src), epochs=2, **base))
+    first = {}
+    for name, init in (("warm", str(src)), ("cold", None)):
+        distill(DistillConfig(out=str(tmp_path / name), epochs=1, lr=1e-6, init=init, **base))
+        first[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text())["ce"]
+    assert first["warm"] < first["cold"] - 0.05, first
+    man = json.loads((tmp_path / "warm" / "manifest.json").read_text())
+    assert man["config"]["init"] == str(src)
+    assert man["config"]["init_sha256"] == file_sha256(src / "checkpoints" / "best.pt")
+    # Unused, --init stays out of the identity config, so runs made before it existed still resume.
+    assert "init" not in json.loads((tmp_path / "cold" / "manifest.json").read_text())["config"]
+
+
+@pytest.mark.parametrize("args, says", [(["--arch", "student"], "this run builds student"),
+                                        (["--init", "accurate"], "this run builds student-tiny"),
+                                        (["--init", "no/such/run"], "--init: no/such/run does not exist")])
+def test_distill_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, teacher, synthetic_cache,
+                                                                       tmp_path):
+    src = tmp_path / "src"
+    distill(DistillConfig(teacher=str(teacher), out=str(src), unlabeled="none", arch="student-tiny", epochs=1,
+                          device="cpu", threads=1, final_eval=""))
+    out = tmp_path / "bad"
+    argv = ["distill", "--teacher", str(teacher), "--unlabeled", "none", "--out", str(out), "--arch",
+            "student-tiny", "--init", str(src), "--epochs", "1", "--threads", "1", "--device", "cpu", "-q"] + args
+    r = CliRunner().invoke(cli, argv)
+    said = r.output + (str(r.exception) if isinstance(r.exception, FacepipeError) else "")
+    assert r.exit_code != 0 and says in said and "Traceback" not in r.output, (r.output, r.exception)
+    assert not out.exists()
+
 # --- the KD loss ---------------------------------------------------------------------------------------
 
 def _teacher_probs(seed=0, shape=(2, 6, 5, 7)):

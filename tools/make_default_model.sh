@@ -10,14 +10,20 @@ facepipe cache data/fasseg-aligned data/fasseg.h5 -q
 apt-get install -y -qq ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
 facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*' -q
 facepipe train data/fasseg.h5 --out runs/tw --backgrounds data/backgrounds -q
-# accurate: two more cosine cycles of the teacher from its own weights (220 epochs in all)
+# two more cosine cycles of the teacher from its own weights (220 epochs in all): the default's teacher
 facepipe train data/fasseg.h5 --out runs/tw2 --init runs/tw --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
 facepipe train data/fasseg.h5 --out runs/tw3 --init runs/tw2 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
-# default: the student distilled from that teacher for 120 epochs
+# accurate: two cycles more (340 epochs in all)
+facepipe train data/fasseg.h5 --out runs/tw4 --init runs/tw3 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+facepipe train data/fasseg.h5 --out runs/tw5 --init runs/tw4 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+# default: the student distilled from runs/tw3 for 120 epochs, then one more 60-epoch cycle from its
+# own weights (fp32: --no-amp; see docs/results.md, "The default student, one more cycle")
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
 facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-lm -q
 facepipe cache data/utk-aligned data/utk.h5 -q
 facepipe pseudolabel --teacher runs/tw3 data/utk.h5 -q
 facepipe distill --teacher runs/tw3 --out runs/tw3-student --epochs 120 --backgrounds data/backgrounds -q
-python3 -m facepipe.infer.pack runs/tw3-student facepipe/assets/default.pt
-python3 -m facepipe.infer.pack runs/tw3 facepipe/assets/accurate.pt --fp16
+facepipe distill --teacher runs/tw3 --out runs/tw3-student2 --init runs/tw3-student --epochs 60 --lr 0.002 \
+    --no-amp --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/tw3-student2 facepipe/assets/default.pt
+python3 -m facepipe.infer.pack runs/tw5 facepipe/assets/accurate.pt --fp16

@@ -29,7 +29,9 @@ from facepipe.learn.distill import DistillConfig, distill
 
 
 @click.command("distill", context_settings=CONTEXT)
-@click.option("--teacher", required=True, help="Teacher run folder.")
+@click.option("--teacher", required=True,
+              help="Teacher: a run folder, a checkpoint file or a bundled name (accurate); the last two "
+                   "need --labeled and --unlabeled.")
 @field_option(DistillConfig, "labeled", "--labeled", help="Labelled cache (default: the teacher's training cache).")
 @field_option(DistillConfig, "unlabeled", "--unlabeled",
               help="Pseudo-labels from `facepipe pseudolabel` (default: TEACHER/pseudo/unlabeled.h5; 'none' to skip).")
@@ -49,6 +51,9 @@ from facepipe.learn.distill import DistillConfig, distill
 @field_option(DistillConfig, "unlabeled_batch", "--unlabeled-batch", type=BATCH)
 @field_option(DistillConfig, "lr", "--lr", type=POSITIVE)
 @augment_options(DistillConfig)
+@field_option(DistillConfig, "init", "--init", metavar="MODEL",
+              help="Start the student from these weights (a run, checkpoint file or bundled name such as "
+                   "fast) instead of random ones; same --arch and width. The schedule starts afresh.")
 @field_option(DistillConfig, "seed", "--seed", type=SEED)
 @field_option(DistillConfig, "device", "--device")
 @field_option(DistillConfig, "threads", "--threads", type=THREADS, show_default="all cores")
@@ -68,6 +73,7 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
+      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast
     """
     teacher = kw["teacher"]
     if rnorm_target is not None:  # the student sees the teacher's input size

@@ -29,6 +29,7 @@ from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.infer.model import LoadedModel
 from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
+from facepipe.learn.train import warm_start
 from facepipe.models import create_model
 from facepipe.util.align_spec import DEFAULT_IOD
 from facepipe.util.device import channels_last
@@ -59,6 +60,7 @@ class DistillConfig:
     val_every: int = 5
     augment: str = "wild"  # none | basic | wild, optionally with fields set: "wild,paste=0" (learn.augment)
     backgrounds: str | None = None  # a `backgrounds` output: faces pasted onto its photos (wild)
+    init: str | None = None  # warm start: a student run, checkpoint file or bundled name with the same network
     seed: int = 0
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
@@ -131,10 +133,16 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     config.update({"labeled_resolved": str(Path(labeled).resolve()),
                    "unlabeled_resolved": unl and str(Path(unl).resolve()),
                    "teacher_checkpoint_sha256": file_sha256(t_ck_path)})
-    # A trial build before the run folder is claimed, so settings the model refuses leave no half-made
-    # run behind; the RNG is put back, so the seeded build below initialises exactly as before.
+    if cfg.init is None:
+        del config["init"]  # absent when unused: runs made before --init existed still resume
+    # A trial build before the run folder is claimed, so settings the model refuses, or an --init of
+    # another network, leave no half-made run behind; the RNG is put back, so the seeded build below
+    # initialises exactly as before.
     with torch.random.fork_rng(devices=[]):
-        create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3, **cfg.model_kwargs)
+        trial = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
+                             **cfg.model_kwargs)
+        if cfg.init:
+            config["init_sha256"] = warm_start(trial, cfg.init, cfg.arch, schema, heat)
     spec = RunSpec("distill", Path(cfg.out), config, cfg.force, cfg.arch, schema, lab_ds.size, heat,
                    t_ck.get("align") or {"size": lab_ds.size, "iod": DEFAULT_IOD}, cfg.epochs, cfg.lr, cfg.seed,
                    cfg.val_every, labeled, cfg.final_eval, "distillation diverged at epoch {epoch}; lower --lr.")
@@ -149,8 +157,10 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         del teacher
         faces.unlabeled = PseudoFile(unl) if unl else None
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
-                             **cfg.model_kwargs).to(device)
-        model = channels_last(model)
+                             **cfg.model_kwargs)
+        if cfg.init:  # checked above; a resumed run then loads its own last.pt over these weights
+            warm_start(model, cfg.init, cfg.arch, schema, heat)
+        model = channels_last(model.to(device))
         amp = Amp(device, cfg.amp)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         run.attach(model, opt, find_unused=True)  # the feature projection gets no gradient

@@ -147,8 +147,9 @@ def train_one_epoch(net, batches: Iterable, loss_fn: LossFn, opt, lr_of_step: Ca
         nb += 1
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        if not math.isfinite(float(loss.detach())):
-            raise Diverged(float(loss))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise Diverged(value)
     return sums, nb, step
 
 
