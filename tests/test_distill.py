@@ -224,3 +224,15 @@ def test_kd_loss_leaves_invalid_pixels_out():
     # the mean is over valid pixels: same per-pixel KL values, any number of invalid ones
     assert torch.isclose(kd_loss(wrong[..., :3], p[..., :3], 1.0, torch.ones(2, 5, 3)), part)
     assert kd_loss(wrong, p, 1.0, torch.zeros(2, 5, 7)) == 0
+
+
+def test_distill_from_a_checkpoint_file_names_the_inputs_it_needs(teacher, synthetic_cache, tmp_path):
+    ck = str(Path(teacher) / "checkpoints" / "best.pt")
+    out = tmp_path / "s"
+    with pytest.raises(FacepipeError, match=r"is a checkpoint, not a run folder: pass --labeled CACHE and "
+                                            r"--unlabeled PSEUDO\.h5"):
+        distill(DistillConfig(teacher=ck, out=str(out), arch="student-tiny", epochs=1, device="cpu", threads=1))
+    assert not out.exists()
+    m = distill(DistillConfig(teacher=ck, out=str(out), labeled=str(synthetic_cache), unlabeled="none",
+                              arch="student-tiny", epochs=1, device="cpu", threads=1, final_eval=""))
+    assert m["inputs"]["teacher"] == str(Path(ck).resolve()) and m["counts"]["labeled_faces"] == 9

@@ -95,7 +95,14 @@ def ce_loss(logits, y, d: Dist | None = None):
 
 def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
     teacher = Path(cfg.teacher)
-    labeled = cfg.labeled
+    labeled, unl = cfg.labeled, cfg.unlabeled
+    if not teacher.is_dir():  # a checkpoint file or bundled name: no run folder to find the inputs in
+        missing = ["--labeled CACHE" if labeled is None else "",
+                   f"--unlabeled PSEUDO.h5 (`facepipe pseudolabel --teacher {cfg.teacher} UNLABELED.h5 "
+                   f"PSEUDO.h5`) or --unlabeled none" if unl is None else ""]
+        if any(missing):
+            raise FacepipeError(f"--teacher {cfg.teacher} is a checkpoint, not a run folder: pass "
+                                + " and ".join(m for m in missing if m) + ".")
     if labeled is None:
         tc = teacher / "config.json"
         if not tc.exists():
@@ -103,7 +110,6 @@ def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
         labeled = json.loads(tc.read_text())["cache"]
     if not Path(labeled).exists():
         raise FacepipeError(f"labelled cache {labeled} not found; pass --labeled CACHE.")
-    unl = cfg.unlabeled
     if unl == "none":
         return labeled, None
     if unl is None:
