@@ -161,8 +161,8 @@ def test_distill_without_pseudo_labels_names_the_command(tiny_run, tmp_path):
 def test_distill_init_starts_from_a_student_and_records_it(teacher, synthetic_cache, tmp_path):
     # Two epochs from scratch, then one more epoch at a tiny learning rate from those weights and from
     # scratch: same seed, so the same batches and draws, and only the starting weights differ.
-    base = dict(teacher=str(teacher), unlabeled="none", arch="student-tiny", device="cpu", threads=1,
-                final_eval="", val_split="none")
+    base = {"teacher": str(teacher), "unlabeled": "none", "arch": "student-tiny", "device": "cpu", "threads": 1,
+            "final_eval": "", "val_split": "none"}
     src = tmp_path / "src"
     distill(DistillConfig(out=str(src), epochs=2, **base))
     first = {}

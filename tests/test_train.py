@@ -116,7 +116,7 @@ def test_bad_model_kwargs_give_one_line_and_leave_no_run(kwargs, says, synthetic
 # --- warm start (--init) -----------------------------------------------------------------------------
 
 def test_init_starts_from_the_given_weights_and_records_them(run, synthetic_cache, tmp_path):
-    from facepipe.learn.train import warm_start
+    from facepipe.infer.checkpoint import warm_start
     from facepipe.util.manifest import file_sha256
 
     src, _ = run

@@ -13,6 +13,7 @@ from facepipe import __version__
 from facepipe.models import create_model
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
+from facepipe.util.manifest import file_sha256
 from facepipe.util.schema import LabelSchema
 
 FORMAT = "facepipe-checkpoint"
@@ -108,3 +109,30 @@ def run_checkpoint(run_or_file, which: str = "best") -> Path:
             return c
     raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`, "
                         f"or name a bundled model ({', '.join(BUNDLED)}).")
+
+
+def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
+    """Load the weights of `init` (run, checkpoint file or bundled name) into `model`; its sha256.
+    `train --init` and `distill --init` both start here.
+    Only the weights come over: the optimiser, the loss's centres and the schedule start afresh (a
+    resumed run then loads its own last.pt over them)."""
+    try:
+        path = run_checkpoint(init)
+        ck = load_checkpoint(path)
+    except FacepipeError as e:
+        raise FacepipeError(f"--init: {e}") from None
+    theirs = f"{ck.get('arch')} {ck.get('model_kwargs') or {}}"
+    if ck.get("arch") != arch:
+        raise FacepipeError(f"--init {init} is a {theirs} network; this run builds {arch}: pass --arch "
+                            f"{ck.get('arch')} (and its width) to start from it.")
+    classes = list((ck.get("schema") or {}).get("classes") or [])
+    if bool(ck.get("heatmap")) != heatmap or classes != list(schema.classes):
+        raise FacepipeError(f"--init {init} takes {ck.get('in_channels')} input channels and predicts "
+                            f"{', '.join(classes)}; this run: {4 if heatmap else 3} and "
+                            f"{', '.join(schema.classes)} ({schema.name}).")
+    try:
+        model.load_state_dict(ck["state_dict"])  # fp16-stored weights are cast to the parameters' dtype
+    except RuntimeError:
+        raise FacepipeError(f"--init {init} ({theirs}) has other layer shapes than this run's {arch} "
+                            f"{dict(getattr(model, 'config', {}))}; pass the same --width / --model-kwargs.") from None
+    return file_sha256(path)

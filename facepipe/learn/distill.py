@@ -25,11 +25,10 @@ import torch.nn.functional as F
 
 from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.data.pseudo_file import PseudoFile, default_output, read_pseudo_manifest
-from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint, warm_start
 from facepipe.infer.model import LoadedModel
 from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
-from facepipe.learn.train import warm_start
 from facepipe.models import create_model
 from facepipe.util.align_spec import DEFAULT_IOD
 from facepipe.util.device import channels_last

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from facepipe.data.face_cache import FaceCache, read_cache_manifest
-from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.infer.checkpoint import warm_start
 from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.batches import Batches
 from facepipe.learn.engine import Amp, Run, RunSpec, start_ranks, val_split
@@ -34,7 +34,7 @@ from facepipe.models import create_model
 from facepipe.util.align_spec import DEFAULT_IOD
 from facepipe.util.device import channels_last
 from facepipe.util.errors import FacepipeError
-from facepipe.util.manifest import config_dict, file_sha256
+from facepipe.util.manifest import config_dict
 from facepipe.util.progress import SILENT, Reporter
 
 
@@ -110,32 +110,6 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
         counts = {"train_faces": len(train_ds), "val_faces": len(val_ds) if val_ds else 0}
         return run.finish(inputs={"cache": config["cache_manifest"]}, counts=counts,
                           extra={"train_seconds_this_session": round(run.train_seconds, 1)})
-
-
-def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
-    """Load the weights of `init` (run, checkpoint file or bundled name) into `model`; its sha256.
-    Only the weights come over: the optimiser, the loss's centres and the schedule start afresh (a
-    resumed run then loads its own last.pt over them)."""
-    try:
-        path = run_checkpoint(init)
-        ck = load_checkpoint(path)
-    except FacepipeError as e:
-        raise FacepipeError(f"--init: {e}") from None
-    theirs = f"{ck.get('arch')} {ck.get('model_kwargs') or {}}"
-    if ck.get("arch") != arch:
-        raise FacepipeError(f"--init {init} is a {theirs} network; this run builds {arch}: pass --arch "
-                            f"{ck.get('arch')} (and its width) to start from it.")
-    classes = list((ck.get("schema") or {}).get("classes") or [])
-    if bool(ck.get("heatmap")) != heatmap or classes != list(schema.classes):
-        raise FacepipeError(f"--init {init} takes {ck.get('in_channels')} input channels and predicts "
-                            f"{', '.join(classes)}; this run: {4 if heatmap else 3} and "
-                            f"{', '.join(schema.classes)} ({schema.name}).")
-    try:
-        model.load_state_dict(ck["state_dict"])  # fp16-stored weights are cast to the parameters' dtype
-    except RuntimeError:
-        raise FacepipeError(f"--init {init} ({theirs}) has other layer shapes than this run's {arch} "
-                            f"{dict(getattr(model, 'config', {}))}; pass the same --width / --model-kwargs.") from None
-    return file_sha256(path)
 
 
 def _criterion(cfg: TrainConfig, model, num_classes: int, device):
