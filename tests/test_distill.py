@@ -236,3 +236,12 @@ def test_distill_from_a_checkpoint_file_names_the_inputs_it_needs(teacher, synth
     m = distill(DistillConfig(teacher=ck, out=str(out), labeled=str(synthetic_cache), unlabeled="none",
                               arch="student-tiny", epochs=1, device="cpu", threads=1, final_eval=""))
     assert m["inputs"]["teacher"] == str(Path(ck).resolve()) and m["counts"]["labeled_faces"] == 9
+
+
+def test_the_student_trains_in_fp32_on_a_cpu_even_where_bf16_is_native(monkeypatch):
+    from facepipe.learn.distill import student_amp
+
+    monkeypatch.setattr("facepipe.learn.engine.amp_dtype", lambda device: torch.bfloat16)  # a bf16 CPU
+    assert student_amp(torch.device("cpu"), True).dtype is None
+    from facepipe.learn.engine import Amp
+    assert Amp(torch.device("cpu"), True).dtype == torch.bfloat16  # train's teacher keeps bf16

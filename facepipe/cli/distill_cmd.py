@@ -57,7 +57,8 @@ from facepipe.learn.distill import DistillConfig, distill
 @field_option(DistillConfig, "seed", "--seed", type=SEED)
 @field_option(DistillConfig, "device", "--device")
 @field_option(DistillConfig, "threads", "--threads", type=THREADS, show_default="all cores")
-@amp_option(DistillConfig)
+@amp_option(DistillConfig, help="Mixed precision on CUDA (fp16). On CPUs the student always trains in fp32: "
+                                   "bf16 is no faster for it and gave non-finite losses at random.")
 @force_option
 @quiet_option
 def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet, **kw):

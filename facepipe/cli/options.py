@@ -223,11 +223,10 @@ def dilations_for_rnorm(arch, size, target, dilations):
     return dilations_for(arch, size, target)[0]
 
 
-def amp_option(config):
+def amp_option(config, help: str = "Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 "
+                                     "(AVX512-BF16/AMX); fp32 elsewhere."):
     """--amp/--no-amp of train and distill (`config` holds its default)."""
-    return field_option(config, "amp", "--amp/--no-amp",
-                        help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX); "
-                             "fp32 elsewhere.")
+    return field_option(config, "amp", "--amp/--no-amp", help=help)
 
 
 def augment_options(config):

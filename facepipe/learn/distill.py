@@ -166,7 +166,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         if cfg.init:  # checked above; a resumed run then loads its own last.pt over these weights
             warm_start(model, cfg.init, cfg.arch, schema, heat)
         model = channels_last(model.to(device))
-        amp = Amp(device, cfg.amp)
+        amp = student_amp(device, cfg.amp)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         run.attach(model, opt, find_unused=True)  # the feature projection gets no gradient
         try:
@@ -176,6 +176,13 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         counts = {"labeled_faces": len(faces.idx), "unlabeled_faces": faces.n_unl}
         return run.finish(inputs={"teacher": str(t_ck_path.resolve()), "labeled": labeled, "unlabeled": unl},
                           counts=counts)
+
+
+def student_amp(device, enabled: bool) -> Amp:
+    """fp16 on CUDA; fp32 on every CPU. bf16 autocast made the student's loss non-finite at random (2 of
+    4 identical 1-epoch runs on a Zen 4; 0 of 4 in fp32) and is no faster for so small a network
+    (docs/results.md, "The default student, one more cycle")."""
+    return Amp(device, enabled and device.type != "cpu")
 
 
 def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter) -> tuple:
