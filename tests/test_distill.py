@@ -179,7 +179,8 @@ def test_distill_init_starts_from_a_student_and_records_it(teacher, synthetic_ca
 
 @pytest.mark.parametrize("args, says", [(["--arch", "student"], "this run builds student"),
                                         (["--init", "accurate"], "this run builds student-tiny"),
-                                        (["--init", "no/such/run"], "--init: no/such/run does not exist")])
+                                        (["--init", "no/such/run"], "--init: no/such/run does not exist"),
+                                        (["--init", ""], "give a run folder, a checkpoint file or a bundled")])
 def test_distill_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, teacher, synthetic_cache,
                                                                        tmp_path):
     src = tmp_path / "src"

@@ -18,6 +18,7 @@ from facepipe.cli.options import (
     dilation_rates,
     dilations_for_rnorm,
     field_option,
+    init_model,
     force_option,
     quiet_option,
     reporter,
@@ -51,7 +52,7 @@ from facepipe.learn.distill import DistillConfig, distill
 @field_option(DistillConfig, "unlabeled_batch", "--unlabeled-batch", type=BATCH)
 @field_option(DistillConfig, "lr", "--lr", type=POSITIVE)
 @augment_options(DistillConfig)
-@field_option(DistillConfig, "init", "--init", metavar="MODEL",
+@field_option(DistillConfig, "init", "--init", metavar="MODEL", callback=init_model,
               help="Start the student from these weights (a run, checkpoint file or bundled name such as "
                    "fast) instead of random ones; same --arch and width. The schedule starts afresh.")
 @field_option(DistillConfig, "seed", "--seed", type=SEED)

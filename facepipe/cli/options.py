@@ -242,6 +242,13 @@ def augment_options(config):
     return lambda f: augment(backgrounds(f))
 
 
+def init_model(ctx, param, value):
+    """--init of train and distill: an empty name would silently mean "from random weights"."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("give a run folder, a checkpoint file or a bundled name (default, fast, accurate).")
+    return value
+
+
 def _recipe(ctx, param, value):
     """The spec checked and without spaces, so that "wild, paste=0" resumes a run made with "wild,paste=0"."""
     try:

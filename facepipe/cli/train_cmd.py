@@ -16,6 +16,7 @@ from facepipe.cli.options import (
     dilation_rates,
     dilations_for_rnorm,
     field_option,
+    init_model,
     force_option,
     quiet_option,
     reporter,
@@ -48,7 +49,7 @@ from facepipe.learn.train import TrainConfig, train
               help="Split for model selection: a name, none, or auto (val when present).")
 @augment_options(TrainConfig)
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
-@field_option(TrainConfig, "init", "--init", metavar="MODEL",
+@field_option(TrainConfig, "init", "--init", metavar="MODEL", callback=init_model,
               help="Start from these weights (a run, checkpoint file or bundled name such as accurate) "
                    "instead of random ones; same --arch and width. The schedule starts afresh.")
 @field_option(TrainConfig, "seed", "--seed", type=SEED)

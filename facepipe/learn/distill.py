@@ -163,8 +163,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         faces.unlabeled = PseudoFile(unl) if unl else None
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
                              **cfg.model_kwargs)
-        if cfg.init:  # checked above; a resumed run then loads its own last.pt over these weights
-            warm_start(model, cfg.init, cfg.arch, schema, heat)
+        if cfg.init:  # the weights the trial build loaded; a resumed run then loads its last.pt over them
+            model.load_state_dict(trial.state_dict())
         model = channels_last(model.to(device))
         amp = student_amp(device, cfg.amp)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
