@@ -177,10 +177,29 @@ def test_distill_init_starts_from_a_student_and_records_it(teacher, synthetic_ca
     assert "init" not in json.loads((tmp_path / "cold" / "manifest.json").read_text())["config"]
 
 
+def test_distill_init_widens_a_narrower_student(teacher, tmp_path):
+    base = {"teacher": str(teacher), "unlabeled": "none", "arch": "student-tiny", "device": "cpu", "threads": 1,
+            "final_eval": "", "val_split": "none"}
+    src = tmp_path / "src"
+    distill(DistillConfig(out=str(src), epochs=2, **base))
+    first = {}
+    for name, init, widths in (("warm", str(src), [12, 24, 48]), ("cold", None, [12, 24, 48]),
+                               ("same", str(src), [8, 16, 32])):
+        distill(DistillConfig(out=str(tmp_path / name), epochs=1, lr=1e-6, init=init,
+                              model_kwargs={"widths": widths}, **base))
+        first[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text())["ce"]
+    # Same batches and draws (same seed): the widened student starts where the narrow one stopped, so
+    # its first epoch's loss is the narrow one's, far below a fresh wide student's.
+    assert abs(first["warm"] - first["same"]) < 0.01 and first["warm"] < first["cold"] - 0.05, first
+    ck = load_checkpoint(tmp_path / "warm" / "checkpoints" / "last.pt")
+    assert list(ck["model_kwargs"]["widths"]) == [12, 24, 48]
+
+
 @pytest.mark.parametrize("args, says", [(["--arch", "student"], "this run builds student"),
                                         (["--init", "accurate"], "this run builds student-tiny"),
                                         (["--init", "no/such/run"], "--init: no/such/run does not exist"),
-                                        (["--init", ""], "give a run folder, a checkpoint file or a bundled")])
+                                        (["--init", ""], "give a run folder, a checkpoint file or a bundled"),
+                                        (["--model-kwargs", '{"widths": [4, 8, 16]}'], "cannot be widened")])
 def test_distill_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, teacher, synthetic_cache,
                                                                        tmp_path):
     src = tmp_path / "src"

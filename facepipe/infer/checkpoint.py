@@ -11,6 +11,7 @@ import torch
 
 from facepipe import __version__
 from facepipe.models import create_model
+from facepipe.models.widen import widen
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
 from facepipe.util.manifest import file_sha256
@@ -113,7 +114,8 @@ def run_checkpoint(run_or_file, which: str = "best") -> Path:
 
 def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
     """Load the weights of `init` (run, checkpoint file or bundled name) into `model`; its sha256.
-    `train --init` and `distill --init` both start here.
+    `train --init` and `distill --init` both start here. A narrower network of the same arch (say
+    widths 16, 32, 64 into 24, 48, 96) is widened into `model` so that it computes the same function.
     Only the weights come over: the optimiser, the loss's centres and the schedule start afresh (a
     resumed run then loads its own last.pt over them)."""
     try:
@@ -133,6 +135,9 @@ def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
     try:
         model.load_state_dict(ck["state_dict"])  # fp16-stored weights are cast to the parameters' dtype
     except RuntimeError:
-        raise FacepipeError(f"--init {init} ({theirs}) has other layer shapes than this run's {arch} "
-                            f"{dict(getattr(model, 'config', {}))}; pass the same --width / --model-kwargs.") from None
+        # A narrower network of the same arch: widened so that it computes the same function (models.widen).
+        if not widen(build_from_checkpoint(ck)[0], model, ck["in_channels"]):
+            raise FacepipeError(f"--init {init} ({theirs}) has other layer shapes than this run's {arch} "
+                                f"{dict(getattr(model, 'config', {}))} and cannot be widened into it; pass the "
+                                "same --width / --model-kwargs, or narrower ones.") from None
     return file_sha256(path)
