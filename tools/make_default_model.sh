@@ -13,9 +13,11 @@ facepipe train data/fasseg.h5 --out runs/tw --backgrounds data/backgrounds -q
 # two more cosine cycles of the teacher from its own weights (220 epochs in all): the default's teacher
 facepipe train data/fasseg.h5 --out runs/tw2 --init runs/tw --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
 facepipe train data/fasseg.h5 --out runs/tw3 --init runs/tw2 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
-# accurate: two cycles more (340 epochs in all)
-facepipe train data/fasseg.h5 --out runs/tw4 --init runs/tw3 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
-facepipe train data/fasseg.h5 --out runs/tw5 --init runs/tw4 --epochs 60 --lr 0.001 --backgrounds data/backgrounds -q
+# accurate: four cycles more (460 epochs in all)
+for i in 4 5 6 7; do
+    facepipe train data/fasseg.h5 --out runs/tw$i --init runs/tw$((i - 1)) --epochs 60 --lr 0.001 \
+        --backgrounds data/backgrounds -q
+done
 # default: the student distilled from runs/tw3 for 120 epochs, then one more 60-epoch cycle from its
 # own weights (fp32: --no-amp; see docs/results.md, "The default student, one more cycle")
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
@@ -26,4 +28,4 @@ facepipe distill --teacher runs/tw3 --out runs/tw3-student --epochs 120 --backgr
 facepipe distill --teacher runs/tw3 --out runs/tw3-student2 --init runs/tw3-student --epochs 60 --lr 0.002 \
     --no-amp --backgrounds data/backgrounds -q
 python3 -m facepipe.infer.pack runs/tw3-student2 facepipe/assets/default.pt
-python3 -m facepipe.infer.pack runs/tw5 facepipe/assets/accurate.pt --fp16
+python3 -m facepipe.infer.pack runs/tw7 facepipe/assets/accurate.pt --fp16
