@@ -163,3 +163,14 @@ def test_parse_profile_row_adds_up(tmp_path):
     assert abs(sum(v["share"] for v in row["steps"].values()) - 1) < 0.01
     assert row["steps"]["detect+landmarks"]["seconds"] > 0 and row["steps"]["warp back"]["seconds"] > 0
     assert 0 < row["network_cpu_ms_per_face"] and 0 < row["network_ms_per_face_alone_as_in_parse"]
+
+
+def test_bench_with_no_model_named_times_the_bundled_models():
+    # CI's `bench --fps` ratio must be the bundled default's, whatever width it has, not an untrained net's
+    from facepipe.infer.bench_report import bench_entries
+    from facepipe.infer.model import LoadedModel
+
+    entries = bench_entries()
+    assert [e.name for e in entries] == ["default", "accurate", BASELINE]
+    assert count_params(entries[0].model) == count_params(LoadedModel.load("default").net)
+    assert [e.name for e in bench_entries(archs=("student-tiny",))] == ["student-tiny", BASELINE]

@@ -7,7 +7,8 @@ The FPS of every model comes from one `facepipe bench --fps ... --json` run (so 
 process on one machine); the F1 of each from `facepipe eval RUN CACHE --json` files named
 <model>-<set>.json, <model> being the bench row's model name without its " (arch)" (a run folder's name, or `accurate`).
 Plain (V2 test) and pasted points are drawn for each model that has both files; the table printed is
-the one in docs/results.md.
+the one in docs/results.md. --earlier NAME=F1_TEST,F1_PASTED draws a bench row whose model was scored in
+another session (its eval files are gone): hollow markers, "(F1 earlier)" in its label and table row.
 """
 import argparse
 import json
@@ -24,6 +25,8 @@ def main():
     ap.add_argument("evals", nargs="+", help="eval JSON files named <model>-<set>.json")
     ap.add_argument("--bench", required=True, help="`facepipe bench --fps --json` output")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--earlier", action="append", default=[], metavar="NAME=F1_TEST,F1_PASTED",
+                    help="a bench row scored in an earlier session, e.g. bisenet-r18=0.855,0.852")
     a = ap.parse_args()
     rows = json.loads(Path(a.bench).read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
@@ -33,6 +36,15 @@ def main():
     for f in a.evals:
         name, _, which = Path(f).stem.rpartition("-")
         scores.setdefault(name, {})[which] = json.loads(Path(f).read_text())
+    earlier = set()
+    for e in a.earlier:
+        name, _, f1s = e.partition("=")
+        try:
+            test, pasted = (float(v) for v in f1s.split(","))
+        except ValueError:
+            raise SystemExit(f"--earlier {e!r}: expected NAME=F1_TEST,F1_PASTED") from None
+        scores[name] = {"test": {"overall_f1": test}, "pasted": {"overall_f1": pasted}}
+        earlier.add(name)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     print("| model | params | FPS | x bisenet-r18 | V2 test acc / F1 | pasted acc / F1 |")
     print("|---|---|---|---|---|---|")
@@ -42,12 +54,16 @@ def main():
             raise SystemExit(f"{name}: no row in {a.bench} (bench rows: {', '.join(fps)})")
         for which, marker in (("test", "o"), ("pasted", "^")):
             if which in s:
-                ax.scatter(r["fps"], s[which]["overall_f1"], marker=marker, color=_colour(name))
+                c = _colour(name)
+                ax.scatter(r["fps"], s[which]["overall_f1"], marker=marker,
+                           **({"facecolors": "none", "edgecolors": c} if name in earlier else {"color": c}))
         if "test" in s:
-            ax.annotate(name, (r["fps"], s["test"]["overall_f1"]), textcoords="offset points", xytext=(4, 4),
+            ax.annotate(name + (" (F1 earlier)" if name in earlier else ""), (r["fps"], s["test"]["overall_f1"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
-        cells = [f"{100 * s[w]['pixel_acc']:.2f}% / {s[w]['overall_f1']:.3f}" if w in s else "-"
-                 for w in ("test", "pasted")]
+        cells = [("" if "pixel_acc" not in s[w] else f"{100 * s[w]['pixel_acc']:.2f}% / ")
+                 + f"{s[w]['overall_f1']:.3f}" if w in s else "-" for w in ("test", "pasted")]
+        if name in earlier:
+            cells[0] += " (earlier session)"
         print(f"| {name} | {r.get('params', '?')} | {r['fps']:.1f} | {r.get('ratio_to_baseline', float('nan')):.1f} | "
               f"{cells[0]} | {cells[1]} |")
     ax.set_xscale("log")

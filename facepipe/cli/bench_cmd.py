@@ -54,8 +54,9 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
     """Frames per second and latency of several models side by side (and accuracy with RUN CACHE).
 
     \b
-    With no models named, benchmarks the registered teacher, student and bisenet-r18 (the baseline
-    face-parsing.PyTorch and facexlib ship) at 256x256, batch 1. FPS counts frames (batch x iters /
+    With no models named, benchmarks the bundled models (`default`, the parser `parse` uses, and
+    `accurate`) against bisenet-r18 (the baseline face-parsing.PyTorch and facexlib ship) at 256x256,
+    batch 1. FPS counts frames (batch x iters /
     time) of the network forward after warm-up, BatchNorm folded into convs for every model (the
     baseline too; --no-fold-bn to time them as trained), models and inputs in channels_last as `parse`
     runs them (every model; --contiguous for NCHW); MACs and parameters are counted from the real layers;

@@ -5,7 +5,7 @@ infer.bench and, given a cache, joins the last run's accuracy to its rows; bench
 lay the rows out as the command prints them."""
 from __future__ import annotations
 
-from facepipe.infer.bench import BASELINE, DEFAULT_ARCHS, BenchConfig, Entry, arch_entry, bench_speed, run_entry
+from facepipe.infer.bench import BASELINE, DEFAULT_MODELS, BenchConfig, Entry, arch_entry, bench_speed, run_entry
 from facepipe.infer.evaluate import evaluate
 from facepipe.util.progress import SILENT, Reporter
 
@@ -18,10 +18,12 @@ PERCENT = ("spread", "cpu_wait")
 def bench_entries(models=(), archs=(), baseline: bool = True) -> list[Entry]:
     """Trained `models` (runs, checkpoints, bundled names), then untrained `archs`.
 
-    No models and no archs: the registered teacher, student and baseline. `baseline` adds bisenet-r18
-    where it is missing; untrained models get the first run's classes (6, FASSEG's, without one)."""
+    No models and no archs: the bundled default and accurate models, and the baseline. `baseline` adds
+    bisenet-r18 where it is missing; untrained models get the first run's classes (6, FASSEG's, without one)."""
+    if not (models or archs):
+        models = DEFAULT_MODELS
     entries = [run_entry(m) for m in models]
-    names = list(archs) if (archs or models) else list(DEFAULT_ARCHS)
+    names = list(archs)
     if baseline and BASELINE not in names:
         names.append(BASELINE)
     nc = entries[0].schema.num_classes if entries else 6
