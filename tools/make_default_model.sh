@@ -18,8 +18,10 @@ for i in 4 5 6 7; do
     facepipe train data/fasseg.h5 --out runs/tw$i --init runs/tw$((i - 1)) --epochs 60 --lr 0.001 \
         --backgrounds data/backgrounds -q
 done
-# default: the student distilled from runs/tw3 for 120 epochs, then one more 60-epoch cycle from its
-# own weights (fp32: --no-amp; see docs/results.md, "The default student, one more cycle")
+# default: an s16 student distilled from runs/tw3 for 120 epochs and one more 60-epoch cycle from its own
+# weights (fp32: --no-amp), then grown to widths 24, 48, 96 (`--init` widens it without changing its
+# function) and distilled three more cycles from runs/tw5 with runs/tw5's pseudo-labels (docs/results.md,
+# "The teacher at 96%; a wider student within a point of it")
 facepipe landmarks "$S/unlabeled/utkface-5k" data/utk-lm -q
 facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned --landmarks data/utk-lm -q
 facepipe cache data/utk-aligned data/utk.h5 -q
@@ -27,5 +29,13 @@ facepipe pseudolabel --teacher runs/tw3 data/utk.h5 -q
 facepipe distill --teacher runs/tw3 --out runs/tw3-student --epochs 120 --backgrounds data/backgrounds -q
 facepipe distill --teacher runs/tw3 --out runs/tw3-student2 --init runs/tw3-student --epochs 60 --lr 0.002 \
     --no-amp --backgrounds data/backgrounds -q
-python3 -m facepipe.infer.pack runs/tw3-student2 facepipe/assets/default.pt
+facepipe pseudolabel --teacher runs/tw5 data/utk.h5 data/utk-pseudo-tw5.h5 -q
+prev=runs/tw3-student2
+for i in 1 2 3; do
+    facepipe distill --teacher runs/tw5 --labeled data/fasseg.h5 --unlabeled data/utk-pseudo-tw5.h5 \
+        --init $prev --model-kwargs '{"widths": [24, 48, 96]}' --out runs/s24-w$i --epochs 60 --lr 0.002 \
+        --backgrounds data/backgrounds -q
+    prev=runs/s24-w$i
+done
+python3 -m facepipe.infer.pack runs/s24-w3 facepipe/assets/default.pt
 python3 -m facepipe.infer.pack runs/tw7 facepipe/assets/accurate.pt --fp16
