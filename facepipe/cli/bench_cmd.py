@@ -56,11 +56,11 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
     \b
     With no models named, benchmarks the bundled models (`default`, the parser `parse` uses, and
     `accurate`) against bisenet-r18 (the baseline face-parsing.PyTorch and facexlib ship) at 256x256,
-    batch 1. FPS counts frames (batch x iters /
-    time) of the network forward after warm-up, BatchNorm folded into convs for every model (the
-    baseline too; --no-fold-bn to time them as trained), models and inputs in channels_last as `parse`
-    runs them (every model; --contiguous for NCHW); MACs and parameters are counted from the real layers;
-    ratio_to_baseline is FPS / bisenet-r18's FPS at the same size and batch, in this same run.
+    batch 1. FPS counts frames (batch x iters / time) of the network forward after warm-up, BatchNorm
+    folded into convs for every model (the baseline too; --no-fold-bn to time them as trained), models
+    and inputs in channels_last as `parse` runs them (every model; --contiguous for NCHW); MACs and
+    parameters are counted from the real layers; ratio_to_baseline is FPS / bisenet-r18's FPS at the
+    same size and batch, in this same run.
     spread is how much the throughput of five slices of a row's timing window differs, cpu_wait the
     share of it spent waiting for a CPU another process held; a yellow line says when these or the
     load average make the figures unrepeatable.

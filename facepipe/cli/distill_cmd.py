@@ -76,9 +76,10 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
-      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast
       facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \
-          --model-kwargs '{"widths": [24, 48, 96]}' --out runs/s24-from-fast
+          --model-kwargs '{"widths": [24, 48, 96]}' --out runs/fast-more      # fast's own widths
+      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \
+          --model-kwargs '{"widths": [32, 64, 128]}' --out runs/s32-from-fast  # grown wider
     """
     teacher = kw["teacher"]
     if rnorm_target is not None:  # the student sees the teacher's input size
