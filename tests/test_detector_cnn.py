@@ -1,6 +1,7 @@
 """`--detector cnn` (dlib's CNN face detector) and the box alignment of faces whose landmarks are not
 trusted, on scikit-image's astronaut and on faces the tests make up. The CNN runs on a 300x400 crop of
 the astronaut (upsample 0 by the auto rule): about a second a call."""
+import contextlib
 import json
 import sys
 
@@ -142,12 +143,30 @@ def test_untrusted_face_is_cut_from_its_box_and_parsed(tmp_path, monkeypatch):
     assert r["crops"][0].shape == (size, size, 3) and r["crops"][0].any()
     assert r["heatmaps"][0].shape == (size, size) and not r["heatmaps"][0].any()  # no made-up landmarks drawn
     assert np.allclose(r["matrices"][0], box_matrix([168.0, 69.0, 263.0, 164.0], t))
+    wide = pw.align_photo({**job, "align": AlignSpec(size, 0.22, box_width=1.8)})  # a model cut with --box-width
+    assert np.allclose(wide["matrices"][0], box_matrix([168.0, 69.0, 263.0, 164.0], t, 1.8))
+    assert np.isclose(wide["matrices"][0][0, 0] / r["matrices"][0][0, 0], 1.8 / BOX_WIDTH_IN_IOD)
 
     s = parse_photos(Parser.load(None, "cpu"), [tmp_path / "astronaut.png"], tmp_path / "out", workers=1)
     assert s["faces"] == 1 and s["parsed"] == 1
     rec = json.loads((tmp_path / "out" / "astronaut.json").read_text())
     assert rec["faces"][0]["lm_trusted"] is False
     assert rec["pixel_counts"]["skin"] > 1000  # the face was parsed from its box crop
+
+
+@contextlib.contextmanager
+def _untrusted(lm):
+    """The astronaut's CNN face marked as untrusted (as on a profile) in the shared landmarks folder, for
+    the duration of one test."""
+    rec_path = lm / "faces" / "astronaut.json"
+    rec = json.loads(rec_path.read_text())
+    rec["faces"][0]["lm_trusted"] = False
+    rec_path.write_text(json.dumps(rec))
+    try:
+        yield rec
+    finally:
+        rec["faces"][0]["lm_trusted"] = True
+        rec_path.write_text(json.dumps(rec))
 
 
 def test_align_aligns_untrusted_faces_from_their_box(both, photos, tmp_path):
@@ -157,20 +176,31 @@ def test_align_aligns_untrusted_faces_from_their_box(both, photos, tmp_path):
     from facepipe.data.aligned_set import read_faces
 
     lm = both["cnn"][2]
-    rec_path = lm / "faces" / "astronaut.json"
-    rec = json.loads(rec_path.read_text())
-    rec["faces"][0]["lm_trusted"] = False  # as on a profile
-    rec_path.write_text(json.dumps(rec))
-    try:
+    with _untrusted(lm) as rec:
         m = run_align(AlignConfig(src=str(photos), out=str(tmp_path / "al"), size=96, landmarks=str(lm), workers=1))
-    finally:
-        rec["faces"][0]["lm_trusted"] = True
-        rec_path.write_text(json.dumps(rec))
     assert m["counts"]["box_aligned"] == 1 and m["counts"]["faces"] == 1
     (face,) = read_faces(tmp_path / "al")
     assert face["lm_trusted"] is False and face["landmarks"] is None and not face["fitted"]
     assert np.allclose(face["matrix"], box_matrix(rec["faces"][0]["box"], template(96, 0.22)))
     assert Image.open(tmp_path / "al" / face["image"]).size == (96, 96)
+    from facepipe.data.cache import _align_entry
+    from facepipe.util.align_spec import AlignSpec
+    assert _align_entry(m["config"], 96)["box_width"] == BOX_WIDTH_IN_IOD  # what parse will cut with
+    assert AlignSpec.from_dict({"size": 96}).box_width == BOX_WIDTH_IN_IOD  # checkpoints made before the option
+
+
+def test_align_box_width_reaches_the_crop_and_the_cache_manifest(both, photos, tmp_path):
+    from facepipe.data.align import AlignConfig, run_align
+    from facepipe.data.aligned_set import read_faces
+    from facepipe.data.cache import _align_entry
+
+    lm = both["cnn"][2]
+    with _untrusted(lm) as rec:
+        m = run_align(AlignConfig(src=str(photos), out=str(tmp_path / "al"), size=96, landmarks=str(lm), workers=1,
+                                  box_width=1.8))
+    (face,) = read_faces(tmp_path / "al")
+    assert np.allclose(face["matrix"], box_matrix(rec["faces"][0]["box"], template(96, 0.22), 1.8))
+    assert _align_entry(m["config"], 96)["box_width"] == 1.8
 
 
 def _run(argv, monkeypatch, capsys):

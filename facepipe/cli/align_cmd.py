@@ -31,6 +31,10 @@ from facepipe.util.manifest import parse_shard
 @field_option(AlignConfig, "no_face", "--no-face", type=click.Choice(["auto", "fit", "skip"]),
               help="Photos without a face: fit the whole photo into the crop, or skip it "
                    "(auto: fit labelled photos, skip unlabelled ones).")
+@field_option(AlignConfig, "box_width", "--box-width", type=click.FloatRange(min=0.5, max=10),
+              help="Faces cut from their detector box (profiles on --detector cnn landmarks): the box's width "
+                   "in template eye distances; smaller = more of the head in the crop. `parse` reads it from "
+                   "the model.")
 @click.option("--letterbox", is_flag=True,
               help="Baseline without alignment: fit each whole photo into the crop (landmarks kept for the heatmap).")
 @field_option(AlignConfig, "outside_label", "--outside-label", type=LABEL_ID,
@@ -52,6 +56,7 @@ def align_cmd(shard, quiet, **kw):
       facepipe align data/fasseg data/fasseg-aligned --landmarks data/fasseg-lm
       facepipe align raw/ data/aligned
       facepipe align data/lapa data/lapa-aligned --landmarks dataset --size 512
+      facepipe align data/fasseg data/fasseg-cnn --landmarks data/fasseg-lm-cnn --box-width 1.8
       facepipe align photos/ al/ --landmarks lm/ --shard 1/2   # half of it; then once without --shard
     """
     rep = reporter(quiet)

@@ -32,7 +32,7 @@ from facepipe.data.face_detector import detector, detector_args
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.atomic import save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
-from facepipe.util.geometry import template, warp_image, warp_labels
+from facepipe.util.geometry import BOX_WIDTH_IN_IOD, template, warp_image, warp_labels
 from facepipe.util.images import load_ids, load_rgb
 from facepipe.util.landmark_txt import read_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict, read_manifest, shard_summary
@@ -51,6 +51,7 @@ class AlignConfig:
     min_face: int = 20  # unlabelled faces with a smaller box side (px) are skipped
     no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)
     letterbox: bool = False  # baseline without alignment: every photo fitted whole (landmarks still kept)
+    box_width: float = BOX_WIDTH_IN_IOD  # faces cut from their box (untrusted landmarks): box width in eye distances
     # Label of crop pixels outside the photo. Background (0), not ignore: a model that never saw the
     # black padding labelled predicted junk classes along the photo's edges (teacher t1 on FASSEG).
     outside_label: int = 0
@@ -127,7 +128,7 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
         if ids.shape != (h, w):
             raise BadImage(f"{photo.id}: label size {ids.shape[::-1]} differs from image size {(w, h)}")
     faces, dropped = _kept_faces(_faces_for(photo, rgb, cfg), ids is not None, cfg)
-    spec = AlignSpec(cfg.size, cfg.iod, cfg.letterbox)
+    spec = AlignSpec(cfg.size, cfg.iod, cfg.letterbox, cfg.box_width)
     crops = [_crop(photo, rgb, ids, face, photo.id if len(faces) == 1 else f"{photo.id}_f{k}", spec, cfg, out)
              for k, face in enumerate(faces)]
     rec = {"id": photo.id, "faces": crops, "dropped_faces": dropped}

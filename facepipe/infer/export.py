@@ -43,6 +43,9 @@ def _alignment(model: LoadedModel) -> dict:
         "from_68": "eye centres = mean of points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54 (0-based)",
         "template": template(size, iod).round(3).tolist(),
         "warp": "least-squares similarity from the 5 points onto the template; bilinear; outside the photo = 0",
+        "box_width_in_eye_distances": model.align.box_width,
+        "box_note": "faces whose landmarks are not trusted (profiles): cut from the detector box, scaled to this "
+                    "many template eye distances, box centre 0.30 eye distances above the template centre",
     }
     if letterbox:
         alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"

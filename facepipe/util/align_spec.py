@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from facepipe.util.geometry import apply, box_matrix, fit_similarity, five_from, letterbox_matrix, template
+from facepipe.util.geometry import BOX_WIDTH_IN_IOD, apply, box_matrix, fit_similarity, five_from, letterbox_matrix, template
 
 DEFAULT_IOD = 0.22  # eye distance as a fraction of the crop side (geometry.template)
 
@@ -20,6 +20,9 @@ class AlignSpec:
     size: int = 256
     iod: float = DEFAULT_IOD
     letterbox: bool = False  # the baseline without alignment: each photo fitted whole into the crop
+    # Width of a face box cut without landmarks (a profile), in template eye distances: smaller = the
+    # face smaller in the crop and more of the head around it (see geometry.BOX_WIDTH_IN_IOD).
+    box_width: float = BOX_WIDTH_IN_IOD
 
     @classmethod
     def from_dict(cls, d: dict | None, size: int | None = None) -> "AlignSpec":
@@ -27,7 +30,8 @@ class AlignSpec:
         `size` (the crop size they record elsewhere)."""
         d = d or {}
         return cls(size=int(d.get("size") or size or cls.size), iod=float(d.get("iod") or DEFAULT_IOD),
-                   letterbox=bool(d.get("letterbox", False)))
+                   letterbox=bool(d.get("letterbox", False)),
+                   box_width=float(d.get("box_width") or BOX_WIDTH_IN_IOD))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +55,6 @@ def align_face(spec: AlignSpec, shape: tuple[int, int], landmarks=None, box=None
         m = letterbox_matrix(h, w, spec.size)
         return m, (apply(m, pts) if pts is not None and trusted else None)
     if not trusted or pts is None:
-        return box_matrix(box, spec.template()), None
+        return box_matrix(box, spec.template(), spec.box_width), None
     m = fit_similarity(five_from(pts), spec.template())
     return m, apply(m, pts)

@@ -71,17 +71,18 @@ BOX_WIDTH_IN_IOD = 2.36
 BOX_CENTER_DY_IN_IOD = -0.30
 
 
-def box_matrix(box, tmpl: np.ndarray) -> np.ndarray:
+def box_matrix(box, tmpl: np.ndarray, width_in_iod: float = BOX_WIDTH_IN_IOD) -> np.ndarray:
     """Photo -> crop matrix from a face box [l, t, r, b] alone: scale from the box size (mean of its width
-    and height), box centre onto the template's point for it, no rotation. For faces whose landmarks
-    cannot be trusted (profiles on dlib's CNN boxes); `tmpl` is `template(size, iod)`."""
+    and height; the box becomes `width_in_iod` template eye distances wide), box centre onto the
+    template's point for it, no rotation. For faces whose landmarks cannot be trusted (profiles on
+    dlib's CNN boxes); `tmpl` is `template(size, iod)`."""
     l, t, r, b = (float(v) for v in box)
     side = ((r - l) + (b - t)) / 2
     if not (np.isfinite(side) and side > 0):
         raise ValueError(f"degenerate face box {list(box)}")
     tmpl = np.asarray(tmpl, np.float64)
     iod = float(np.linalg.norm(tmpl[1] - tmpl[0]))
-    s = BOX_WIDTH_IN_IOD * iod / side
+    s = width_in_iod * iod / side
     tx, ty = tmpl.mean(0) + np.array([0.0, BOX_CENTER_DY_IN_IOD * iod])
     return np.array([[s, 0, tx - s * (l + r) / 2], [0, s, ty - s * (t + b) / 2], [0, 0, 1]], np.float64)
 
