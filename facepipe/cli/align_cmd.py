@@ -5,6 +5,7 @@ from facepipe.cli.options import (
     LABEL_ID,
     OPEN_FRACTION,
     SIZE,
+    FiniteRange,
     config_from,
     field_option,
     force_option,
@@ -31,7 +32,7 @@ from facepipe.util.manifest import parse_shard
 @field_option(AlignConfig, "no_face", "--no-face", type=click.Choice(["auto", "fit", "skip"]),
               help="Photos without a face: fit the whole photo into the crop, or skip it "
                    "(auto: fit labelled photos, skip unlabelled ones).")
-@field_option(AlignConfig, "box_width", "--box-width", type=click.FloatRange(min=0.5, max=10),
+@field_option(AlignConfig, "box_width", "--box-width", type=FiniteRange(0.5, 10),
               help="Faces cut from their detector box (profiles on --detector cnn landmarks): the box's width "
                    "in template eye distances; smaller = more of the head in the crop. `parse` reads it from "
                    "the model.")
