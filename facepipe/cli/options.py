@@ -40,6 +40,8 @@ WORKERS = click.IntRange(min=0)  # 0 = all cores for the stage pools; the main p
 class FiniteRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf: nan passes every comparison a range makes."""
 
+    name = "number"  # a word is "not a valid number", not click's "not a valid float range"
+
     def convert(self, value, param, ctx):
         rv = super().convert(value, param, ctx)
         if not math.isfinite(rv):

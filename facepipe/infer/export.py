@@ -25,7 +25,7 @@ from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.errors import FacepipeError
-from facepipe.util.geometry import template, warp_image
+from facepipe.util.geometry import BOX_CENTER_DY_IN_IOD, template, warp_image
 from facepipe.util.heatmap import draw_heatmap, sigma, square_side
 
 # dlib HOG scores below ~0.2 were mostly false positives on our photos (a badge on the astronaut);
@@ -45,7 +45,8 @@ def _alignment(model: LoadedModel) -> dict:
         "warp": "least-squares similarity from the 5 points onto the template; bilinear; outside the photo = 0",
         "box_width_in_eye_distances": model.align.box_width,
         "box_note": "faces whose landmarks are not trusted (profiles): cut from the detector box, scaled to this "
-                    "many template eye distances, box centre 0.30 eye distances above the template centre",
+                    f"many template eye distances, box centre {-BOX_CENTER_DY_IN_IOD:.2f} eye distances above the "
+                    "template centre",
     }
     if letterbox:
         alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"

@@ -10,7 +10,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from facepipe.util.geometry import BOX_WIDTH_IN_IOD, apply, box_matrix, fit_similarity, five_from, letterbox_matrix, template
+from facepipe.util.geometry import (
+    BOX_WIDTH_IN_IOD,
+    apply,
+    box_matrix,
+    fit_similarity,
+    five_from,
+    letterbox_matrix,
+    template,
+)
 
 DEFAULT_IOD = 0.22  # eye distance as a fraction of the crop side (geometry.template)
 
