@@ -14,6 +14,7 @@ from facepipe.data.face_detector import TRUST_MAX_DISAGREEMENT, detector, detect
 from facepipe.data.landmarks import LandmarksConfig, run_landmarks
 from facepipe.util.atomic import save_image
 from facepipe.util.errors import FacepipeError
+from facepipe.util.images import load_rgb
 from facepipe.util.geometry import (
     BOX_CENTER_DY_IN_IOD,
     BOX_WIDTH_IN_IOD,
@@ -77,8 +78,27 @@ def test_settings_tuples():
     from facepipe.infer.parse import DETECTOR, DETECTORS
 
     assert detector_args("hog") == DETECTOR == DETECTORS["hog"] == (-1, 1600, 0.0)  # parse's hog config unchanged
-    assert DETECTORS["cnn"] == (-1, 1600, 0.0, "cnn")
+    assert DETECTORS["cnn"] == (-1, 1600, 0.0, "cnn") and DETECTORS["hog+cnn"] == (-1, 1600, 0.0, "hog+cnn")
     assert detector((-1, 1600, 0.0, "hog")) is detector((-1, 1600, 0.0))
+
+
+def test_hog_then_cnn_runs_the_cnn_only_where_hog_finds_no_face(both, photos, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("astronaut.png", "blank.png"):
+        (src / f).write_bytes((photos / f).read_bytes())
+    # Rolled 50 degrees, the astronaut is lost to HOG but not to the CNN (whose landmarks then fail the trust rule).
+    save_image(src / "rolled.png", np.asarray(Image.open(photos / "astronaut.png").rotate(50, Image.BILINEAR)))
+    m = run_landmarks(LandmarksConfig(src=str(src), out=str(tmp_path / "hc"), workers=1, detector="hog+cnn"))
+    rec = {f: json.loads((tmp_path / "hc" / "faces" / f"{f}.json").read_text()) for f in ("astronaut", "rolled", "blank")}
+    assert rec["astronaut"]["faces"] == both["hog"][1]["faces"]  # HOG found it: HOG's record, no CNN flag
+    assert len(rec["rolled"]["faces"]) == 1 and rec["rolled"]["faces"][0]["lm_trusted"] is False
+    assert rec["blank"]["faces"] == []
+    assert m["config"]["detector"] == "hog+cnn"
+    assert (m["counts"]["faces"], m["counts"]["no_face"], m["counts"]["cnn_faces"], m["counts"]["box_cut"]) == (2, 1, 1, 1)
+    assert detector(detector_args("hog"))(load_rgb(src / "rolled.png")) == []  # the premise: HOG misses it
 
 
 def test_trust_rule(both):
@@ -217,9 +237,9 @@ def _run(argv, monkeypatch, capsys):
 def test_cli_option_is_wired(photos, tmp_path, monkeypatch, capsys):
     for cmd in ("landmarks", "parse"):
         text = CliRunner().invoke(cli, [cmd, "--help"]).output
-        assert "--detector [hog|cnn]" in text and "--detector cnn" in text  # the option and an example
+        assert "--detector [hog|cnn|hog+cnn]" in text and "--detector hog+cnn" in text  # the option and an example
     code, out = _run(["landmarks", str(photos), str(tmp_path / "x"), "--detector", "sift"], monkeypatch, capsys)
-    assert code == 2 and "Traceback" not in out and "'sift' is not one of 'hog', 'cnn'" in out
+    assert code == 2 and "Traceback" not in out and "'sift' is not one of 'hog', 'cnn', 'hog+cnn'" in out
     out_dir = tmp_path / "parsed"
     res = CliRunner().invoke(cli, ["parse", str(photos / "astronaut.png"), "--out", str(out_dir), "-q",
                                    "--device", "cpu", "--workers", "1", "--detector", "cnn"])

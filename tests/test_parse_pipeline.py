@@ -152,6 +152,7 @@ def test_cli_names_each_failure_and_exits_1_when_nothing_was_parsed(photos, tmp_
     r = _cli(bad, blank, "--out", tmp_path / "o", "--workers", "1")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "cut.jpg" in r.stderr and "no face" in r.stderr and "error: no face parsed in 2 photo(s)" in r.stderr
+    assert "--detector hog+cnn" in r.stderr  # the way to profiles is named where HOG found nothing
     ok = _cli(bad, photos[0], "--out", tmp_path / "o2", "--workers", "1")
     assert ok.returncode == 0 and "cut.jpg" in ok.stderr, ok.stderr
 

@@ -13,6 +13,7 @@ from facepipe.cli.options import (
     shard_option,
     workers_option,
 )
+from facepipe.data.face_detector import DETECTORS
 from facepipe.data.landmarks import LandmarksConfig, run_landmarks
 from facepipe.util.manifest import parse_shard
 
@@ -20,10 +21,10 @@ from facepipe.util.manifest import parse_shard
 @click.command("landmarks", context_settings=CONTEXT)
 @click.argument("src", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@field_option(LandmarksConfig, "detector", "--detector", type=click.Choice(["hog", "cnn"]),
-              help="dlib face detector: hog (frontal faces, fast) or cnn (profiles too, ~20x slower on a CPU; "
-                   "a face whose landmarks cannot be trusted is marked \"lm_trusted\": false, and align cuts it "
-                   "from its box).")
+@field_option(LandmarksConfig, "detector", "--detector", type=click.Choice(DETECTORS),
+              help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
+                   "hog+cnn (the CNN only on photos where HOG finds no face). A CNN face whose landmarks cannot "
+                   "be trusted is marked \"lm_trusted\": false, and align cuts it from its box.")
 @field_option(LandmarksConfig, "upsample", "--upsample", type=UPSAMPLE, show_default="auto",
               help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size "
                    "(hog: 1 under 1200 px; cnn: 1 under 400 px, each step costs the CNN ~4x).")
@@ -47,6 +48,7 @@ def landmarks_cmd(shard, quiet, **kw):
       facepipe landmarks data/fasseg data/fasseg-lm
       facepipe landmarks ~/photos data/photos-lm --upsample 1
       facepipe landmarks data/fasseg data/fasseg-lm-cnn --detector cnn   # profiles too
+      facepipe landmarks data/fasseg data/fasseg-lm-hc --detector hog+cnn   # CNN where HOG finds none
       facepipe landmarks photos/ lm/ --shard 0/2   # machine A (machine B: --shard 1/2), one shared folder
       facepipe landmarks photos/ lm/               # afterwards: collects both halves, writes the manifest
     """

@@ -12,7 +12,7 @@ from facepipe.cli.options import (
     quiet_option,
     reporter,
 )
-from facepipe.infer.parse import Parser, collect_photos, parse_photos
+from facepipe.infer.parse import DETECTORS, Parser, collect_photos, parse_photos
 from facepipe.infer.parse_work import OUTPUTS
 from facepipe.util.errors import FacepipeError
 
@@ -34,9 +34,10 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "batch_size", "--batch-size", type=BATCH, help="Faces per network batch.")
 @field_option(parse_photos, "min_score", "--min-score", type=FINITE,
               help="Ignore dlib detections scoring below this (lower finds more faces and more false ones).")
-@field_option(parse_photos, "detector", "--detector", type=click.Choice(["hog", "cnn"]),
-              help="dlib face detector: hog (frontal faces, fast) or cnn (profiles too, ~20x slower on a CPU); "
-                   "a face whose landmarks cannot be trusted (a profile) is cut from its box.")
+@field_option(parse_photos, "detector", "--detector", type=click.Choice(list(DETECTORS)),
+              help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
+                   "hog+cnn (the CNN only on photos where HOG finds no face); a face whose landmarks cannot be "
+                   "trusted (a profile) is cut from its box.")
 # The CLI's default is 0 (every core); parse_photos' own is 1 (everything in the calling process).
 @field_option(parse_photos, "workers", "--workers", type=WORKERS, default=0, show_default="all cores",
               help="Processes for detection and writing (1: everything in this process).")
@@ -65,6 +66,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       facepipe parse photo.jpg --out parsed/
       facepipe parse ~/album/ --model runs/s1 --out parsed/ --outputs labels,json
       facepipe parse ~/album/ --detector cnn --out parsed-cnn/   # also faces in profile; slower
+      facepipe parse ~/album/ --detector hog+cnn --out parsed/    # the CNN only where HOG finds no face
       facepipe parse ~/album/ --tta-flip --out parsed-tta/       # mirror-averaged: a little more accurate
     """
     rep = reporter(quiet)
@@ -85,6 +87,9 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
         rep.log(f"[yellow]no face[/] {p}")
     if len(s["no_face"]) > 20:
         rep.log(f"... and {len(s['no_face']) - 20} more without a face (summary.json lists them)")
+    if s["no_face"] and kw.get("detector", "hog") == "hog":
+        rep.log("HOG finds frontal faces only: --detector hog+cnn also looks for turned faces and profiles "
+                "(dlib's CNN, on the photos HOG finds no face in).")
     if s["photos"] and not s["parsed"]:
         raise FacepipeError(f"no face parsed in {s['photos']} photo(s): {len(s['no_face'])} without a face, "
                             f"{len(s['unreadable'])} unreadable (see above and {out}/summary.json).")

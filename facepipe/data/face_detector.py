@@ -5,7 +5,9 @@ face's landmarks can be aligned from (`landmarks_trusted`).
 
 Two detectors: "hog", dlib's frontal HOG detector (the default; fast, frontal faces only: it misses 82 of
 FASSEG V3's 182 photos, 81 of them turned 45 degrees or more), and "cnn", dlib's MMOD CNN
-(mmod_human_face_detector.dat: finds profiles too, ~20x slower on a CPU). dlib's shape predictors were
+(mmod_human_face_detector.dat: finds profiles too, ~20x slower on a CPU). "hog+cnn" runs HOG and
+the CNN only on photos where HOG finds no face: HOG's speed and landmarks on frontal photos, profiles
+found too (a profile beside a frontal face in one photo is still missed). dlib's shape predictors were
 trained on HOG-like boxes and frontal-ish faces, so on a CNN box the landmarks of a turned face are made
 up: every CNN face carries "lm_trusted" (see `landmarks_trusted`). HOG faces carry no flag (their
 landmarks are trusted). The models come from the PyPI package face-recognition-models; nothing is
@@ -22,7 +24,8 @@ from PIL import Image
 
 from facepipe.util.errors import FacepipeError
 
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "hog+cnn")
+USES_CNN = ("cnn", "hog+cnn")
 # parse's default detector settings (also `backgrounds` and `align` without --landmarks): dlib upsampling
 # auto, photos shrunk to 1600 px for detection, no threshold.
 PARSE_DETECTOR = (-1, 1600, 0.0)
@@ -71,14 +74,14 @@ def check_detector(det_args: tuple) -> None:
         raise FacepipeError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}.")
     for name in SHAPE_MODELS:
         model_file(name)
-    if kind == "cnn":
+    if kind in USES_CNN:
         model_file(CNN_MODEL)
         if not hasattr(dlib, "cnn_face_detection_model_v1"):
             raise FacepipeError(f"this dlib ({getattr(dlib, '__version__', '?')}) has no CNN face detector; "
                                 "use --detector hog or install dlib >= 19.4.")
         if upsample > 0 and max_side * 2 ** upsample > CNN_MAX_SIDE_SEEN:
             raise FacepipeError(
-                f"--upsample {upsample} with --detector cnn runs the CNN on photos of up to "
+                f"--upsample {upsample} with --detector {kind} runs the CNN on photos of up to "
                 f"{max_side * 2 ** upsample} px (--max-side {max_side} x {2 ** upsample}), several GB of memory; "
                 f"keep --max-side x 2^upsample <= {CNN_MAX_SIDE_SEEN} (e.g. --max-side "
                 f"{CNN_MAX_SIDE_SEEN // 2 ** upsample}).")
@@ -118,36 +121,36 @@ def landmarks_trusted(box, lm5, lm68) -> bool:
 
 
 class FaceDetector:
-    """dlib HOG (or CNN) detector + 5- and 68-point shape predictors, loaded once per process.
+    """dlib HOG and/or CNN detector + 5- and 68-point shape predictors, loaded once per process.
 
     Called on an RGB photo, returns its faces largest first: {"box": [l, t, r, b], "score", "lm5": 5x2,
-    "lm68": 68x2} in photo pixels, plus "lm_trusted" for CNN faces."""
+    "lm68": 68x2} in photo pixels, plus "lm_trusted" for faces the CNN found (with "hog+cnn": only on
+    photos where HOG found none)."""
 
     def __init__(self, upsample: int = -1, max_side: int = 1600, threshold: float = 0.0, kind: str = "hog"):
         check_detector((upsample, max_side, threshold, kind))
-        if kind == "cnn":
-            self.detector = dlib.cnn_face_detection_model_v1(str(model_file(CNN_MODEL)))
-        else:
-            self.detector = dlib.get_frontal_face_detector()
+        self.hog = dlib.get_frontal_face_detector() if kind != "cnn" else None
+        self.cnn = dlib.cnn_face_detection_model_v1(str(model_file(CNN_MODEL))) if kind in USES_CNN else None
         self.sp5 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[0])))
         self.sp68 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[1])))
         self.upsample, self.max_side, self.threshold, self.kind = upsample, max_side, threshold, kind
 
     def _detect(self, small: np.ndarray):
-        """Boxes and scores on the shrunk photo."""
-        if self.kind == "hog":
+        """Boxes and scores on the shrunk photo, and whether the CNN found them."""
+        if self.hog is not None:
             up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < 1200 else 0)
-            rects, scores, _ = self.detector.run(small, up, self.threshold)
-            return rects, scores
+            rects, scores, _ = self.hog.run(small, up, self.threshold)
+            if len(rects) or self.cnn is None:
+                return rects, scores, False
         up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < CNN_AUTO_UPSAMPLE_BELOW else 0)
         try:
-            dets = self.detector(np.ascontiguousarray(small), up)
+            dets = self.cnn(np.ascontiguousarray(small), up)
         except (MemoryError, RuntimeError) as e:  # dlib's bad_alloc arrives as MemoryError
             raise FacepipeError(f"dlib's CNN detector failed on a {small.shape[1]}x{small.shape[0]} photo at "
                                 f"upsample {up} ({type(e).__name__}: {e}); lower --max-side or --upsample.") from None
         # The CNN takes no threshold: it reports detections scoring above 0; `threshold` drops lower ones.
         dets = [d for d in dets if d.confidence >= self.threshold]
-        return [d.rect for d in dets], [d.confidence for d in dets]
+        return [d.rect for d in dets], [d.confidence for d in dets], True
 
     def __call__(self, rgb: np.ndarray) -> list[dict]:
         h, w = rgb.shape[:2]
@@ -155,7 +158,7 @@ class FaceDetector:
         small = rgb
         if scale < 1.0:
             small = np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-        rects, scores = self._detect(small)
+        rects, scores, by_cnn = self._detect(small)
         faces = []
         for r, sc in zip(rects, scores):
             l, t, rr, b = (v / scale for v in (r.left(), r.top(), r.right(), r.bottom()))
@@ -166,7 +169,7 @@ class FaceDetector:
                 "lm5": _pts(self.sp5(rgb, rect)),
                 "lm68": _pts(self.sp68(rgb, rect)),
             }
-            if self.kind != "hog":
+            if by_cnn:
                 face["lm_trusted"] = landmarks_trusted(face["box"], face["lm5"], face["lm68"])
             faces.append(face)
         faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))

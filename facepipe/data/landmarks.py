@@ -4,7 +4,8 @@ Output: OUT/faces/<id>.json per photo ({"id", "image", "width", "height", "faces
 "score", "lm5": 5x2 (dlib's 5-point model), "lm68": 68x2}]}), OUT/items.jsonl, manifest.json.
 Every face is kept, with its box and detector score.
 
-`--detector` chooses dlib's HOG (the default) or CNN detector (face_detector.py says how they differ).
+`--detector` chooses dlib's HOG (the default), CNN, or HOG with the CNN on photos HOG finds no face in
+("hog+cnn"; face_detector.py says how they differ).
 Every CNN face carries "lm_trusted" (face_detector.landmarks_trusted), and a face with "lm_trusted":
 false is aligned from its box (geometry.box_matrix), not from its landmarks, by `parse` and by
 `align --landmarks DIR`. HOG faces carry no flag (their landmarks are trusted): their records are as
@@ -36,7 +37,7 @@ class LandmarksConfig:
     upsample: int = -1  # dlib detector upsampling; -1 = auto (hog: 1 for photos under 1200 px, else 0; cnn: face_detector)
     max_side: int = 1600  # photos are shrunk to this for detection (landmarks use full resolution)
     threshold: float = 0.0  # dlib detector score threshold
-    # "hog" or "cnn". Identity, but written into the config only when not "hog" (landmarks_config), so
+    # "hog", "cnn" or "hog+cnn" (face_detector.DETECTORS). Identity, but written into the config only when not "hog" (landmarks_config), so
     # HOG outputs made before this option keep their config and are still found done.
     detector: str = field(default="hog", metadata={"identity": False})
     workers: int = field(default=0, metadata={"identity": False})
@@ -91,6 +92,9 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
         counts = {"photos": len(photos), "read": len(recs), "unreadable": len(skipped),
                   "faces": int(sum(n_faces)), "no_face": int(sum(n == 0 for n in n_faces)),
                   "multi_face": int(sum(n > 1 for n in n_faces))}
+        if cfg.detector != "hog":  # faces the CNN found, and of those the ones align will cut from their box
+            cnn = [fc for r in recs for fc in r["faces"] if "lm_trusted" in fc]
+            counts.update(cnn_faces=len(cnn), box_cut=sum(not fc["lm_trusted"] for fc in cnn))
         nofaces = [{"id": r["id"], "reason": "no face found"} for r in recs if not r["faces"]]
         return so.finish(inputs={"src": {"path": str(Path(cfg.src).resolve()),
                                          "manifest_sha256": in_man["_sha256"] if in_man else None}},

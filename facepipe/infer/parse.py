@@ -54,7 +54,7 @@ from facepipe.util.progress import SILENT, Reporter
 DEFAULT_MODEL = bundled_checkpoint("default")
 DETECTOR = PARSE_DETECTOR  # dlib upsampling auto, photos shrunk to 1600 px for detection, no threshold
 # Settings per --detector (face_detector.detector_args): HOG's is DETECTOR itself, so HOG runs keep their config.
-DETECTORS = {"hog": DETECTOR, "cnn": detector_args("cnn", *DETECTOR)}
+DETECTORS = {"hog": DETECTOR, "cnn": detector_args("cnn", *DETECTOR), "hog+cnn": detector_args("hog+cnn", *DETECTOR)}
 RESERVED = {"summary", "manifest", ".inprogress"}  # the run's own files: no photo may take these names
 MAX_BATCH_PIXELS = 64_000_000  # photos held for one network batch: ~200 MB of RGB at most
 
@@ -394,7 +394,7 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
     of overall F1 for the bundled student on FASSEG V2 test, docs/results.md).
     workers: processes for detection and writing (0 = every core); 1 runs everything here.
-    detector: "hog" or "cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned from their box."""
+    detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned from their box."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
