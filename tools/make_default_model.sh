@@ -38,4 +38,11 @@ for i in 1 2 3; do
     prev=runs/s24-w$i
 done
 python3 -m facepipe.infer.pack runs/s24-w3 facepipe/assets/default.pt
-python3 -m facepipe.infer.pack runs/tw7 facepipe/assets/accurate.pt --fp16
+# accurate, last cycle: faces cut the way `parse --detector hog+cnn` cuts them (HOG landmarks where HOG finds
+# the face, the CNN's box at 2.0 eye distances where only the CNN finds it and its landmarks are not trusted)
+facepipe landmarks data/fasseg data/fasseg-lmhc --detector hog+cnn -q
+facepipe align data/fasseg data/fasseg-hc-b2.0 --landmarks data/fasseg-lmhc --box-width 2.0 -q
+facepipe cache data/fasseg-hc-b2.0 data/fasseg-hc-b2.0.h5 -q
+facepipe train data/fasseg-hc-b2.0.h5 --out runs/tw8 --init runs/tw7 --epochs 60 --lr 0.001 \
+    --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/tw8 facepipe/assets/accurate.pt --fp16
