@@ -108,6 +108,8 @@ def test_models_lists_architectures_and_bundled_weights():
     # The teacher ships as `accurate`, with its own card (fp16 storage: half the bytes of fp32 weights).
     assert acc["names"] == ["accurate"] and acc["arch"] == "teacher" and "FASSEG" in acc["trained_on"]
     assert acc["bytes"] < acc["params"] * 4 * 0.6
+    # Both cards' accuracy bullets reach the listing (a bullet whose first line has no colon did not).
+    assert "%" in b.get("accuracy", "") and "%" in acc.get("accuracy", "")
 
 
 @pytest.mark.slow

@@ -37,7 +37,6 @@ for i in 1 2 3; do
         --backgrounds data/backgrounds -q
     prev=runs/s24-w$i
 done
-python3 -m facepipe.infer.pack runs/s24-w3 facepipe/assets/default.pt
 # accurate, last cycle: faces cut the way `parse --detector hog+cnn` cuts them (HOG landmarks where HOG finds
 # the face, the CNN's box at 2.0 eye distances where only the CNN finds it and its landmarks are not trusted)
 facepipe landmarks data/fasseg data/fasseg-lmhc --detector hog+cnn -q
@@ -46,3 +45,8 @@ facepipe cache data/fasseg-hc-b2.0 data/fasseg-hc-b2.0.h5 -q
 facepipe train data/fasseg-hc-b2.0.h5 --out runs/tw8 --init runs/tw7 --epochs 60 --lr 0.001 \
     --backgrounds data/backgrounds -q
 python3 -m facepipe.infer.pack runs/tw8 facepipe/assets/accurate.pt --fp16
+# default, last cycle: from runs/tw8 on the same hog+cnn crops
+facepipe distill --teacher runs/tw8 --labeled data/fasseg-hc-b2.0.h5 --unlabeled data/utk-pseudo-tw5.h5 \
+    --init runs/s24-w3 --model-kwargs '{"widths": [24, 48, 96]}' --out runs/s24-w4 --epochs 60 --lr 0.002 \
+    --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/s24-w4 facepipe/assets/default.pt
