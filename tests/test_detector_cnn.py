@@ -168,9 +168,13 @@ def test_untrusted_face_is_cut_from_its_box_and_parsed(tmp_path, monkeypatch):
     assert np.isclose(wide["matrices"][0][0, 0] / r["matrices"][0][0, 0], 1.8 / BOX_WIDTH_IN_IOD)
 
     s = parse_photos(Parser.load(None, "cpu"), [tmp_path / "astronaut.png"], tmp_path / "out", workers=1)
-    assert s["faces"] == 1 and s["parsed"] == 1
+    assert s["faces"] == 1 and s["parsed"] == 1 and s["box_cut"] == 1
     rec = json.loads((tmp_path / "out" / "astronaut.json").read_text())
     assert rec["faces"][0]["lm_trusted"] is False
+    # A resumed run counts the box cuts from the records it finds, and the manifest carries the count.
+    again = parse_photos(Parser.load(None, "cpu"), [tmp_path / "astronaut.png"], tmp_path / "out", workers=1)
+    assert again["resumed"] == 1 and again["box_cut"] == 1
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["box_cut"] == 1
     assert rec["pixel_counts"]["skin"] > 1000  # the face was parsed from its box crop
 
 

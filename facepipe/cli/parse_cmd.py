@@ -77,10 +77,12 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     s = parse_photos(parser, files, out, reporter=rep, **config_kwargs(parse_photos, kw))
     sec = s["stage_seconds"]
     total = sum(sec.values()) or 1.0
-    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"]),
-            ("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
-            ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
-            ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
+    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
+    if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
+        rows.append(("faces cut from their box (profiles)", s["box_cut"]))
+    rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
+             ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
+             ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
     rows += [(f"{k} (share of work)", f"{v:.2f} s  {100 * v / total:.0f}%") for k, v in sec.items()]
     rep.table(f"parse -> {out}", rows, ("", "value"))
     for p in s["no_face"][:20]:

@@ -139,6 +139,7 @@ class Tally:
     photos: int = 0
     parsed: int = 0
     faces: int = 0
+    box_cut: int = 0  # faces cut from their detector box (CNN faces whose landmarks are not trusted)
     resumed: int = 0
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
@@ -151,8 +152,9 @@ class Tally:
         for k, v in sec.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
 
-    def done(self, path: str, faces: int, grayscale: bool) -> None:
+    def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0) -> None:
         self.faces += faces
+        self.box_cut += box_cut
         if faces:
             self.parsed += 1
         else:
@@ -288,7 +290,7 @@ class _Pipeline:
     def finish_write(self, f: Future) -> None:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
-        self.tally.done(r["path"], r["faces"], r["grayscale"])
+        self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0))
         if r["grayscale"] and not self.parser.model.saw_grayscale:
             seen = self.parser.model.augment
             why = (f"the model was trained without grayscale faces (--augment {seen})"
@@ -423,7 +425,9 @@ def _resumed(mine: list[tuple]) -> Tally:
         if rec.get("_nojson"):
             tally.parsed += 1
         else:
-            tally.done(str(p), len(rec.get("faces", [])), rec.get("grayscale", False))
+            faces = rec.get("faces", [])
+            tally.done(str(p), len(faces), rec.get("grayscale", False),
+                       sum(f.get("lm_trusted") is False for f in faces))
     return tally
 
 
@@ -461,7 +465,7 @@ def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Se
 
 def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
-    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "resumed": t.resumed,
+    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "resumed": t.resumed,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
          "network_threads": t.network_threads, "network_cpu_seconds": round(t.network_cpu, 3),
@@ -489,6 +493,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     m = dict(parts[0])
     for k in ("photos", "parsed", "faces", "resumed"):
         m[k] = sum(p[k] for p in parts)
+    m["box_cut"] = sum(p.get("box_cut", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
     for k in ("no_face", "unreadable", "grayscale"):
         m[k] = [x for p in parts for x in p[k]]
@@ -502,7 +507,8 @@ def _finish(out: Path, summary: dict, config: dict, parser: Parser) -> dict:
     """summary.json, then manifest.json last (util/manifest.py's fields), then the in-progress mark goes."""
     write_json(out / "summary.json", summary)
     counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
-    counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]))
+    counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]),
+                  box_cut=summary.get("box_cut", 0))
     write_json(out / MANIFEST, {
         "stage": "parse", "schema_version": SCHEMA_VERSION, "facepipe_version": __version__, "config": config,
         "inputs": {"model": {"path": str(parser.model.path.resolve()), **parser.identity()}},

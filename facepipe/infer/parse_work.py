@@ -217,4 +217,4 @@ def write_photo(job: dict) -> dict:
         save_record(out / f"{stem}.json", rec)
         clock("encode+write")
     return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
-            "seconds": clock.seconds}
+            "box_cut": sum(f.get("lm_trusted") is False for f in faces), "seconds": clock.seconds}
