@@ -33,7 +33,7 @@ from facepipe.util.manifest import parse_shard
               help="Photos without a face: fit the whole photo into the crop, or skip it "
                    "(auto: fit labelled photos, skip unlabelled ones).")
 @field_option(AlignConfig, "box_width", "--box-width", type=FiniteRange(0.5, 10),
-              help="Faces cut from their detector box (profiles on --detector cnn landmarks): the box's width "
+              help="Faces cut from their detector box (profiles on --detector cnn or hog+cnn landmarks): the box's width "
                    "in template eye distances; smaller = more of the head in the crop. `parse` reads it from "
                    "the model.")
 @click.option("--letterbox", is_flag=True,

@@ -120,6 +120,12 @@ def landmarks_trusted(box, lm5, lm68) -> bool:
     return inside and bool(gap <= TRUST_MAX_DISAGREEMENT * w)
 
 
+def box_cut(faces) -> int:
+    """How many of these face records are cut from their box: CNN faces whose landmarks are not trusted
+    (HOG faces carry no flag)."""
+    return sum(f.get("lm_trusted") is False for f in faces)
+
+
 class FaceDetector:
     """dlib HOG and/or CNN detector + 5- and 68-point shape predictors, loaded once per process.
 

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.data.face_detector import check_detector, detector, detector_args
+from facepipe.data.face_detector import box_cut, check_detector, detector, detector_args
 from facepipe.util.atomic import write_json, write_text
 from facepipe.util.errors import BadImage
 from facepipe.util.images import load_rgb
@@ -37,8 +37,9 @@ class LandmarksConfig:
     upsample: int = -1  # dlib detector upsampling; -1 = auto (hog: 1 for photos under 1200 px, else 0; cnn: face_detector)
     max_side: int = 1600  # photos are shrunk to this for detection (landmarks use full resolution)
     threshold: float = 0.0  # dlib detector score threshold
-    # "hog", "cnn" or "hog+cnn" (face_detector.DETECTORS). Identity, but written into the config only when not "hog" (landmarks_config), so
-    # HOG outputs made before this option keep their config and are still found done.
+    # "hog", "cnn" or "hog+cnn" (face_detector.DETECTORS). Identity, but written into the config only when
+    # not "hog" (landmarks_config), so HOG outputs made before this option keep their config and are still
+    # found done.
     detector: str = field(default="hog", metadata={"identity": False})
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
@@ -94,7 +95,7 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
                   "multi_face": int(sum(n > 1 for n in n_faces))}
         if cfg.detector != "hog":  # faces the CNN found, and of those the ones align will cut from their box
             cnn = [fc for r in recs for fc in r["faces"] if "lm_trusted" in fc]
-            counts.update(cnn_faces=len(cnn), box_cut=sum(not fc["lm_trusted"] for fc in cnn))
+            counts.update(cnn_faces=len(cnn), box_cut=box_cut(cnn))
         nofaces = [{"id": r["id"], "reason": "no face found"} for r in recs if not r["faces"]]
         return so.finish(inputs={"src": {"path": str(Path(cfg.src).resolve()),
                                          "manifest_sha256": in_man["_sha256"] if in_man else None}},

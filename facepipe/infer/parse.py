@@ -38,7 +38,7 @@ import torch
 
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
-from facepipe.data.face_detector import PARSE_DETECTOR, check_detector, detector_args
+from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.model import LoadedModel
@@ -396,7 +396,8 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
     of overall F1 for the bundled student on FASSEG V2 test, docs/results.md).
     workers: processes for detection and writing (0 = every core); 1 runs everything here.
-    detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned from their box."""
+    detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned
+    from their box."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
@@ -426,8 +427,7 @@ def _resumed(mine: list[tuple]) -> Tally:
             tally.parsed += 1
         else:
             faces = rec.get("faces", [])
-            tally.done(str(p), len(faces), rec.get("grayscale", False),
-                       sum(f.get("lm_trusted") is False for f in faces))
+            tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces))
     return tally
 
 

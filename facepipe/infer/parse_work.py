@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from facepipe.data.face_detector import detector
+from facepipe.data.face_detector import box_cut, detector
 from facepipe.infer.label_warp import STRIP_PIXELS, footprint, labels_in_photo, shifted, union_box
 from facepipe.util.align_spec import AlignSpec, align_face
 from facepipe.util.atomic import atomic_path
@@ -217,4 +217,4 @@ def write_photo(job: dict) -> dict:
         save_record(out / f"{stem}.json", rec)
         clock("encode+write")
     return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
-            "box_cut": sum(f.get("lm_trusted") is False for f in faces), "seconds": clock.seconds}
+            "box_cut": box_cut(faces), "seconds": clock.seconds}
