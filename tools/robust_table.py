@@ -29,10 +29,15 @@ def main():
     ap.add_argument("--wide", action="store_true")
     a = ap.parse_args()
     scores = {}
-    for m in a.models:  # the checkpoint is hashed once per model, not once per variant
-        kept = Path(a.out) / f"{Path(m).name}-{file_sha256(run_checkpoint(m))[:10]}"
-        scores[m] = {v: score(m, v, a.data, kept) for v in VARIANTS}
+    for m in a.models:
+        scores[m] = score_all(m, a.data, a.out)
     print("\n".join(wide(scores) if a.wide else long(scores)))
+
+
+def score_all(model: str, data: str = "data", out: str = "runs/robust") -> dict:
+    """{variant: eval JSON} of one model; the checkpoint is hashed once, not once per variant."""
+    kept = Path(out) / f"{Path(model).name}-{file_sha256(run_checkpoint(model))[:10]}"
+    return {v: score(model, v, data, kept) for v in VARIANTS}
 
 
 def score(model: str, variant: str, data: str, kept: Path) -> dict:

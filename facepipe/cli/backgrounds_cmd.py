@@ -11,6 +11,9 @@ from facepipe.data.backgrounds import BackgroundsConfig, run_backgrounds
               help="Leave out files whose full path matches (repeatable), e.g. '*/mate/*'.")
 @field_option(BackgroundsConfig, "short_side", "--short-side", type=click.IntRange(64, 4096),
               help="Photos are shrunk to at most this many pixels on their short side.")
+@field_option(BackgroundsConfig, "procedural", "--procedural", type=click.IntRange(0, 100000), metavar="N",
+              help="Add N drawings of clutter (grass, foliage, out-of-focus lights; facepipe/data/clutter.py), "
+                   "which wallpapers lack.")
 @force_option
 @quiet_option
 def backgrounds_cmd(quiet, **kw):
@@ -25,6 +28,8 @@ def backgrounds_cmd(quiet, **kw):
     Examples (Debian's wallpaper packages; mate-backgrounds is kept for `facepipe paste`, the benchmark):
       apt-get install -y ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
       facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*'
+      facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds-pc --exclude '*/mate/*' \\
+          --procedural 100
       facepipe train data/fasseg.h5 --out runs/t1 --backgrounds data/backgrounds
     """
     rep = reporter(quiet)

@@ -11,7 +11,9 @@ photos, with a record of where each came from:
   - photos in which dlib finds a face dropped (a face labelled background would teach the opposite);
   - the evaluation sets never taken: scikit-image's sample images and dlib-faces are reserved for
     measuring, and --exclude drops more (the robustness benchmark's own backgrounds, say);
-  - each kept photo shrunk to at most 640 px on its short side and stored as JPEG quality 95.
+  - each kept photo shrunk to at most 640 px on its short side and stored as JPEG quality 95;
+  - with --procedural N, N drawings of clutter added after the photos (facepipe.data.clutter: grass,
+    foliage, out-of-focus lights), which the wallpapers lack; source "procedural:KIND:SEED".
 
 OUT/
   images/NNNN.jpg     the photos
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facepipe.data.clutter import KINDS, clutter
 from facepipe.data.face_detector import PARSE_DETECTOR, detector
 from facepipe.util.atomic import save_image, write_text
 from facepipe.util.errors import BadImage, FacepipeError
@@ -52,6 +55,7 @@ class BackgroundsConfig:
     out: str = field(metadata={"identity": False})
     exclude: tuple[str, ...] = ()
     short_side: int = SHORT_SIDE
+    procedural: int = 0  # drawings of clutter added to the photos (data.clutter)
     force: bool = field(default=False, metadata={"identity": False})
 
 
@@ -104,7 +108,10 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
     if not files:
         raise FacepipeError(f"no image files in {', '.join(cfg.sources)} (after exclusions).")
     out = Path(cfg.out)
-    with StageOutput(out, "backgrounds", config_dict(cfg), force=cfg.force) as so:
+    config = config_dict(cfg)
+    if not cfg.procedural:
+        del config["procedural"]  # absent when unused: outputs made before --procedural existed still match
+    with StageOutput(out, "backgrounds", config, force=cfg.force) as so:
         if so.state == "done":
             return so.manifest
         detect = detector(PARSE_DETECTOR)  # parse's settings: the faces parse would find
@@ -127,8 +134,19 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
                     records.append({"image": name, "source": str(f), "sha256": file_sha256(f),
                                     "width": small.shape[1], "height": small.shape[0]})
                 advance()
+        w, h = round(cfg.short_side * 4 / 3), cfg.short_side  # drawings: 4:3, the photos' short side
+        with reporter.task("procedural clutter", cfg.procedural) as advance:
+            for i in range(cfg.procedural):  # no face to look for: nothing face-like is drawn
+                kind = KINDS[i % len(KINDS)]
+                name = f"images/{len(records):04d}.jpg"
+                save_image(out / name, clutter(kind, i, w, h))
+                records.append({"image": name, "source": f"procedural:{kind}:{i}", "sha256": file_sha256(out / name),
+                                "width": w, "height": h})
+                advance()
         if not records:
             raise FacepipeError("every candidate photo was excluded or holds a face; nothing to write.")
         write_text(out / "sources.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        return so.finish(counts={"photos": len(records), "skipped": len(skipped)}, skipped=skipped,
+        counts = {"photos": len(records) - cfg.procedural, "procedural": cfg.procedural, "skipped": len(skipped)}
+        return so.finish(counts=counts, skipped=skipped,
                          inputs={"sources": [str(Path(s).resolve()) for s in cfg.sources]})
+
