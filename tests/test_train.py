@@ -265,6 +265,11 @@ def test_eval_cli_writes_json_and_sheet(run, synthetic_cache, tmp_path):
     assert {"per_class_f1", "overall_f1", "mean_f1", "pixel_acc", "coords"} <= set(d)
     assert d["coords"] == "original" and d["faces"] == 3
     assert set(d["per_class_f1"]) == set(FASSEG.classes)
+    # The confusion matrix and per-face scores the figures are made of: they add up to the scores.
+    cm = np.array(d["confusion"])
+    assert d["classes"] == list(FASSEG.classes) and cm.shape == (6, 6)
+    assert np.trace(cm) / cm.sum() == pytest.approx(d["pixel_acc"])
+    assert [p["id"] for p in d["per_image"]] and len(d["per_image"]) == d["faces"]
     assert (out / "eval-test.png").stat().st_size > 0
     r = CliRunner().invoke(cli, ["eval", str(out), str(synthetic_cache), "--coords", "aligned", "--json",
                                  str(tmp_path / "a.json"), "--sheet", str(tmp_path / "a.png"), "--device", "cpu",

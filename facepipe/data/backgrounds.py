@@ -149,4 +149,3 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
         counts = {"photos": len(records) - cfg.procedural, "procedural": cfg.procedural, "skipped": len(skipped)}
         return so.finish(counts=counts, skipped=skipped,
                          inputs={"sources": [str(Path(s).resolve()) for s in cfg.sources]})
-

@@ -60,7 +60,11 @@ def score_json(report: EvalReport) -> dict:
     r, cfg = report.result, report.config
     return {"per_class_f1": r["per_class_f1"], "group_f1": r["group_f1"], "overall_f1": r["overall_f1"],
             "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"], "coords": cfg.coords, "split": cfg.split,
-            "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip}
+            "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip,
+            # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
+            # pixel counts) and which faces carry the errors
+            "classes": list(report.schema.classes), "confusion": r["confusion"],
+            "per_image": [{"id": i, "pixel_acc": a, "overall_f1": f} for i, a, f in r["per_image"]]}
 
 
 def default_sheet(cfg: EvalConfig) -> str | None:
