@@ -35,6 +35,7 @@ ACCEPTS = {
     ("bench", "--workers"): ({"0"}, "0 = all cores (parse workers of --parse)"),
     ("demo", "--min-score"): ({"0", "-1"}, "a dlib score: lower finds more faces"),
     ("paste", "--seed"): ({"0"}, "any seed >= 0"),
+    ("backgrounds", "--procedural"): ({"0"}, "0 = photos only, no drawings"),
     ("paste", "--workers"): ({"0"}, "0 = all cores"),
     ("import", "--max-bad"): ({"0"}, "0 = fail on the first unreadable image"),
     ("cache", "--compression"): ({"0"}, "gzip level 0 = stored"),
