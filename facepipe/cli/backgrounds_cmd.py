@@ -29,7 +29,7 @@ def backgrounds_cmd(quiet, **kw):
       apt-get install -y ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
       facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds --exclude '*/mate/*'
       facepipe backgrounds /usr/share/wallpapers /usr/share/backgrounds data/backgrounds-pc --exclude '*/mate/*' \\
-          --procedural 100
+          --procedural 64
       facepipe train data/fasseg.h5 --out runs/t1 --backgrounds data/backgrounds
     """
     rep = reporter(quiet)
