@@ -26,6 +26,7 @@ ACCEPTS = {
     ("align", "--min-face"): ({"0"}, "0 keeps faces of every size"),
     ("align", "--outside-label"): ({"0"}, "0 is the background label"),
     ("align", "--workers"): ({"0"}, "0 = all cores"),
+    ("align", "--turn-shift"): ({"0"}, "0 = crops centred on the face, as before the option"),
     ("landmarks", "--workers"): ({"0"}, "0 = all cores"),
     ("import", "--workers"): ({"0"}, "0 = all cores"),
     ("landmarks", "--upsample"): ({"0", "-1"}, "0 = no upsampling, -1 = by photo size"),

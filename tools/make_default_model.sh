@@ -50,3 +50,18 @@ facepipe distill --teacher runs/tw8 --labeled data/fasseg-hc-b2.0.h5 --unlabeled
     --init runs/s24-w3 --model-kwargs '{"widths": [24, 48, 96]}' --out runs/s24-w4 --epochs 60 --lr 0.002 \
     --backgrounds data/backgrounds -q
 python3 -m facepipe.infer.pack runs/s24-w4 facepipe/assets/default.pt
+# last cycles of both: turned faces cut with the crop moved toward the back of the head (align --turn-shift 4;
+# docs/results.md, "Turned faces"); the teacher from the accurate.pt just packed, then its pseudo-labels on
+# utkface-5k cut the same way, then the default from the default.pt just packed
+facepipe align data/fasseg data/fasseg-hc-b2.0-t4 --landmarks data/fasseg-lmhc --box-width 2.0 --turn-shift 4 -q
+facepipe cache data/fasseg-hc-b2.0-t4 data/fasseg-hc-b2.0-t4.h5 -q
+facepipe train data/fasseg-hc-b2.0-t4.h5 --out runs/turn/acc-t4 --init accurate --epochs 60 --lr 0.001 \
+    --backgrounds data/backgrounds -q
+facepipe align "$S/unlabeled/utkface-5k" data/utk-aligned-t4 --landmarks data/utk-lm --turn-shift 4 -q
+facepipe cache data/utk-aligned-t4 data/utk-t4.h5 -q
+facepipe pseudolabel --teacher runs/turn/acc-t4 data/utk-t4.h5 data/utk-pseudo-t4.h5 -q
+facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
+    --init default --model-kwargs '{"widths": [24, 48, 96]}' --out runs/turn/s24-t4 --epochs 60 --lr 0.0005 \
+    --backgrounds data/backgrounds -q
+python3 -m facepipe.infer.pack runs/turn/acc-t4 facepipe/assets/accurate.pt --fp16
+python3 -m facepipe.infer.pack runs/turn/s24-t4 facepipe/assets/default.pt

@@ -36,6 +36,10 @@ from facepipe.util.manifest import parse_shard
               help="Faces cut from their detector box (profiles on --detector cnn or hog+cnn landmarks): the box's width "
                    "in template eye distances; smaller = more of the head in the crop. `parse` reads it from "
                    "the model.")
+@field_option(AlignConfig, "turn_shift", "--turn-shift", type=FiniteRange(0, 10),
+              help="Turned faces aligned from landmarks: move the crop toward the back of the head by this gain "
+                   "times the nose's sideways offset (0 = centred on the face; 4 = measured best). `parse` "
+                   "reads it from the model.")
 @click.option("--letterbox", is_flag=True,
               help="Baseline without alignment: fit each whole photo into the crop (landmarks kept for the heatmap).")
 @field_option(AlignConfig, "outside_label", "--outside-label", type=LABEL_ID,
@@ -58,6 +62,7 @@ def align_cmd(shard, quiet, **kw):
       facepipe align raw/ data/aligned
       facepipe align data/lapa data/lapa-aligned --landmarks dataset --size 512
       facepipe align data/fasseg data/fasseg-cnn --landmarks data/fasseg-lm-cnn --box-width 1.8
+      facepipe align data/fasseg data/fasseg-turn --landmarks data/fasseg-lm --turn-shift 4
       facepipe align photos/ al/ --landmarks lm/ --shard 1/2   # half of it; then once without --shard
     """
     rep = reporter(quiet)

@@ -42,6 +42,8 @@ def eval_cmd(json_path, sheet, quiet, **kw):
     rep = reporter(quiet)
     report = run_eval(cfg, rep)
     rep.table(report.title, score_rows(report), SCORE_COLUMNS)
+    if report.crop_note:
+        click.echo(report.crop_note, err=True)  # even with -q: the numbers mean something else
     sheet = sheet or default_sheet(cfg)
     if sheet:
         write_sheet(report, sheet)

@@ -51,7 +51,8 @@ def models_cmd(size, rf, json_path):
                 ("arch", f"{b['arch']} ({b['defaults']})"),
                 ("params / MACs", f"{_num(b['params'])} / {_num(b['macs'])} at {b['size']}x{b['size']}"),
                 ("input", f"{b['input']}, {b['size']}x{b['size']} aligned face (iod {al['iod']}"
-                          f"{', letterboxed' if al['letterbox'] else ''})"),
+                          f"{', letterboxed' if al['letterbox'] else ''}, box width {al['box_width']}"
+                          f"{', turn shift ' + str(al['turn_shift']) if al.get('turn_shift') else ''})"),
                 ("classes", f"{b['schema']}: {', '.join(b['classes'])}")]
         if b.get("r") is not None:
             rows.append(("receptive field", f"r {b['r']}, r/s {b['r_norm']}"))

@@ -52,6 +52,7 @@ class AlignConfig:
     no_face: str = "auto"  # "fit", "skip" or "auto" (fit labelled photos, skip unlabelled ones)
     letterbox: bool = False  # baseline without alignment: every photo fitted whole (landmarks still kept)
     box_width: float = BOX_WIDTH_IN_IOD  # faces cut from their box (untrusted landmarks): box width in eye distances
+    turn_shift: float = 0.0  # turned faces: crop moved toward the back of the head (util.geometry.turn_shift)
     # Label of crop pixels outside the photo. Background (0), not ignore: a model that never saw the
     # black padding labelled predicted junk classes along the photo's edges (teacher t1 on FASSEG).
     outside_label: int = 0
@@ -128,7 +129,7 @@ def align_photo(photo: Photo, cfg: AlignConfig, out: Path) -> dict:
         if ids.shape != (h, w):
             raise BadImage(f"{photo.id}: label size {ids.shape[::-1]} differs from image size {(w, h)}")
     faces, dropped = _kept_faces(_faces_for(photo, rgb, cfg), ids is not None, cfg)
-    spec = AlignSpec(cfg.size, cfg.iod, cfg.letterbox, cfg.box_width)
+    spec = AlignSpec(cfg.size, cfg.iod, cfg.letterbox, cfg.box_width, cfg.turn_shift)
     crops = [_crop(photo, rgb, ids, face, photo.id if len(faces) == 1 else f"{photo.id}_f{k}", spec, cfg, out)
              for k, face in enumerate(faces)]
     rec = {"id": photo.id, "faces": crops, "dropped_faces": dropped}
@@ -154,7 +155,10 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
     if cfg.size < 32 or cfg.size > 2048:
         raise FacepipeError(f"--size {cfg.size} is out of range (32..2048).")
     out = Path(cfg.out)
-    with StageOutput(out, "align", config_dict(cfg), force=cfg.force, shard=cfg.shard) as so:
+    config = config_dict(cfg)
+    if not cfg.turn_shift:
+        del config["turn_shift"]  # absent when unused: outputs made before --turn-shift existed still match
+    with StageOutput(out, "align", config, force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
             return so.manifest
         mine, todo, skipped = each_photo("align", photos, cfg.shard, lambda p: out / "records" / f"{p.id}.json",

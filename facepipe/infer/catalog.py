@@ -99,12 +99,11 @@ def bundled(rf: bool = True) -> list[dict]:
 def _bundled_facts(m: LoadedModel, rf: bool) -> dict:
     """What the checkpoint itself says and what its network measures."""
     ck, size, schema = m.checkpoint, m.size, m.schema
-    align = ck.get("align") or {}
     row = {
         "arch": m.arch, "params": count_params(m.net),
         "macs": count_macs(m.net, torch.zeros(1, m.in_channels, size, size)), "size": size,
         "input": "RGB + heatmap" if m.heatmap else "RGB", "schema": schema.name,
-        "classes": list(schema.classes), "alignment": {k: align.get(k) for k in ("size", "iod", "letterbox")},
+        "classes": list(schema.classes), "alignment": m.align.to_dict(),
         "defaults": _defaults(ck.get("model_kwargs", {})), "epoch": ck.get("epoch"),
         "facepipe_version": ck.get("facepipe_version"), "bytes": m.path.stat().st_size, "sha256": m.sha256(),
     }

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepipe.data.face_cache import CacheFile
 from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
 from facepipe.infer.model import LoadedModel
+from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import save_image
 from facepipe.util.progress import SILENT, Reporter
 
@@ -32,6 +34,7 @@ class EvalReport:
     checkpoint: Path
     schema: object
     result: dict  # evaluate()'s scores, with the faces kept for the best/worst sheet
+    crop_note: str | None = None  # the cache's crops are not cut the way `parse` cuts them for this model
 
     @property
     def title(self) -> str:
@@ -42,7 +45,20 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
     m = LoadedModel.load(cfg.run, cfg.which, cfg.device)
     r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
                        keep_images=True)
-    return EvalReport(cfg, m.path, m.schema, r)
+    return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align))
+
+
+def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
+    """One line when the model was trained on crops cut otherwise than this cache's (other eye distance,
+    letterbox or turn shift): the scores are then for these crops, not for `parse`'s path. Deliberate,
+    e.g. to see what a model makes of crops it never saw, so a note and not an error. The box width is
+    left out: it touches only faces cut from their box, which most caches (HOG landmarks) do not hold."""
+    a, b = model_spec.to_dict(), cache_spec.to_dict()
+    keys = [k for k in ("iod", "letterbox", "turn_shift") if a.get(k, 0.0) != b.get(k, 0.0)]
+    if not keys:
+        return None
+    diff = ", ".join(f"{k} {b.get(k, 0.0)} (model: {a.get(k, 0.0)})" for k in keys)
+    return f"note: this cache's crops differ from the model's ({diff}); these scores are not parse's path."
 
 
 def score_rows(report: EvalReport) -> list[tuple]:
@@ -61,6 +77,7 @@ def score_json(report: EvalReport) -> dict:
     return {"per_class_f1": r["per_class_f1"], "group_f1": r["group_f1"], "overall_f1": r["overall_f1"],
             "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"], "coords": cfg.coords, "split": cfg.split,
             "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip,
+            "crop_note": report.crop_note,
             # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
             # pixel counts) and which faces carry the errors
             "classes": list(report.schema.classes), "confusion": r["confusion"],

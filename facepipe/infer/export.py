@@ -48,6 +48,11 @@ def _alignment(model: LoadedModel) -> dict:
                     f"many template eye distances, box centre {-BOX_CENTER_DY_IN_IOD:.2f} eye distances above the "
                     "template centre",
     }
+    if model.align.turn_shift:
+        alignment["turn_shift"] = model.align.turn_shift
+        alignment["turn_note"] = ("landmark-aligned faces: the crop moves sideways by turn_shift x (nose tip x in the crop "
+                                  "- template nose x, in eye distances, less 0.05 towards zero) eye distances, at "
+                                  "most 1.5, the nose's way (facepipe.util.geometry.turn_shift)")
     if letterbox:
         alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"
     return alignment

@@ -87,6 +87,33 @@ def box_matrix(box, tmpl: np.ndarray, width_in_iod: float = BOX_WIDTH_IN_IOD) ->
     return np.array([[s, 0, tx - s * (l + r) / 2], [0, s, ty - s * (t + b) / 2], [0, 0, 1]], np.float64)
 
 
+# A turned face aligned from its landmarks: the similarity fit centres the crop on the eyes, nose and
+# mouth, so the back of the head falls out of it (FASSEG V3, crop ceiling at |yaw| 45-90: 64-95% of the
+# photo's pixels against 99% frontal). The nose tip's sideways offset from the template's nose, in eye
+# distances, tells how far and which way the head is turned (0.01 +-0.04 frontal, 0.20 at 30 degrees,
+# 0.31 at 45, 0.39 at 75), and the head's centre sits about 3.2 times that offset behind it. So the
+# crop moves toward the back of the head by `gain` x the offset beyond a dead zone that leaves frontal
+# crops as they were, at most TURN_SHIFT_MAX eye distances. gain 4 and dead zone 0.05 were chosen on
+# the training persons (01-05, V2 train) by the crop ceiling; docs/results.md "Turned faces".
+TURN_DEAD_ZONE_IN_IOD = 0.05
+TURN_SHIFT_MAX_IN_IOD = 1.5
+
+
+def turn_shift(matrix: np.ndarray, five: np.ndarray, tmpl: np.ndarray, gain: float) -> np.ndarray:
+    """`matrix` (photo -> crop, from the five points `five` in photo pixels) moved sideways toward the
+    back of a turned head; unchanged when `gain` is 0 or the face looks straight on."""
+    if not gain:
+        return matrix
+    tmpl = np.asarray(tmpl, np.float64)
+    iod = float(np.linalg.norm(tmpl[1] - tmpl[0]))
+    nose = (apply(matrix, np.asarray(five, np.float64)[2:3])[0, 0] - tmpl[2, 0]) / iod
+    shift = gain * np.sign(nose) * max(abs(nose) - TURN_DEAD_ZONE_IN_IOD, 0.0)
+    shift = float(np.clip(shift, -TURN_SHIFT_MAX_IN_IOD, TURN_SHIFT_MAX_IN_IOD)) * iod
+    # The nose points the way the face looks; the head's bulk is on the other side, so the crop's
+    # content moves the nose's way and what was cut off behind the head comes in.
+    return np.array([[1.0, 0, shift], [0, 1.0, 0], [0, 0, 1.0]]) @ matrix
+
+
 def letterbox_matrix(height: int, width: int, size: int) -> np.ndarray:
     """Fit the whole photo into the crop (kept aspect, centred): used when no face is found."""
     s = size / max(height, width)
