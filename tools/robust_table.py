@@ -2,7 +2,10 @@
 
     python tools/robust_table.py default runs/tw runs/tw-student [--data data] [--out runs/robust] [--wide]
 
-Needs data/robust-{plain,pasted,gray,hair}.h5, made as docs/results.md ("Robustness benchmark") shows.
+Needs data/robust-{plain,pasted,gray,hair}.h5, made as docs/results.md ("Robustness benchmark") shows;
+for models trained with `align --turn-shift 4` (the bundled ones since "Turned faces"), a folder of the
+same four cut with `--turn-shift 4`, passed as --data, and another --out (the kept JSONs are keyed by
+model, not by data).
 Each model is scored with `facepipe eval` (V2 test split, photo coordinates); the JSON of every cell is
 kept under --out/<model>-<sha>/<variant>.json, <sha> the start of the checkpoint file's sha256 (an
 existing one is read, not recomputed; a retrained run or a new bundled file gets a new folder). Losses are against
