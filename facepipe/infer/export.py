@@ -25,7 +25,13 @@ from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.errors import FacepipeError
-from facepipe.util.geometry import BOX_CENTER_DY_IN_IOD, template, warp_image
+from facepipe.util.geometry import (
+    BOX_CENTER_DY_IN_IOD,
+    TURN_DEAD_ZONE_IN_IOD,
+    TURN_SHIFT_MAX_IN_IOD,
+    template,
+    warp_image,
+)
 from facepipe.util.heatmap import draw_heatmap, sigma, square_side
 
 # dlib HOG scores below ~0.2 were mostly false positives on our photos (a badge on the astronaut);
@@ -51,8 +57,9 @@ def _alignment(model: LoadedModel) -> dict:
     if model.align.turn_shift:
         alignment["turn_shift"] = model.align.turn_shift
         alignment["turn_note"] = ("landmark-aligned faces: the crop moves sideways by turn_shift x (nose tip x in the crop "
-                                  "- template nose x, in eye distances, less 0.05 towards zero) eye distances, at "
-                                  "most 1.5, the nose's way (facepipe.util.geometry.turn_shift)")
+                                  f"- template nose x, in eye distances, less {TURN_DEAD_ZONE_IN_IOD} towards zero) "
+                                  f"eye distances, at most {TURN_SHIFT_MAX_IN_IOD}, the nose's way "
+                                  "(facepipe.util.geometry.turn_shift)")
     if letterbox:
         alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"
     return alignment
