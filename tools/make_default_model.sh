@@ -64,4 +64,10 @@ facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 
     --init default --model-kwargs '{"widths": [24, 48, 96]}' --out runs/turn/s24-t4 --epochs 60 --lr 0.0005 \
     --backgrounds data/backgrounds -q
 python3 -m facepipe.infer.pack runs/turn/acc-t4 facepipe/assets/accurate.pt --fp16
-python3 -m facepipe.infer.pack runs/turn/s24-t4 facepipe/assets/default.pt
+# the default's grayscale branch (docs/results.md, "A grayscale branch"): the same student shown only grayscale
+# faces, then widened to 32, 64, 128; packed beside the colour network, it takes the faces with next to no colour
+G="--teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 --augment wild,gray=1 \
+   --backgrounds data/backgrounds --epochs 60 -q"
+facepipe distill $G --init runs/turn/s24-t4 --model-kwargs '{"widths": [24, 48, 96]}' --lr 0.0005 --out runs/gray/gx100
+facepipe distill $G --init runs/gray/gx100 --model-kwargs '{"widths": [32, 64, 128]}' --lr 0.001 --out runs/gray/gx100-s32
+python3 -m facepipe.infer.pack runs/turn/s24-t4 facepipe/assets/default.pt --gray runs/gray/gx100-s32

@@ -18,6 +18,8 @@ def export_cmd(run, onnx_path, cache):
     landmark heatmap channel if the model takes one; output `logits` is (batch, classes, height, width).
     The file's metadata_props describe classes and colours, normalisation, the heatmap, the alignment
     template, the architecture and the source checkpoint's sha256 (README: "Running the ONNX file").
+    A model with a grayscale branch (the bundled default) writes a second file beside OUT, OUT-gray.onnx,
+    for faces with next to no colour; both files' gray_branch metadata states the rule that picks one.
     The check compares onnxruntime with torch on real faces: the cache's, or without one the astronaut
     photo that ships with scikit-image, detected and aligned as `parse` does (random input only if no
     face is found, and the table says so).

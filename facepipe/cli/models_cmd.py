@@ -54,6 +54,11 @@ def models_cmd(size, rf, json_path):
                           f"{', letterboxed' if al['letterbox'] else ''}, box width {al['box_width']}"
                           f"{', turn shift ' + str(al['turn_shift']) if al.get('turn_shift') else ''})"),
                 ("classes", f"{b['schema']}: {', '.join(b['classes'])}")]
+        if b.get("gray_branch"):
+            g = b["gray_branch"]
+            rows += _wrapped("gray branch", f"{g['arch']} ({g['defaults']}), {_num(g['params'])} params / "
+                                            f"{_num(g['macs'])} MACs, for faces of mean saturation below {g['threshold']} "
+                                            f"(trained --augment {g['augment']}); one branch runs per face")
         if b.get("r") is not None:
             rows.append(("receptive field", f"r {b['r']}, r/s {b['r_norm']}"))
         rows += _wrapped("trained on", b.get("trained_on", "-")) + _wrapped("accuracy", b.get("accuracy", "-"))

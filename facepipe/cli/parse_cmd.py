@@ -57,6 +57,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       <photo>.labels.png   palette PNG: pixel value = class id, viewers show the class colours
       <photo>.overlay.png  the labels over the photo, with a legend
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
+                           (and each face's branch, color or gray, for a model with a gray branch)
     plus summary.json (counts, failures, seconds per step) and manifest.json. A rerun skips the photos
     already parsed with the same model (--force redoes them). Photos without a face or that cannot be
     read are named on the terminal; the exit code is 1 when no photo at all was parsed.
@@ -80,6 +81,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
     if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
         rows.append(("faces cut from their box (profiles)", s["box_cut"]))
+    if parser.model.gray_branch:  # two-branch model: how many faces its grayscale weights took
+        rows.append(("faces on the gray branch", s["gray_branch"]))
     rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
              ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
              ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]

@@ -16,11 +16,10 @@ import torch
 
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.errors import FacepipeError
+from facepipe.util.input_norm import MEAN, STD
 from facepipe.util.interrupt import ignore_sigint, sigint_blocked
 from facepipe.util.schema import LabelSchema
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 def to_input(images: np.ndarray, heatmaps: np.ndarray | None) -> torch.Tensor:

@@ -27,6 +27,7 @@ from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import export_model, onnxruntime_version, ort_session
 from facepipe.models import create_model, default_in_channels
 from facepipe.models.fold import fold_batchnorm
+from facepipe.models.gray_route import one_branch
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.errors import FacepipeError
 from facepipe.util.progress import SILENT
@@ -187,14 +188,16 @@ def _prepared(model: torch.nn.Module, cfg: BenchConfig, dev: torch.device) -> to
 
 
 def _bench_entry(e: Entry, cfg: BenchConfig, where: _Where, advance) -> list[dict]:
-    params = count_params(e.model)  # as trained (folding would drop the BatchNorm parameters)
+    # As trained (folding would drop the BatchNorm parameters); a two-branch model (models.gray_route) runs
+    # one branch per face: its torch timing includes the choice, its ONNX graph is the colour branch.
+    params = count_params(one_branch(e.model))
     model, dev = _prepared(e.model, cfg, where.dev), where.dev
     onnx = cfg.backend == "onnxruntime"
     rows = []
     with (tempfile.TemporaryDirectory(prefix="facepipe-bench-") if onnx else nullcontext()) as tmp:
         onnx_path = Path(tmp) / "m.onnx" if onnx else None
         if onnx:
-            export_model(e.model.cpu(), e.in_channels, cfg.sizes[0], onnx_path)
+            export_model(one_branch(e.model).cpu(), e.in_channels, cfg.sizes[0], onnx_path)
         for s in cfg.sizes:
             macs = count_macs(model, torch.zeros(1, e.in_channels, s, s, device=dev))
             for b in cfg.batches:

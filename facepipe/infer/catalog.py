@@ -17,6 +17,7 @@ from facepipe.analysis.receptive_field import has_global_pooling, rnorm
 from facepipe.infer.checkpoint import ASSETS, BUNDLED
 from facepipe.infer.model import LoadedModel
 from facepipe.models import create_model, default_in_channels, list_models
+from facepipe.models.gray_route import one_branch
 
 MODEL_CARD = ASSETS / "MODEL_CARD.md"
 # Settings every architecture takes from the data, not from its design: left out of "defaults".
@@ -99,14 +100,24 @@ def bundled(rf: bool = True) -> list[dict]:
 def _bundled_facts(m: LoadedModel, rf: bool) -> dict:
     """What the checkpoint itself says and what its network measures."""
     ck, size, schema = m.checkpoint, m.size, m.schema
+    net = one_branch(m.net)  # a two-branch model runs one branch per face: count one
     row = {
-        "arch": m.arch, "params": count_params(m.net),
-        "macs": count_macs(m.net, torch.zeros(1, m.in_channels, size, size)), "size": size,
+        "arch": m.arch, "params": count_params(net),
+        "macs": count_macs(net, torch.zeros(1, m.in_channels, size, size)), "size": size,
         "input": "RGB + heatmap" if m.heatmap else "RGB", "schema": schema.name,
         "classes": list(schema.classes), "alignment": m.align.to_dict(),
         "defaults": _defaults(ck.get("model_kwargs", {})), "epoch": ck.get("epoch"),
         "facepipe_version": ck.get("facepipe_version"), "bytes": m.path.stat().st_size, "sha256": m.sha256(),
     }
+    if m.gray_branch:
+        g = m.net.gray
+        row["gray_branch"] = {"threshold": m.gray_branch.get("threshold"),
+                              "arch": m.gray_branch.get("arch", m.arch),
+                              "defaults": _defaults(m.gray_branch.get("model_kwargs", ck.get("model_kwargs", {}))),
+                              "params": count_params(g),
+                              "macs": count_macs(g, torch.zeros(1, m.in_channels, size, size)),
+                              "augment": (m.gray_branch.get("recipe") or {}).get("augment"),
+                              "epoch": m.gray_branch.get("epoch")}
     if rf:
-        row.update(_rf(m.net, size))
+        row.update(_rf(net, size))
     return row

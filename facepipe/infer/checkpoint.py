@@ -117,7 +117,8 @@ def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
     `train --init` and `distill --init` both start here. A narrower network of the same arch (say
     widths 16, 32, 64 into 24, 48, 96) is widened into `model` so that it computes the same function.
     Only the weights come over: the optimiser, the loss's centres and the schedule start afresh (a
-    resumed run then loads its own last.pt over them)."""
+    resumed run then loads its own last.pt over them). From a two-branch checkpoint (a gray branch,
+    infer.pack --gray) that is its colour network, the one `state_dict` holds."""
     try:
         path = run_checkpoint(init)
         ck = load_checkpoint(path)

@@ -23,6 +23,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, detector
 from facepipe.infer.checkpoint import BUNDLED
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
+from facepipe.models.gray_route import luma_input
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import (
@@ -156,6 +157,25 @@ def _check_input(run, cache, model: LoadedModel, n_check: int) -> tuple[np.ndarr
     return x, "random input (no cache, and dlib found no face in the astronaut photo)"
 
 
+def gray_file(out) -> Path:
+    """Where the grayscale branch of a two-branch model goes: beside OUT, `-gray` before the suffix."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-gray{out.suffix or '.onnx'}")
+
+
+def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
+    """The two files' metadata for a model with a gray branch: each names the other and the rule."""
+    rule = {"color_file": Path(out).name, "gray_file": gray_file(out).name,
+            "threshold": model.gray_branch.get("threshold"),
+            "rule": "per aligned crop: mean HSV saturation ((max - min) / max of R,G,B in 0..1) over the pixels "
+                    "whose max is above 0.1; below threshold -> gray file, fed luma (0.299 R + 0.587 G + 0.114 B) "
+                    "in all three channels, normalised as R,G,B; else the colour file (facepipe.models.gray_route)"}
+    color = dict(meta, gray_branch=json.dumps(rule))
+    gray = dict(meta, gray_branch=json.dumps(dict(rule, this_file="gray")),
+                description=meta["description"] + " Grayscale branch: run on faces with next to no colour.")
+    return color, gray
+
+
 def export_run(run, out, cache=None, n_check: int = 8) -> dict:
     model = LoadedModel.load(run)
     size, cin, ck_path = model.size, model.in_channels, model.path
@@ -163,14 +183,28 @@ def export_run(run, out, cache=None, n_check: int = 8) -> dict:
     bundled = str(run) in BUNDLED and not Path(run).exists()
     source = f"bundled:{run}" if bundled else (Path(run).name if Path(run).is_dir() else Path(ck_path).name)
     x, checked_on = _check_input(run, cache, model, n_check)  # first: a bad --cache must not leave a file
-    export_model(model.net, cin, size, out, metadata=onnx_metadata(model, source))
-    r = check_onnx(out, model.net, x)
-    if not r["max_abs_diff"] < 1e-2:
-        Path(out).unlink(missing_ok=True)  # an export that disagrees with torch is not left behind
-        raise FacepipeError(f"ONNX output differs from torch by {r['max_abs_diff']:.3g} on {checked_on}; "
-                            "the export is not trustworthy and was removed.")
-    return {"onnx": str(out), "checkpoint": str(ck_path), "source": source, "arch": model.arch, **r,
+    meta = onnx_metadata(model, source)
+    branches = model.branches()
+    files = [(Path(out), branches[0][1], meta, x)]
+    if len(branches) > 1:  # a gray branch (models.gray_route): its own file, checked on luma input
+        color_meta, gray_meta = _gray_metadata(model, meta, out)
+        xg = luma_input(torch.from_numpy(x)).numpy()
+        files = [(Path(out), branches[0][1], color_meta, x), (gray_file(out), branches[1][1], gray_meta, xg)]
+    checks = []
+    for path, net, md, xin in files:
+        export_model(net, cin, size, path, metadata=md)
+        r = check_onnx(path, net, xin)
+        if not r["max_abs_diff"] < 1e-2:
+            for p, *_ in files:
+                p.unlink(missing_ok=True)  # an export that disagrees with torch is not left behind
+            raise FacepipeError(f"ONNX output of {path.name} differs from torch by {r['max_abs_diff']:.3g} on "
+                                f"{checked_on}; the export is not trustworthy and was removed.")
+        checks.append(r)
+    r = {k: max(c[k] for c in checks) if k == "max_abs_diff" else min(c[k] for c in checks) for k in checks[0]}
+    extra = {"gray_onnx": str(files[1][0]), "gray_rule": "mean saturation below "
+             f"{model.gray_branch.get('threshold')} (see the files' gray_branch metadata)"} if len(files) > 1 else {}
+    return {"onnx": str(out), **extra, "checkpoint": str(ck_path), "source": source, "arch": model.arch, **r,
             "checked_on": checked_on,
             "opset": OPSET, "input": f"{INPUT} (batch, {cin}, height, width), trained at {size}",
             "output": f"{OUTPUT} (batch, {model.schema.num_classes}, height, width)",
-            "size": size, "in_channels": cin, "bytes": Path(out).stat().st_size}
+            "size": size, "in_channels": cin, "bytes": sum(p.stat().st_size for p, *_ in files)}

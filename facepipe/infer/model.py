@@ -15,6 +15,7 @@ from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, ru
 from facepipe.infer.predict import predict_probs
 from facepipe.learn.augment import saw_grayscale
 from facepipe.models.fold import fold_batchnorm
+from facepipe.models.gray_route import GRAY_SATURATION, GrayRoute
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.device import pick_device
 from facepipe.util.manifest import file_sha256
@@ -43,6 +44,10 @@ class LoadedModel:
     @classmethod
     def from_checkpoint(cls, ck: dict, path, device: str = "cpu", fold: bool = False) -> "LoadedModel":
         net, schema = build_from_checkpoint(ck)
+        gb = ck.get("gray_branch")
+        if gb:  # a second network for grayscale faces (models.gray_route; infer.pack --gray)
+            own = {k: gb[k] for k in ("arch", "model_kwargs", "state_dict") if k in gb}
+            net = GrayRoute(net, build_from_checkpoint(dict(ck, **own))[0], float(gb.get("threshold", GRAY_SATURATION)))
         if fold:
             net = fold_batchnorm(net)
         dev = pick_device(device) if isinstance(device, str) else device
@@ -65,8 +70,28 @@ class LoadedModel:
 
     @property
     def saw_grayscale(self) -> bool | None:
-        """Whether training showed the network grayscale faces (the wild recipe does); None: unknown."""
-        return saw_grayscale(self.augment)
+        """Whether training showed the network grayscale faces (the wild recipe does, and a gray branch
+        sees nothing else); None: unknown."""
+        return True if self.gray_branch else saw_grayscale(self.augment)
+
+    @property
+    def gray_branch(self) -> dict | None:
+        """The grayscale branch's facts (threshold, recipe, source), or None for a one-branch model."""
+        gb = self.checkpoint.get("gray_branch")
+        return None if not gb else {k: v for k, v in gb.items() if k != "state_dict"}
+
+    def branches(self) -> list[tuple[str, nn.Module]]:
+        """[("color", net)] or, with a gray branch, [("color", ...), ("gray", ...)]: the networks as
+        export writes them, one ONNX file each."""
+        if isinstance(self.net, GrayRoute):
+            return [("color", self.net.color), ("gray", self.net.gray)]
+        return [("color", self.net)]
+
+    def routes_gray(self, x: torch.Tensor) -> np.ndarray | None:
+        """(N,) bool: which faces of a normalised batch the gray branch takes; None for a one-branch model."""
+        if not isinstance(self.net, GrayRoute):
+            return None
+        return self.net.routes(x.to(self.device)).cpu().numpy()
 
     def sha256(self) -> str:
         return file_sha256(self.path)

@@ -42,7 +42,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector,
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.model import LoadedModel
-from facepipe.infer.parse_work import OUTPUTS, align_photo, init_worker, write_photo
+from facepipe.infer.parse_work import OUTPUTS, align_photo, gray_branch_faces, init_worker, write_photo
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
@@ -140,6 +140,7 @@ class Tally:
     parsed: int = 0
     faces: int = 0
     box_cut: int = 0  # faces cut from their detector box (CNN faces whose landmarks are not trusted)
+    gray_branch: int = 0  # faces a two-branch model ran on its grayscale branch (models.gray_route)
     resumed: int = 0
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
@@ -152,9 +153,10 @@ class Tally:
         for k, v in sec.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
 
-    def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0) -> None:
+    def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0, gray_branch: int = 0) -> None:
         self.faces += faces
         self.box_cut += box_cut
+        self.gray_branch += gray_branch
         if faces:
             self.parsed += 1
         else:
@@ -253,15 +255,19 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     if not crops:
         return
     hms = [h for r in batch for h in r["heatmaps"]]
-    probs = []
+    probs, gray = [], []
     for a in range(0, len(crops), batch_size):
         x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
         probs.append(parser.model.predict(x, tta_flip=tta_flip).cpu().numpy())
+        gray.append(parser.model.routes_gray(x))  # None for a one-branch model
     probs = np.concatenate(probs)
+    gray = None if gray[0] is None else np.concatenate(gray)
     k = 0
     for r in batch:
         n = len(r["crops"])
         r["probs"] = probs[k:k + n]
+        if gray is not None:  # which branch took each face: the photo's record says so
+            r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
         k += n
 
 
@@ -290,7 +296,7 @@ class _Pipeline:
     def finish_write(self, f: Future) -> None:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
-        self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0))
+        self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0), r.get("gray_branch", 0))
         if r["grayscale"] and not self.parser.model.saw_grayscale:
             seen = self.parser.model.augment
             why = (f"the model was trained without grayscale faces (--augment {seen})"
@@ -427,7 +433,7 @@ def _resumed(mine: list[tuple]) -> Tally:
             tally.parsed += 1
         else:
             faces = rec.get("faces", [])
-            tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces))
+            tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces), gray_branch_faces(faces))
     return tally
 
 
@@ -465,7 +471,8 @@ def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Se
 
 def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
-    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "resumed": t.resumed,
+    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut,
+         "gray_branch": t.gray_branch, "resumed": t.resumed,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
          "network_threads": t.network_threads, "network_cpu_seconds": round(t.network_cpu, 3),
@@ -494,6 +501,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     for k in ("photos", "parsed", "faces", "resumed"):
         m[k] = sum(p[k] for p in parts)
     m["box_cut"] = sum(p.get("box_cut", 0) for p in parts)
+    m["gray_branch"] = sum(p.get("gray_branch", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
     for k in ("no_face", "unreadable", "grayscale"):
         m[k] = [x for p in parts for x in p[k]]

@@ -66,6 +66,11 @@ def is_grayscale(rgb: np.ndarray) -> bool:
     return bool(np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
 
 
+def gray_branch_faces(face_records: list[dict]) -> int:
+    """How many of a photo record's faces a two-branch model ran on its grayscale branch."""
+    return sum(1 for f in face_records if f.get("branch") == "gray")
+
+
 def face_cuts(spec: AlignSpec, shape, faces: list[dict]) -> tuple[list[tuple], list[np.ndarray]]:
     """The crops to cut from a photo, as (photo->crop matrix, landmarks in crop or None), and each face's
     matrix, by the model's own alignment (align_spec.align_face, as `align` made its training crops).
@@ -183,8 +188,9 @@ def write_photo(job: dict) -> dict:
     rec = {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
            "model": job["model"], "schema": schema,
            "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
-                      **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {})}  # CNN faces only
-                     for f, m in zip(faces, job["face_matrices"])]}
+                      **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
+                      **({"branch": job["branches"][i]} if job.get("branches") else {})}  # two-branch models
+                     for i, (f, m) in enumerate(zip(faces, job["face_matrices"]))]}
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         clock("warp back")
@@ -217,4 +223,4 @@ def write_photo(job: dict) -> dict:
         save_record(out / f"{stem}.json", rec)
         clock("encode+write")
     return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
-            "box_cut": box_cut(faces), "seconds": clock.seconds}
+            "box_cut": box_cut(faces), "gray_branch": gray_branch_faces(rec["faces"]), "seconds": clock.seconds}

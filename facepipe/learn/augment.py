@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facepipe.data.face_cache import MEAN, STD
 from facepipe.learn.background_bank import BackgroundBank, gauss_blur, load_bank
+from facepipe.util.input_norm import LUMA, MEAN, STD
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
 
 def _luma(img):
     """(N,3,H,W) RGB -> (N,H,W) ITU-R 601 luma, as paste.to_gray."""
-    return (img * torch.tensor([0.299, 0.587, 0.114], device=img.device, dtype=img.dtype).view(1, 3, 1, 1)).sum(1)
+    return (img * torch.tensor(LUMA, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)).sum(1)
 
 
 def _recolour(img, hair, r):

@@ -22,7 +22,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     try:
         gm = fx.symbolic_trace(model, concrete_args=concrete)
     except Exception:
-        return model  # not traceable: time/run it as it is
+        # Not traceable as a whole (a data-dependent choice between sub-networks, models.gray_route):
+        # fold each child that is, run the rest as it is.
+        for name, child in list(model.named_children()):
+            if any(isinstance(m, nn.BatchNorm2d) for m in child.modules()):
+                setattr(model, name, fold_batchnorm(child))
+        return model
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):

@@ -1,0 +1,85 @@
+"""Two sets of weights for one network, chosen per face by colour: a grayscale branch.
+
+At the default student's width, grayscale robustness and colour F1 pull against each other: showing
+it grayscale faces more often closes the gray gap and costs overall F1 on colour photos, at about the
+same rate for every recipe tried (docs/results.md, "Grayscale or F1"). A grayscale photo carries no
+colour to lose, so a second set of the same weights, trained on grayscale faces only, can take those
+faces while the colour weights keep theirs. Speed does not change: each face runs one branch.
+
+The choice is made on the aligned crop the network is given, so eval, pseudolabel and parse choose the
+same way: a face whose mean saturation (HSV: (max - min) / max of its RGB, over the pixels brighter
+than 10% so the crop's black border and dark hair do not dilute it) is below GRAY_SATURATION runs the
+gray branch, on its luma (ITU-R 601) in all three channels, which is what the branch was trained on.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from facepipe.util.input_norm import LUMA, MEAN, STD
+
+# Measured on aligned crops (docs/results.md, "A grayscale branch"): FASSEG's colour faces, the palest
+# studio photos included, lie at 0.104 and above, utkface-5k's colour photos at 0.106 and above, the 159
+# faces of the example photos at 0.082 and above (a colour film still graded nearly gray, the only one
+# below 0.12). Black-and-white photos lie at 0 to 0.04, tinted and sepia ones up to 0.1: the cut takes
+# the gray and near-gray ones and leaves a margin to the palest colour face; tinted photos keep the colour
+# weights, as before the branch existed.
+GRAY_SATURATION = 0.05
+_STEP = 4  # every 4th pixel each way: the same mean to +-0.008 on our crops, and 16x less work than all
+_BRIGHT = 0.1  # pixels darker than this (border, black hair) say nothing about colour
+
+
+def _rgb01(x: torch.Tensor) -> torch.Tensor:
+    """The RGB channels of a normalised input batch (data.face_cache.to_input) back in [0, 1]."""
+    mean = torch.as_tensor(MEAN / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(STD / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x[:, :3] * std + mean).clamp(0, 1)
+
+
+def mean_saturation(x: torch.Tensor) -> torch.Tensor:
+    """(N,) mean HSV saturation over each crop's pixels brighter than _BRIGHT (0 when none is), on a grid
+    of every _STEP-th pixel."""
+    rgb = _rgb01(x[:, :3, ::_STEP, ::_STEP].float())
+    hi, lo = rgb.amax(1), rgb.amin(1)
+    bright = hi > _BRIGHT
+    sat = torch.where(bright, (hi - lo) / hi.clamp_min(1e-6), torch.zeros_like(hi))
+    return sat.sum((1, 2)) / bright.sum((1, 2)).clamp_min(1)
+
+
+def luma_input(x: torch.Tensor) -> torch.Tensor:
+    """The same normalised batch with its RGB replaced by luma in all three channels (heatmap kept)."""
+    rgb = _rgb01(x)
+    w = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    y = (rgb * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    mean = torch.as_tensor(MEAN / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(STD / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.cat([(y - mean) / std, x[:, 3:]], 1)
+
+
+class GrayRoute(nn.Module):
+    """`color` for colour faces, `gray` for the rest (see the module docstring); same output shape."""
+
+    def __init__(self, color: nn.Module, gray: nn.Module, threshold: float = GRAY_SATURATION):
+        super().__init__()
+        self.color, self.gray, self.threshold = color, gray, float(threshold)
+
+    def routes(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: which faces of the batch run the gray branch."""
+        return mean_saturation(x) < self.threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.routes(x)
+        if not bool(g.any()):
+            return self.color(x)
+        if bool(g.all()):
+            return self.gray(luma_input(x))
+        yc, yg = self.color(x[~g]), self.gray(luma_input(x[g]))
+        out = yc.new_empty((x.shape[0],) + yc.shape[1:])
+        out[~g], out[g] = yc, yg.to(yc.dtype)
+        return out
+
+
+def one_branch(model: nn.Module) -> nn.Module:
+    """The network one face runs: the colour branch of a GrayRoute, else the model itself (what a
+    parameter count or an ONNX graph of a two-branch model stands for; each branch is one such)."""
+    return model.color if isinstance(model, GrayRoute) else model

@@ -1,0 +1,138 @@
+"""A grayscale branch (models.gray_route, infer.pack --gray): which faces take it, that each face gets
+exactly its branch's output, and that pack, load, fold, export, bench and parse carry it through."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from skimage import data
+
+from facepipe.cli import cli
+from facepipe.data.face_cache import to_input
+from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.infer.model import LoadedModel
+from facepipe.infer.pack import pack
+from facepipe.models.gray_route import GRAY_SATURATION, GrayRoute, luma_input, mean_saturation
+from facepipe.util.atomic import save_image
+from facepipe.util.errors import FacepipeError
+
+
+def _crop(size=64, gray=False, border=0):
+    """A colour (astronaut) or grayscale crop, optionally inside a black border."""
+    img = np.asarray(data.astronaut()[::512 // size, ::512 // size][:size, :size], np.uint8)
+    if gray:
+        img = np.repeat(np.rint(img @ [0.299, 0.587, 0.114]).astype(np.uint8)[..., None], 3, 2)
+    if border:
+        img = img.copy()
+        img[:border], img[-border:], img[:, :border], img[:, -border:] = 0, 0, 0, 0
+    return img
+
+
+def test_saturation_reads_colour_and_ignores_black_border():
+    colour, gray = _crop(), _crop(gray=True)
+    s = mean_saturation(to_input(np.stack([colour, gray, _crop(border=16)]), None)).numpy()
+    assert s[0] > 2 * GRAY_SATURATION and s[1] < 1e-5  # float rounding of the normalisation
+    assert abs(s[2] - s[0]) < 0.1 * s[0]  # a black border around the same face does not dilute it
+    dark = (colour // 16)[None]  # every pixel below the brightness floor: no colour evidence, 0
+    assert mean_saturation(to_input(dark, None)).item() == 0
+
+
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory, tiny_run):
+    """The tiny run packed with a gray branch whose weights differ (perturbed), so routing shows."""
+    tmp = tmp_path_factory.mktemp("routed")
+    ck = load_checkpoint(run_checkpoint(tiny_run))
+    g = torch.Generator().manual_seed(0)
+    ck["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                        for k, v in ck["state_dict"].items()}
+    torch.save(ck, tmp / "gray.pt")
+    pack(tiny_run, tmp / "routed.pt", gray=tmp / "gray.pt")
+    return tmp / "routed.pt"
+
+
+def _batch(colour_first=True):
+    crops = [_crop(), _crop(gray=True), _crop(border=8), _crop(gray=True, border=8)]
+    heat = np.zeros((4, 64, 64), np.uint8)
+    heat[:, 20:24, 20:44] = 255
+    return to_input(np.stack(crops), heat)
+
+
+def test_each_face_gets_its_own_branch(routed, tiny_run):
+    m = LoadedModel.load(routed)
+    assert isinstance(m.net, GrayRoute) and [n for n, _ in m.branches()] == ["color", "gray"]
+    assert m.saw_grayscale and m.gray_branch["threshold"] == GRAY_SATURATION
+    x = _batch()
+    assert m.routes_gray(x).tolist() == [False, True, False, True]
+    color, gray = m.net.color, m.net.gray
+    with torch.no_grad():
+        mixed = m.net(x)
+        want = torch.cat([color(x[[0]]), gray(luma_input(x[[1]])), color(x[[2]]), gray(luma_input(x[[3]]))])
+        assert torch.allclose(mixed, want, atol=1e-5)
+        assert not torch.allclose(color(x[[1]]), gray(luma_input(x[[1]])), atol=1e-3)  # the branches differ
+        # The colour branch is the run itself: a colour batch gives the one-branch model's output exactly.
+        plain = LoadedModel.load(tiny_run).net
+        assert torch.equal(m.net(x[[0, 2]]), plain(x[[0, 2]]))
+    # Folding BatchNorm goes into each branch and changes nothing but rounding.
+    folded = LoadedModel.load(routed, fold=True)
+    assert not any(isinstance(q, torch.nn.BatchNorm2d) for q in folded.net.modules())
+    with torch.no_grad():
+        assert torch.allclose(folded.net(x), mixed, atol=1e-4)
+
+
+def test_pack_refuses_a_gray_branch_of_another_network(tmp_path, tiny_run):
+    ck = load_checkpoint(run_checkpoint(tiny_run))
+    ck["size"] = 128
+    torch.save(ck, tmp_path / "other.pt")
+    with pytest.raises(FacepipeError, match="differs from .* in size"):
+        pack(tiny_run, tmp_path / "x.pt", gray=tmp_path / "other.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_export_writes_and_checks_both_branches(routed, tmp_path):
+    import onnxruntime as ort
+
+    res = CliRunner().invoke(cli, ["export", str(routed), "--onnx", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 0, res.output
+    x = _batch().numpy()
+    m = LoadedModel.load(routed)
+    for name, net, xin in (("m.onnx", m.net.color, x), ("m-gray.onnx", m.net.gray, luma_input(torch.from_numpy(x)).numpy())):
+        sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        meta = sess.get_modelmeta().custom_metadata_map
+        rule = json.loads(meta["gray_branch"])
+        assert rule["gray_file"] == "m-gray.onnx" and rule["threshold"] == GRAY_SATURATION
+        with torch.no_grad():
+            assert np.abs(sess.run(None, {"image": xin})[0] - net(torch.from_numpy(xin)).numpy()).max() < 1e-3
+
+
+def test_parse_says_which_branch_took_each_face(routed, tmp_path):
+    photo = data.astronaut()
+    save_image(tmp_path / "in" / "colour.png", photo)
+    save_image(tmp_path / "in" / "gray.png", np.repeat(photo.mean(2, keepdims=True), 3, 2).astype(np.uint8))
+    res = CliRunner().invoke(cli, ["parse", str(tmp_path / "in"), "--model", str(routed), "--out",
+                                   str(tmp_path / "o"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    branch = {n: [f["branch"] for f in json.loads((tmp_path / "o" / f"{n}.json").read_text())["faces"]]
+              for n in ("colour", "gray")}
+    assert branch == {"colour": ["color"], "gray": ["gray"]}
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["gray_branch"] == 1
+    assert "faces on the gray branch" in res.output
+
+
+def test_gray_branch_may_be_wider(tmp_path, tiny_run):
+    """The gray branch runs only on grayscale faces, so it may be another width; its shape is kept."""
+    from facepipe.infer.checkpoint import save_checkpoint
+    from facepipe.models import create_model
+    from facepipe.util.schema import LabelSchema
+
+    ck = load_checkpoint(run_checkpoint(tiny_run))
+    wide = create_model(ck["arch"], num_classes=ck["num_classes"], in_channels=ck["in_channels"], width=24)
+    save_checkpoint(tmp_path / "wide.pt", wide, arch=ck["arch"], schema=LabelSchema.from_dict(ck["schema"]),
+                    size=ck["size"], heatmap=ck["heatmap"], extra={"align": ck.get("align")})
+    pack(tiny_run, tmp_path / "r.pt", gray=tmp_path / "wide.pt")
+    m = LoadedModel.load(tmp_path / "r.pt", fold=True)
+    assert m.net.gray.config["width"] == 24 and m.net.color.config["width"] == 16
+    x = _batch()
+    with torch.no_grad():
+        assert m.net(x).shape == (4, ck["num_classes"], 64, 64)
+    assert LoadedModel.load(tmp_path / "r.pt").gray_branch["model_kwargs"]["width"] == 24
