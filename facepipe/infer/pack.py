@@ -40,7 +40,10 @@ def pack(run, out, fp16: bool = False, gray=None) -> dict:
     if aug:  # what the network has seen (parse warns on grayscale photos unless "wild")
         small["recipe"] = {"augment": aug}
     if gray is not None:
-        g = load_checkpoint(run_checkpoint(gray))
+        try:
+            g = load_checkpoint(run_checkpoint(gray))
+        except FacepipeError as e:
+            raise FacepipeError(f"--gray: {e}") from None
         differ = [k for k in SAME if g.get(k) != ck.get(k)]
         if differ:
             raise FacepipeError(f"--gray {gray} differs from {run} in {', '.join(differ)}; the gray branch must "
