@@ -136,3 +136,14 @@ def test_gray_branch_may_be_wider(tmp_path, tiny_run):
     with torch.no_grad():
         assert m.net(x).shape == (4, ck["num_classes"], 64, 64)
     assert LoadedModel.load(tmp_path / "r.pt").gray_branch["model_kwargs"]["width"] == 24
+
+
+def test_bundled_default_takes_gray_faces_on_its_gray_branch():
+    """The shipped default carries its gray branch; a colour crop stays on the colour network."""
+    m = LoadedModel.load("default")
+    assert m.gray_branch is not None and m.gray_branch["threshold"] == GRAY_SATURATION
+    size = m.size
+    crops = np.stack([np.asarray(data.astronaut()[:size, 128:128 + size], np.uint8)] * 2)
+    crops[1] = np.repeat(np.rint(crops[1] @ [0.299, 0.587, 0.114]).astype(np.uint8)[..., None], 3, 2)
+    x = to_input(crops, np.zeros(crops.shape[:3], np.uint8))
+    assert m.routes_gray(x).tolist() == [False, True]
