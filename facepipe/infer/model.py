@@ -76,7 +76,8 @@ class LoadedModel:
 
     @property
     def gray_branch(self) -> dict | None:
-        """The grayscale branch's facts (threshold, recipe, source), or None for a one-branch model."""
+        """The grayscale branch's facts (arch, model_kwargs, threshold, recipe, epoch, metrics: what
+        infer.pack stored, less its weights), or None for a one-branch model."""
         gb = self.checkpoint.get("gray_branch")
         return None if not gb else {k: v for k, v in gb.items() if k != "state_dict"}
 

@@ -1,10 +1,9 @@
-"""Two sets of weights for one network, chosen per face by colour: a grayscale branch.
+"""A grayscale branch: a second network for faces with next to no colour, chosen per face.
 
-At the default student's width, grayscale robustness and colour F1 pull against each other: showing
-it grayscale faces more often closes the gray gap and costs overall F1 on colour photos, at about the
-same rate for every recipe tried (docs/results.md, "Grayscale or F1"). A grayscale photo carries no
-colour to lose, so a second set of the same weights, trained on grayscale faces only, can take those
-faces while the colour weights keep theirs. Speed does not change: each face runs one branch.
+One network of the default student's width reaches the same accuracy on grayscale faces whether it is
+trained on a mix or on grayscale alone (docs/results.md, "A grayscale branch"): its gray gap is its
+width's, not a colour/gray trade. A wider network trained on grayscale faces closes it, and since it
+runs only on grayscale faces, colour photos keep the narrow network's speed and outputs exactly.
 
 The choice is made on the aligned crop the network is given, so eval, pseudolabel and parse choose the
 same way: a face whose mean saturation (HSV: (max - min) / max of its RGB, over the pixels brighter
@@ -29,10 +28,16 @@ _STEP = 4  # every 4th pixel each way: the same mean to +-0.008 on our crops, an
 _BRIGHT = 0.1  # pixels darker than this (border, black hair) say nothing about colour
 
 
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD in 0..1, shaped to broadcast over a (N,3,H,W) batch like x."""
+    def as_x(v):
+        return torch.as_tensor(v / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return as_x(MEAN), as_x(STD)
+
+
 def _rgb01(x: torch.Tensor) -> torch.Tensor:
     """The RGB channels of a normalised input batch (data.face_cache.to_input) back in [0, 1]."""
-    mean = torch.as_tensor(MEAN / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.as_tensor(STD / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = _stats(x)
     return (x[:, :3] * std + mean).clamp(0, 1)
 
 
@@ -48,11 +53,9 @@ def mean_saturation(x: torch.Tensor) -> torch.Tensor:
 
 def luma_input(x: torch.Tensor) -> torch.Tensor:
     """The same normalised batch with its RGB replaced by luma in all three channels (heatmap kept)."""
-    rgb = _rgb01(x)
     w = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    y = (rgb * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    mean = torch.as_tensor(MEAN / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.as_tensor(STD / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    y = (_rgb01(x) * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    mean, std = _stats(x)
     return torch.cat([(y - mean) / std, x[:, 3:]], 1)
 
 
