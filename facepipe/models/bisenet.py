@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facepipe.models.layers import resize_logits
 from facepipe.models.registry import register_model
 from facepipe.models.teacher import conv_bn_relu
 
@@ -91,7 +92,7 @@ class Head(nn.Module):
 def _resize(x: torch.Tensor, like: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "nearest":
         return F.interpolate(x, size=like.shape[-2:], mode="nearest")
-    return F.interpolate(x, size=like.shape[-2:], mode=mode, align_corners=True)
+    return resize_logits(x, like.shape[-2:], align_corners=True)  # only class logits are resized bilinearly
 
 
 class BiSeNet(nn.Module):

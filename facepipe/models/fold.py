@@ -13,6 +13,14 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
+class _ConvLeafTracer(fx.Tracer):
+    """Every Conv2d is one node, our subclasses too (models.layers.DilatedDepthwise chooses its way of
+    computing from the input's shape, which a trace would fix), so it can be folded like any conv."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model` with every Conv2d -> BatchNorm2d pair folded into one conv."""
     model = copy.deepcopy(model).eval()
@@ -20,7 +28,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     params = list(inspect.signature(model.forward).parameters.values())[1:]
     concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     try:
-        gm = fx.symbolic_trace(model, concrete_args=concrete)
+        gm = fx.GraphModule(model, _ConvLeafTracer().trace(model, concrete_args=concrete))
     except Exception:
         # Not traceable as a whole (a data-dependent choice between sub-networks, models.gray_route):
         # fold each child that is, run the rest as it is.

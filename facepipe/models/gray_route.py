@@ -12,6 +12,8 @@ gray branch, on its luma (ITU-R 601) in all three channels, which is what the br
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -28,26 +30,31 @@ _STEP = 4  # every 4th pixel each way: the same mean to +-0.008 on our crops, an
 _BRIGHT = 0.1  # pixels darker than this (border, black hair) say nothing about colour
 
 
-def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MEAN and STD in 0..1, shaped to broadcast over a (N,3,H,W) batch like x."""
+@functools.lru_cache(maxsize=8)
+def _stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD in 0..1, shaped to broadcast over a (N,3,H,W) batch; built once per dtype and device
+    (the router runs before every face's network, where each small op counts)."""
     def as_x(v):
-        return torch.as_tensor(v / 255, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return as_x(MEAN), as_x(STD)
+        return torch.as_tensor(v / 255, dtype=dtype, device=device).view(1, 3, 1, 1)
+    with torch.inference_mode(False):  # kept for later calls, which may be outside inference mode
+        return as_x(MEAN), as_x(STD)
 
 
 def _rgb01(x: torch.Tensor) -> torch.Tensor:
     """The RGB channels of a normalised input batch (data.face_cache.to_input) back in [0, 1]."""
-    mean, std = _stats(x)
+    mean, std = _stats(x.dtype, x.device)
     return (x[:, :3] * std + mean).clamp(0, 1)
 
 
 def mean_saturation(x: torch.Tensor) -> torch.Tensor:
     """(N,) mean HSV saturation over each crop's pixels brighter than _BRIGHT (0 when none is), on a grid
-    of every _STEP-th pixel."""
-    rgb = _rgb01(x[:, :3, ::_STEP, ::_STEP].float())
-    hi, lo = rgb.amax(1), rgb.amin(1)
+    of every _STEP-th pixel. Written in few ops: it runs before every face's network (0.3 -> 0.2 ms)."""
+    v = x[:, :3, ::_STEP, ::_STEP].float()
+    mean, std = _stats(v.dtype, v.device)
+    lo, hi = torch.aminmax(torch.addcmul(mean, v, std), dim=1)
+    hi, lo = hi.clamp_(0, 1), lo.clamp_(0, 1)  # clamping the extremes = extremes of the clamped channels
     bright = hi > _BRIGHT
-    sat = torch.where(bright, (hi - lo) / hi.clamp_min(1e-6), torch.zeros_like(hi))
+    sat = (hi - lo).div_(hi.clamp_min(1e-6)).mul_(bright)  # 0 where not bright
     return sat.sum((1, 2)) / bright.sum((1, 2)).clamp_min(1)
 
 
@@ -55,7 +62,7 @@ def luma_input(x: torch.Tensor) -> torch.Tensor:
     """The same normalised batch with its RGB replaced by luma in all three channels (heatmap kept)."""
     w = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     y = (_rgb01(x) * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    mean, std = _stats(x)
+    mean, std = _stats(x.dtype, x.device)
     return torch.cat([(y - mean) / std, x[:, 3:]], 1)
 
 
@@ -72,9 +79,10 @@ class GrayRoute(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.routes(x)
-        if not bool(g.any()):
+        n_gray = int(g.sum())
+        if n_gray == 0:
             return self.color(x)
-        if bool(g.all()):
+        if n_gray == len(g):
             return self.gray(luma_input(x))
         yc, yg = self.color(x[~g]), self.gray(luma_input(x[g]))
         out = yc.new_empty((x.shape[0],) + yc.shape[1:])

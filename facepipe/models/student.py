@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facepipe.models.layers import DilatedDepthwise, resize_logits
 from facepipe.models.registry import register_model
 
 
@@ -22,8 +23,9 @@ def cbr(cin, cout, k=1, stride=1, dilation=1, groups=1):
 
 def sep(cin, cout, stride=1, dilation=1):
     """Depthwise 3x3 (BN, no ReLU: keeps the linear bottleneck) then pointwise conv-BN-ReLU."""
+    conv = nn.Conv2d if dilation == 1 else DilatedDepthwise  # same weights; faster on a CPU at dilation 8
     return nn.Sequential(
-        nn.Conv2d(cin, cin, 3, stride, dilation, dilation=dilation, groups=cin, bias=False), nn.BatchNorm2d(cin),
+        conv(cin, cin, 3, stride, dilation, dilation=dilation, groups=cin, bias=False), nn.BatchNorm2d(cin),
         cbr(cin, cout))
 
 
@@ -77,7 +79,7 @@ class Student(nn.Module):
         d4 = self.fuse4(F.interpolate(self.lat4(ctx), size=s4.shape[-2:], mode="bilinear", align_corners=False) + s4)
         if self.head_stride == 2:
             d4 = self.fuse2(F.interpolate(self.lat2(d4), size=s2.shape[-2:], mode="bilinear", align_corners=False) + s2)
-        logits = F.interpolate(self.classifier(d4), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = resize_logits(self.classifier(d4), x.shape[-2:])
         if return_features:
             return logits, self.project(ctx)
         return logits

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facepipe.models.layers import resize_logits
 from facepipe.models.registry import register_model
 
 
@@ -66,7 +67,7 @@ class Teacher(nn.Module):
         if self.refine is not None:
             logits = self.classifier(self.refine(torch.cat([_up(d2, x), x], 1)))
         else:
-            logits = _up(self.classifier(d2), x)
+            logits = resize_logits(self.classifier(d2), x.shape[-2:])
         if return_features:
             return logits, self.project(ctx)
         return logits

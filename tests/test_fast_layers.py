@@ -1,0 +1,84 @@
+"""models.layers: the rearranged layers compute what the plain torch layers compute, and the fast way is
+really taken where it is meant to be (else the equality tests would pass on the plain path alone)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facepipe.models import layers
+from facepipe.models.gray_route import mean_saturation
+from facepipe.models.layers import DilatedDepthwise, resize_logits
+from facepipe.util.input_norm import MEAN, STD
+
+
+def _pair(cin, cout, d, groups, bias):
+    torch.manual_seed(d * 10 + groups)
+    plain = nn.Conv2d(cin, cout, 3, 1, d, dilation=d, groups=groups, bias=bias).eval()
+    fast = DilatedDepthwise(cin, cout, 3, 1, d, dilation=d, groups=groups, bias=bias).eval()
+    fast.load_state_dict(plain.state_dict())  # same state dict keys: checkpoints load either way
+    return plain, fast
+
+
+def _spy(monkeypatch):
+    calls = []
+    real = layers.F.conv2d
+
+    def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+        calls.append((x.shape[0], padding, dilation))
+        return real(x, w, b, stride, padding, dilation, groups)
+    monkeypatch.setattr(layers.F, "conv2d", conv2d)
+    return calls
+
+
+@pytest.mark.parametrize("d", [8, 16])
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("groups,bias", [(12, False), (1, True)])
+def test_space_to_batch_is_the_dilated_conv(monkeypatch, d, channels_last, groups, bias):
+    plain, fast = _pair(12, 12, d, groups, bias)
+    x = torch.randn(3, 12, 2 * d, 3 * d)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    calls = _spy(monkeypatch)
+    with torch.inference_mode():
+        got = fast(x)
+    assert calls == [(3 * d * d, 1, 1)]  # undilated, on d*d sub-maps per face
+    with torch.inference_mode():
+        torch.testing.assert_close(got, plain(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("why,d,hw,train", [("small dilation", 4, (32, 32), False),
+                                           ("sides not divisible", 8, (36, 32), False),
+                                           ("training", 8, (32, 32), True)])
+def test_plain_conv_where_space_to_batch_does_not_apply(monkeypatch, why, d, hw, train):
+    plain, fast = _pair(6, 6, d, 6, False)
+    fast.train(train)
+    x = torch.randn(2, 6, *hw)
+    calls = _spy(monkeypatch)
+    got = fast(x)
+    assert calls == [(2, (d, d), (d, d))], why
+    torch.testing.assert_close(got, plain(x))
+
+
+def test_resize_logits_is_bilinear_interpolation_in_either_layout():
+    x = torch.randn(2, 6, 16, 16)
+    for align in (False, True):
+        want = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=align)
+        got = resize_logits(x.contiguous(memory_format=torch.channels_last), (64, 64), align)
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, want)
+
+
+def test_mean_saturation_is_hsv_saturation_over_bright_pixels():
+    """Against a plain numpy statement of the rule, on crops with values beyond [0, 1] (clamped) and dark
+    pixels (left out)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-0.2, 1.2, (3, 3, 64, 64)).astype(np.float32)
+    rgb[1, :, :32] *= 0.05  # half of one crop dark
+    x = torch.from_numpy((rgb * 255 - MEAN[:, None, None]) / STD[:, None, None])
+    c = np.clip(rgb[:, :, ::4, ::4], 0, 1)
+    hi, lo = c.max(1), c.min(1)
+    bright = hi > 0.1
+    sat = np.where(bright, (hi - lo) / np.maximum(hi, 1e-6), 0)
+    want = sat.sum((1, 2)) / np.maximum(bright.sum((1, 2)), 1)
+    np.testing.assert_allclose(mean_saturation(x).numpy(), want, atol=1e-5)
