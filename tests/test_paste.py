@@ -112,6 +112,18 @@ def test_gray_has_equal_channels(imported, backgrounds, pasted, tmp_path):
         assert (tmp_path / "gray" / r["label"]).read_bytes() == (pasted / r["label"]).read_bytes()
 
 
+def test_sepia_is_the_gray_photo_on_a_brown_ramp(imported, backgrounds, pasted, tmp_path):
+    _paste(imported, backgrounds, tmp_path / "sepia", variant="sepia")
+    _paste(imported, backgrounds, tmp_path / "gray", variant="gray")
+    for r in _items(tmp_path / "sepia"):
+        s = load_rgb(tmp_path / "sepia" / r["image"]).astype(int)
+        g = load_rgb(tmp_path / "gray" / r["image"])[..., 0].astype(int)
+        assert (s[..., 0] >= s[..., 1]).all() and (s[..., 1] >= s[..., 2]).all()  # brown, one hue
+        assert (s[..., 0] > s[..., 2]).mean() > 0.5  # toned, not gray
+        assert np.abs(s[..., 1] - g).max() <= 1  # green carries the luma (gamma 1)
+        assert (tmp_path / "sepia" / r["label"]).read_bytes() == (pasted / r["label"]).read_bytes()
+
+
 def test_hair_changes_only_hair(imported, backgrounds, pasted, tmp_path):
     _paste(imported, backgrounds, tmp_path / "hair", variant="hair")
     recs = _items(tmp_path / "hair")

@@ -10,6 +10,8 @@ score owes to the backdrop:
            by a feathered seam (the foreground mask blurred by a Gaussian of a few pixels, scaled
            with the photo, then alpha-blended)
   gray     pasted, then converted to grayscale (three equal channels)
+  sepia    pasted, then toned like an old print: luma mapped onto a brown ramp (saturation about 0.3,
+           above the gray branch's cut, so it measures the colour network on faces with one hue)
   hair     pasted, with the hair class recoloured to blonde, grey or red
 
 Every random choice (background photo, zoom, crop position, hair colour) is drawn from --seed and the
@@ -50,7 +52,7 @@ from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.schema import load_schema
 
-VARIANTS = ("plain", "pasted", "gray", "hair")
+VARIANTS = ("plain", "pasted", "gray", "hair", "sepia")
 # Target hair colours as (tint, darkest, lightest lightness): the photo's own hair luminance, stretched
 # into that range, keeps the strands' texture; the tint sets the colour.
 HAIR_COLOURS = {
@@ -103,6 +105,18 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma in three equal channels (the models take RGB)."""
     y = np.rint(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
     return np.repeat(np.clip(y, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+# The brown of a sepia print at full luma: the ramp runs from black through this tone towards white. Per
+# channel y ** gamma, so dark pixels are browner than light ones, as in toned prints (R >= G >= B).
+SEPIA_GAMMA = (0.85, 1.0, 1.3)
+
+
+def to_sepia(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma on a brown ramp: channel c is 255 * y ** SEPIA_GAMMA[c] (y in 0..1)."""
+    y = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255.0
+    out = np.stack([y ** g for g in SEPIA_GAMMA], axis=-1) * 255.0
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def recolour_hair(rgb: np.ndarray, hair: np.ndarray, colour: str, sigma: float) -> np.ndarray:
@@ -158,6 +172,8 @@ def paste_photo(rgb: np.ndarray, labels: np.ndarray, variant: str, bg: np.ndarra
     out = blend(fg, bg, soft_mask(labels != bg_id, sigma))
     if variant == "gray":
         out = to_gray(out)
+    elif variant == "sepia":
+        out = to_sepia(out)
     return out
 
 
