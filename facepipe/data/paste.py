@@ -10,9 +10,10 @@ score owes to the backdrop:
            by a feathered seam (the foreground mask blurred by a Gaussian of a few pixels, scaled
            with the photo, then alpha-blended)
   gray     pasted, then converted to grayscale (three equal channels)
-  sepia    pasted, then toned like an old print: luma mapped onto a brown ramp (saturation about 0.3,
-           above the gray branch's cut, so it measures the colour network on faces with one hue)
   hair     pasted, with the hair class recoloured to blonde, grey or red
+  sepia    pasted, then toned like an old print: luma mapped onto a brown ramp (a face's mean
+           saturation about 0.3, above the gray branch's cut: it measures the colour network on faces
+           of one hue)
 
 Every random choice (background photo, zoom, crop position, hair colour) is drawn from --seed and the
 photo id alone, so the variants of one photo share their background and a rerun is byte-identical.
@@ -107,8 +108,9 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(y, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-# The brown of a sepia print at full luma: the ramp runs from black through this tone towards white. Per
-# channel y ** gamma, so dark pixels are browner than light ones, as in toned prints (R >= G >= B).
+# Per-channel exponents of the sepia ramp, channel c = y ** SEPIA_GAMMA[c]: R >= G >= B everywhere, black
+# and white stay black and white, and darker tones are browner, as in toned prints (saturation 0.66 at
+# y = 0.1, 0.27 at 0.5, 0.05 at 0.9).
 SEPIA_GAMMA = (0.85, 1.0, 1.3)
 
 

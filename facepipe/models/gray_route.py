@@ -48,7 +48,8 @@ def _rgb01(x: torch.Tensor) -> torch.Tensor:
 
 def mean_saturation(x: torch.Tensor) -> torch.Tensor:
     """(N,) mean HSV saturation over each crop's pixels brighter than _BRIGHT (0 when none is), on a grid
-    of every _STEP-th pixel. Written in few ops: it runs before every face's network (0.3 -> 0.2 ms)."""
+    of every _STEP-th pixel. Written in few operations (8, not 17: 0.06 ms, not 0.08, timed alone) because
+    it runs before every face's network, where each small operation counts."""
     v = x[:, :3, ::_STEP, ::_STEP].float()
     mean, std = _stats(v.dtype, v.device)
     lo, hi = torch.aminmax(torch.addcmul(mean, v, std), dim=1)
