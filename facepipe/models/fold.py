@@ -28,7 +28,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     params = list(inspect.signature(model.forward).parameters.values())[1:]
     concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     try:
-        gm = fx.GraphModule(model, _ConvLeafTracer().trace(model, concrete_args=concrete))
+        gm = fx.GraphModule(model, _ConvLeafTracer().trace(model, concrete_args=concrete), type(model).__name__)
     except Exception:
         # Not traceable as a whole (a data-dependent choice between sub-networks, models.gray_route):
         # fold each child that is, run the rest as it is.
