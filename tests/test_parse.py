@@ -117,7 +117,9 @@ def test_grayscale_warning_only_for_models_that_never_saw_gray_faces(tmp_path, t
     from facepipe.infer.model import LoadedModel
     from facepipe.infer.pack import pack
 
-    assert LoadedModel.load("default").augment == "wild" and LoadedModel.load("accurate").augment == "wild"
+    default = LoadedModel.load("default")  # its colour network saw no gray faces, its gray branch nothing else
+    assert default.augment == "wild,gray=0" and default.gray_branch and default.saw_grayscale
+    assert LoadedModel.load("accurate").augment == "wild"
     save_image(tmp_path / "gray.png", np.repeat(data.astronaut().mean(2, keepdims=True), 3, 2).astype(np.uint8))
     basic = torch.load(run_checkpoint(tiny_run), weights_only=True)
     basic["config"]["augment"] = "basic"

@@ -71,3 +71,12 @@ G="--teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled da
 facepipe distill $G --init runs/turn/s24-t4 --model-kwargs '{"widths": [24, 48, 96]}' --lr 0.0005 --out runs/gray/gx100
 facepipe distill $G --init runs/gray/gx100 --model-kwargs '{"widths": [32, 64, 128]}' --lr 0.001 --out runs/gray/gx100-s32
 python3 -m facepipe.infer.pack runs/turn/s24-t4 facepipe/assets/default.pt --gray runs/gray/gx100-s32
+# last (docs/results.md, "The default's last F1 gap"): the colour network widened to 32, 64, 128 without grayscale
+# faces (the branch takes them), and the gray branch widened to 40, 80, 160, 60 more epochs each
+T="--teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
+   --backgrounds data/backgrounds --epochs 60 --lr 0.001 -q"
+facepipe distill $T --init runs/turn/s24-t4 --model-kwargs '{"widths": [32, 64, 128]}' --augment wild,gray=0 \
+    --out runs/wide/c0-s32
+facepipe distill $T --init runs/gray/gx100-s32 --model-kwargs '{"widths": [40, 80, 160]}' --augment wild,gray=1 \
+    --out runs/wide/gx100-s40-c2
+python3 -m facepipe.infer.pack runs/wide/c0-s32 facepipe/assets/default.pt --gray runs/wide/gx100-s40-c2
