@@ -47,6 +47,7 @@ from scipy.ndimage import gaussian_filter
 from facepipe.util.atomic import atomic_path, save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import list_images, load_ids, load_rgb
+from facepipe.util.input_norm import LUMA
 from facepipe.util.manifest import StageOutput, config_dict, file_sha256
 from facepipe.util.photos import Photo, list_photos
 from facepipe.util.pool import run_jobs
@@ -102,9 +103,14 @@ def blend(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a * fg + (1 - a) * bg), 0, 255).astype(np.uint8)
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of a uint8 RGB image, float64 in 0..255."""
+    return rgb.astype(np.float64) @ np.array(LUMA)
+
+
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma in three equal channels (the models take RGB)."""
-    y = np.rint(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    y = np.rint(luma(rgb))
     return np.repeat(np.clip(y, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
@@ -116,7 +122,7 @@ SEPIA_GAMMA = (0.85, 1.0, 1.3)
 
 def to_sepia(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma on a brown ramp: channel c is 255 * y ** SEPIA_GAMMA[c] (y in 0..1)."""
-    y = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255.0
+    y = luma(rgb) / 255.0
     out = np.stack([y ** g for g in SEPIA_GAMMA], axis=-1) * 255.0
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
@@ -124,7 +130,7 @@ def to_sepia(rgb: np.ndarray) -> np.ndarray:
 def recolour_hair(rgb: np.ndarray, hair: np.ndarray, colour: str, sigma: float) -> np.ndarray:
     """The hair pixels shifted to `colour`, keeping their luminance texture; feathered like the paste."""
     tint, lo, hi = HAIR_COLOURS[colour]
-    y = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255.0
+    y = luma(rgb) / 255.0
     # Dark hair is the common case and spans a few grey levels: a plain lift turns it into flat paint.
     # Stretching the hair's own 2..98th percentiles over [lo, hi] keeps the strands visible.
     if hair.any():
