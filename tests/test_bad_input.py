@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from test_importers import make_celeba, make_fasseg_v2, make_helen, make_lapa, make_lfw, photo, save
@@ -210,6 +210,7 @@ def test_importer_survives_a_bad_photo_or_label(fmt, data, slot):
 @pytest.mark.slow  # hypothesis
 @FUZZ
 @given(data=st.one_of(st.binary(max_size=600), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+@example(data=b"INF")  # a LaPa landmark count of infinity once escaped as an OverflowError
 def test_importer_survives_a_broken_split_or_landmark_file(fmt, data):
     EXAMPLES[f"split_file_{fmt}"] += 1
     maker, _, _, split_rel = LAYOUTS[fmt]
@@ -379,3 +380,15 @@ def test_cli_import_and_parse_of_hostile_input_print_no_traceback(tmp_path):
             assert r.returncode == 0, err
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["counts"]["skipped"] == 1 and m["counts"]["images"] == 5
+
+
+@pytest.mark.parametrize("text", ["INF 1 2", "-inf", "nan 1 2", "-2 1 2 3 4", "2.5 1 2 3 4", "1e400 1 2"])
+def test_landmark_count_that_is_not_a_count_is_an_unreadable_file(tmp_path, text):
+    from facepipe.util.errors import BadImage
+    from facepipe.util.landmark_txt import read_landmark_txt
+
+    (tmp_path / "a.txt").write_text(text)
+    with pytest.raises(BadImage, match="unreadable landmark file"):
+        read_landmark_txt(tmp_path / "a.txt")
+    (tmp_path / "b.txt").write_text("2 1 2 3 4.5")
+    assert read_landmark_txt(tmp_path / "b.txt").tolist() == [[1, 2], [3, 4.5]]

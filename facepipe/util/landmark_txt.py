@@ -15,9 +15,12 @@ def read_landmark_txt(path) -> np.ndarray:
     """LaPa-style landmark file: first token N, then N 'x y' pairs."""
     try:
         toks = read_small_text(path).split()
-        n = int(float(toks[0]))
+        count = float(toks[0])
+        if not (np.isfinite(count) and count >= 0 and count == int(count)):  # "INF", "-3", "2.5": not a count
+            raise ValueError(toks[0])
+        n = int(count)
         pts = np.array([float(t) for t in toks[1: 1 + 2 * n]], np.float64).reshape(n, 2)
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, OverflowError):
         raise BadImage(f"{Path(path).name}: unreadable landmark file") from None
     return pts
 
