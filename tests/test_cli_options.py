@@ -38,6 +38,7 @@ ACCEPTS = {
     ("paste", "--seed"): ({"0"}, "any seed >= 0"),
     ("backgrounds", "--procedural"): ({"0"}, "0 = photos only, no drawings"),
     ("paste", "--workers"): ({"0"}, "0 = all cores"),
+    ("paste", "--margin"): ({"0"}, "0 = no margin: the photo's own size"),
     ("import", "--max-bad"): ({"0"}, "0 = fail on the first unreadable image"),
     ("cache", "--compression"): ({"0"}, "gzip level 0 = stored"),
     ("train", "--loss-weight"): ({"0"}, "0 = no center/sc term"),

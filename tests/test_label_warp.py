@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from facepipe.infer.label_warp import FaceScores, footprint, labels_in_photo, pack_scores, shifted, union_box
+from facepipe.infer.label_warp import FaceScores, labels_in_photo, pack_scores, union_box
+from facepipe.util.geometry import footprint, shifted
 from facepipe.util.geometry import warp_to_photo
 
 

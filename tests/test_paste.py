@@ -174,3 +174,43 @@ def test_chain_aligns_the_pasted_set(pasted, tmp_path):
 
     m = run_align(AlignConfig(src=str(pasted), out=str(tmp_path / "al"), size=64, landmarks="dataset", workers=1))
     assert m["counts"]["faces"] == 4 and m["counts"]["labelled"] == 4
+
+
+
+def _points(path) -> np.ndarray:
+    v = Path(path).read_text().split()
+    return np.array(v[1:], float).reshape(int(v[0]), 2)
+
+
+def test_margin_widens_the_photo_with_background_and_shifts_labels_and_landmarks(imported, backgrounds, pasted,
+                                                                                 tmp_path):
+    """--margin 0.5: the photo twice as tall and wide, the source pixels (away from the seam) in the middle
+    as in the pasted variant, background labels around them, landmarks moved with the pixels."""
+    _paste(imported, backgrounds, tmp_path / "w", margin=0.5)
+    src = {r["id"]: r for r in _items(pasted)}
+    for r in _items(tmp_path / "w"):
+        s = src[r["id"]]
+        h, w = s["height"], s["width"]
+        dy, dx = round(0.5 * h), round(0.5 * w)
+        assert (r["height"], r["width"]) == (h + 2 * dy, w + 2 * dx)
+        lab, small = load_ids(tmp_path / "w" / r["label"]), load_ids(pasted / s["label"])
+        assert lab.shape == (h + 2 * dy, w + 2 * dx) and np.array_equal(lab[dy:dy + h, dx:dx + w], small)
+        ring = np.ones(lab.shape, bool)
+        ring[dy:dy + h, dx:dx + w] = False
+        assert (lab[ring] == 0).all()
+        inside, _ = _bands(small, small != 0)
+        big = load_rgb(tmp_path / "w" / r["image"])
+        assert np.array_equal(big[dy:dy + h, dx:dx + w][inside], load_rgb(pasted / s["image"])[inside])
+        assert big[ring].std() > 5  # background photo, not black padding
+        assert np.allclose(_points(tmp_path / "w" / r["landmarks"]), _points(pasted / s["landmarks"]) + [dx, dy],
+                           atol=1e-3)
+
+
+def test_margin_with_plain_or_out_of_range_is_one_line(imported, backgrounds, tmp_path):
+    for args, said in ((["--variant", "plain", "--margin", "0.5"], "--variant plain copies the photo"),
+                       (["--margin", "3"], "--margin")):
+        p = subprocess.run([sys.executable, "-m", "facepipe", "paste", str(imported), str(backgrounds),
+                            str(tmp_path / "out"), "-q", *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and "Traceback" not in p.stderr and said in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 or "Usage" in p.stderr
+        assert not (tmp_path / "out").exists()

@@ -21,6 +21,9 @@ from facepipe.util.atomic import write_json
               help="Score in the original photo (predictions warped back) or in the aligned crop.")
 @field_option(EvalConfig, "which", "--checkpoint", "which", type=click.Choice(["best", "last"]))
 @click.option("--tta-flip", is_flag=True, help="Average with the mirrored prediction.")
+@click.option("--beyond-crop", is_flag=True,
+              help="Also label the hair that runs beyond each face's crop, as `parse` does by default: a "
+                   "zoomed-out second pass over the cache's source photos (needs --coords original).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
@@ -37,6 +40,7 @@ def eval_cmd(json_path, sheet, quiet, **kw):
     Examples:
       facepipe eval runs/t1 data/fasseg.h5
       facepipe eval runs/t1 data/fasseg.h5 --coords aligned --json t1-aligned.json
+      facepipe eval default data/fasseg.h5 --beyond-crop       # as parse labels long hair
     """
     cfg = config_from(EvalConfig, kw)
     rep = reporter(quiet)

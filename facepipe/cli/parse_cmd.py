@@ -46,6 +46,11 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "tta_flip", "--tta-flip", is_flag=True,
               help="Average each face's prediction with its mirror's: twice the network's time, a little more "
                    "accurate (+0.8 points of overall F1 for the bundled model on FASSEG V2 test).")
+@field_option(parse_photos, "beyond_crop", "--beyond-crop/--crop-only",
+              help="Follow hair that runs beyond the face's crop (long hair, the back of a turned head) with a "
+                   "second pass of the network over a crop 1.5 times as wide, below and beside the crop; only "
+                   "hair that continues the face's own hair is added. --crop-only labels the crop alone (half "
+                   "the network's time).")
 @field_option(Parser.load, "device", "--device")
 @force_option
 @quiet_option
@@ -69,6 +74,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       facepipe parse ~/album/ --detector cnn --out parsed-cnn/   # also faces in profile; slower
       facepipe parse ~/album/ --detector hog+cnn --out parsed/    # the CNN only where HOG finds no face
       facepipe parse ~/album/ --tta-flip --out parsed-tta/       # mirror-averaged: a little more accurate
+      facepipe parse ~/album/ --crop-only --out parsed/           # no second pass for hair beyond the crop
     """
     rep = reporter(quiet)
     parser = Parser.load(model, device)

@@ -33,6 +33,9 @@ ZOOM = FiniteRange(1, 8)
               help="Background crops are 1..this times closer than the crop that just covers the photo.")
 @field_option(PasteConfig, "feather", "--feather", type=POSITIVE,
               help="Seam blur sigma as a fraction of the photo's longer side (at least 1 px).")
+@field_option(PasteConfig, "margin", "--margin", type=FiniteRange(0, 2),
+              help="Widen each photo by this times its height and width on every side, filled with the "
+                   "background (labels: background): the face becomes a small part of a cluttered photo.")
 @workers_option(PasteConfig)
 @force_option
 @quiet_option
@@ -50,6 +53,7 @@ def paste_cmd(dataset, quiet, **kw):
       apt-get install mate-backgrounds     # real photos without faces
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-pasted
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-gray --variant gray
+      facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-wide --margin 0.5
       facepipe landmarks data/fasseg-pasted lm && facepipe align data/fasseg-pasted al --landmarks lm
     """
     rep = reporter(quiet)

@@ -15,6 +15,10 @@ score owes to the backdrop:
            saturation about 0.3, above the gray branch's cut: it measures the colour network on faces
            of one hue)
 
+--margin K widens every variant but plain by K times the photo's height and width on each side, filled
+with the background (labels: background; dataset landmarks shifted): the face is then a small part of a
+cluttered photo, as in a group photo, and what a parser labels beyond its face crop is scored too.
+
 Every random choice (background photo, zoom, crop position, hair colour) is drawn from --seed and the
 photo id alone, so the variants of one photo share their background and a rerun is byte-identical.
 
@@ -75,6 +79,7 @@ class PasteConfig:
     seed: int = 0
     max_zoom: float = 2.0  # background crops are 1..max_zoom times closer than "just covers the photo"
     feather: float = 0.006  # seam sigma as a fraction of the photo's longer side (3 px at 512)
+    margin: float = 0.0  # background added on each side, as a fraction of the photo's height / width
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
 
@@ -208,6 +213,28 @@ def _backgrounds_digest(files: list[Path], root: Path) -> tuple[str, list[dict]]
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest(), listing
 
 
+MAX_MARGIN = 2.0
+
+
+def widen(rgb: np.ndarray, labels: np.ndarray, margin: float, bg_id: int):
+    """The photo and its labels padded by `margin` times their height / width on each side (black, and
+    the background class), and the (dx, dy) shift of the original pixels."""
+    h, w = labels.shape
+    dy, dx = int(round(margin * h)), int(round(margin * w))
+    big = np.zeros((h + 2 * dy, w + 2 * dx, 3), np.uint8)
+    big[dy:dy + h, dx:dx + w] = rgb
+    lab = np.full((h + 2 * dy, w + 2 * dx), bg_id, np.uint8)
+    lab[dy:dy + h, dx:dx + w] = labels
+    return big, lab, (dx, dy)
+
+
+def _shift_landmarks(src: str, dst: Path, dx: int, dy: int) -> None:
+    lines = Path(src).read_text().split()
+    n = int(lines[0])
+    pts = np.array(lines[1:1 + 2 * n], np.float64).reshape(n, 2) + [dx, dy]
+    write_text(dst, f"{n}\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y in pts))
+
+
 def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: int, hair_id: int | None,
                out: Path) -> dict:
     """Write one photo's variant into OUT; returns its items.jsonl record. Raises BadImage."""
@@ -228,23 +255,34 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
         if labels.shape != rgb.shape[:2]:
             raise BadImage(f"{photo.id}: label is {labels.shape[1]}x{labels.shape[0]} but image is "
                            f"{rgb.shape[1]}x{rgb.shape[0]}")
+        sigma = feather_sigma(*rgb.shape[:2], cfg.feather)  # the face photo's seam, margin or not
+        shift = (0, 0)
+        if cfg.margin > 0:
+            rgb, labels, shift = widen(rgb, labels, cfg.margin, bg_id)
+            rgb_shape = rgb.shape
         h, w = rgb.shape[:2]
         bg = background_crop(bg_path, h, w, 1 + d["zoom"] * (cfg.max_zoom - 1), d["x"], d["y"])
-        new = paste_photo(rgb, labels, cfg.variant, bg, bg_id, hair_id, colour,
-                          feather_sigma(h, w, cfg.feather))
+        new = paste_photo(rgb, labels, cfg.variant, bg, bg_id, hair_id, colour, sigma)
         name = f"images/{photo.id}.png"  # lossless: no JPEG ringing added along the seam
         save_image(out / name, new)
         rec["background"] = Path(bg_path).name
         if cfg.variant == "hair":
             rec["hair_colour"] = colour
     rec.update({"image": name, "height": rgb_shape[0], "width": rgb_shape[1], "source": photo.path})
+    widened = cfg.variant != "plain" and cfg.margin > 0
     if photo.landmarks:
-        # Pasting moves no pixel of the face: the dataset's landmarks still hold.
-        with atomic_path(out / f"landmarks/{photo.id}.txt") as tmp:
-            shutil.copyfile(photo.landmarks, tmp)
+        # Pasting moves no pixel of the face: the dataset's landmarks still hold (shifted by a margin).
+        if widened:
+            _shift_landmarks(photo.landmarks, out / f"landmarks/{photo.id}.txt", *shift)
+        else:
+            with atomic_path(out / f"landmarks/{photo.id}.txt") as tmp:
+                shutil.copyfile(photo.landmarks, tmp)
         rec["landmarks"] = f"landmarks/{photo.id}.txt"
-    with atomic_path(out / f"labels/{photo.id}.png") as tmp:
-        shutil.copyfile(photo.label, tmp)
+    if widened:
+        save_image(out / f"labels/{photo.id}.png", labels)
+    else:
+        with atomic_path(out / f"labels/{photo.id}.png") as tmp:
+            shutil.copyfile(photo.label, tmp)
     rec["label"] = f"labels/{photo.id}.png"
     write_json(out / f"records/{photo.id}.json", rec)  # last: marks the item done for resume
     return rec
@@ -300,6 +338,10 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
         raise FacepipeError(f"unknown variant {cfg.variant!r}; known: {', '.join(VARIANTS)}.")
     if not cfg.max_zoom >= 1:
         raise FacepipeError(f"--max-zoom {cfg.max_zoom} must be at least 1.")
+    if not 0 <= cfg.margin <= MAX_MARGIN:
+        raise FacepipeError(f"--margin {cfg.margin} must be between 0 and {MAX_MARGIN:g}.")
+    if cfg.margin > 0 and cfg.variant == "plain":
+        raise FacepipeError("--margin widens a pasted photo with background; --variant plain copies the photo.")
     # Everything is checked before OUT is claimed, so a wrong argument leaves no folder behind.
     photos, in_man = list_photos(cfg.src)
     if in_man is None:

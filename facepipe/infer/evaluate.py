@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from facepipe.data.face_cache import FaceCache, to_input
+from facepipe.infer.beyond_crop import ZOOM, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
 from facepipe.util.metrics import confusion, scores
 from facepipe.util.progress import SILENT, Reporter
@@ -20,10 +22,19 @@ from facepipe.util.sheets import grid, overlay
 
 def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
              device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
-             keep_images: bool = False) -> dict:
-    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)]."""
+             keep_images: bool = False, beyond_crop: bool = False, beyond_zoom: float = ZOOM,
+             beyond_above: bool = False) -> dict:
+    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)].
+
+    beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
+    (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only);
+    beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py)."""
     if coords not in ("original", "aligned"):
         raise FacepipeError("coords must be 'original' or 'aligned'")
+    if beyond_crop and coords != "original":
+        raise FacepipeError("--beyond-crop scores hair outside the crop: it needs --coords original.")
+    if beyond_crop and "hair" not in schema.classes:
+        raise FacepipeError(f"--beyond-crop follows hair, and schema {schema.name} has no class called hair.")
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
     cm_total = np.zeros((n, n), np.int64)
@@ -40,6 +51,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
             hms = f.read("heatmaps", idx) if heatmap else None
             x = to_input(imgs, hms).to(device)
             probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+            if beyond_crop:
+                outer, mats = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
             for k, j in enumerate(idx):
                 if coords == "aligned":
                     target = f.read("labels", j)
@@ -48,6 +61,11 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                 else:
                     target = f.photo_label(j)
                     pred = probs_to_photo(probs[k], f.read("matrices", j), target.shape).argmax(-1).astype(np.uint8)
+                    if beyond_crop:
+                        hair = schema.index("hair")
+                        first = probs[k].argmax(0)
+                        mask = hair_beyond(first, outer[k].argmax(0), hair, beyond_zoom, beyond_above)
+                        paint_beyond(pred, [mask], [mats[k]], [f.read("matrices", j)], first.shape[0], hair)
                     image = None
                 cm = confusion(pred, target, n)
                 cm_total += cm
@@ -62,6 +80,19 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     if keep_images:
         out["_images"] = kept
     return out
+
+
+def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM):
+    """The zoomed-out second crops of faces `idx`, cut from their source photos, and their
+    probabilities: (probs N x C x S x S, photo -> outer crop matrices)."""
+    crops, heat, mats = [], [], []
+    for k, j in enumerate(idx):
+        m = outer_matrix(f.read("matrices", j), f.size, zoom)
+        crops.append(crop_face(load_rgb(f.strings("photos", j)), m, f.size))
+        heat.append(outer_heatmap(hms[k], zoom) if hms is not None else None)
+        mats.append(m)
+    x = to_input(np.stack(crops), np.stack(heat) if hms is not None else None).to(device)
+    return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy(), mats
 
 
 def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.util.geometry import apply, warp_to_photo
+from facepipe.util.geometry import STRIP_PIXELS, footprint, shifted, warp_to_photo
 
-STRIP_PIXELS = 1 << 20  # photo pixels handled at a time: the temporaries stay ~50 MB whatever the face size
 # Cell codes in `FaceScores.cells`, besides the labels 0..253.
 INTERPOLATE = 255  # corners disagree or touch the crop's edge: interpolate
 OUTSIDE = 254  # all 4 neighbours outside the crop: not covered by this face
@@ -82,28 +81,12 @@ def pack_scores(probs: np.ndarray, faces_in_photo: int) -> list[FaceScores]:
     return [FaceScores(p, keep_background=faces_in_photo > 1) for p in probs]
 
 
-def footprint(matrix: np.ndarray, size: int, shape, margin: int = 0) -> tuple[int, int, int, int]:
-    """Photo-pixel bounding box (y0, y1, x0, x1) of the crop's area, `margin` pixels wider, clipped to
-    the photo."""
-    inv = np.linalg.inv(matrix)
-    c = apply(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-    h, w = shape[:2]
-    x0, y0 = np.floor(c.min(0)).astype(int) - margin
-    x1, y1 = np.ceil(c.max(0)).astype(int) + 1 + margin
-    return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
-
-
 def union_box(matrices: list, size: int, shape) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) holding every face's footprint: no pixel outside it gets a label."""
     boxes = [b for b in (footprint(m, size, shape) for m in matrices) if b[1] > b[0] and b[3] > b[2]]
     if not boxes:
         return 0, 0, 0, 0
     return min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes)
-
-
-def shifted(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """The matrix for a sub-image whose (0, 0) is the photo's (x0, y0)."""
-    return np.asarray(matrix, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
 
 
 def _interpolate(dense: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:

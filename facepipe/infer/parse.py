@@ -39,6 +39,7 @@ import torch
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args
+from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.model import LoadedModel
@@ -247,28 +248,54 @@ class Settings:
     force: bool
     det_args: tuple
     tta_flip: bool = False
+    beyond_crop: bool = True
 
 
-def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False) -> None:
-    """Probabilities for every face of the photos in `batch`, stored on each photo's job."""
-    crops = [c for r in batch for c in r["crops"]]
-    if not crops:
-        return
-    hms = [h for r in batch for h in r["heatmaps"]]
+def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool):
+    """(probabilities N x C x S x S, whether each crop took the gray branch or None) for `crops`."""
     probs, gray = [], []
     for a in range(0, len(crops), batch_size):
         x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
         probs.append(parser.model.predict(x, tta_flip=tta_flip).cpu().numpy())
         gray.append(parser.model.routes_gray(x))  # None for a one-branch model
-    probs = np.concatenate(probs)
-    gray = None if gray[0] is None else np.concatenate(gray)
+    return np.concatenate(probs), None if gray[0] is None else np.concatenate(gray)
+
+
+def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False) -> None:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job; with zoomed-out
+    second crops (infer.beyond_crop), each face's mask of hair beyond its crop too."""
+    crops = [c for r in batch for c in r["crops"]]
+    if not crops:
+        return
+    probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    masks = _hair_beyond(parser, batch, probs, batch_size, tta_flip)
     k = 0
     for r in batch:
         n = len(r["crops"])
         r["probs"] = probs[k:k + n]
         if gray is not None:  # which branch took each face: the photo's record says so
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
+        if masks is not None:
+            r["beyond"] = masks[k:k + n]
         k += n
+
+
+def _hair_beyond(parser: Parser, batch: list[dict], probs: np.ndarray, batch_size: int, tta_flip: bool):
+    """Each face's mask of hair beyond its crop (None: nothing to add), or None without second crops. The
+    second pass runs only on faces whose hair reaches the crop's bottom or side edges (most do not)."""
+    if not any(r.get("outer_crops") for r in batch):
+        return None
+    hair = parser.schema.index("hair")
+    first = probs.argmax(1)
+    outer = [(c, h) for r in batch for c, h in zip(r["outer_crops"], r["outer_heatmaps"])]
+    todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
+    masks = [None] * len(first)
+    if todo:
+        second, _ = _run_network(parser, [outer[i][0] for i in todo], [outer[i][1] for i in todo], batch_size,
+                                 tta_flip)
+        for i, q in zip(todo, second):
+            masks[i] = hair_beyond(first[i], q.argmax(0), hair)
+    return masks
 
 
 class _Pipeline:
@@ -279,7 +306,8 @@ class _Pipeline:
         self.parser, self.n_todo, self.tally, self.st = parser, n_todo, tally, st
         self.reporter, self.advance = reporter, advance
         self.base = {"det_args": st.det_args, "min_score": st.min_score, "align": parser.align, "out": str(out),
-                     "outputs": st.outputs, "schema": parser.schema_dict(), "model": parser.identity()}
+                     "outputs": st.outputs, "schema": parser.schema_dict(), "model": parser.identity(),
+                     "beyond_crop": st.beyond_crop}
         self.ex = _executor(st.workers, n_todo, st.det_args)
         self.pooled = isinstance(self.ex, ProcessPoolExecutor)
         cores = len(os.sched_getaffinity(0))  # each writer deflates its overlay on its share of the cores
@@ -317,7 +345,7 @@ class _Pipeline:
         self.tally.add_seconds({"network": t1 - t0, "warp back": time.perf_counter() - t1})
         self.tally.network_cpu += cpu
         for r in self.batch:
-            for k in ("crops", "heatmaps", "det_args", "min_score"):
+            for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "det_args", "min_score"):
                 r.pop(k, None)
             self.writing.append(self.ex.submit(write_photo, r))
             while len(self.writing) > self.window:
@@ -383,12 +411,20 @@ def _claim(out: Path, config: dict, force: bool) -> int:
     return fd
 
 
+def follows_hair(parser: Parser) -> bool:
+    """Whether a second, zoomed-out pass can add hair beyond the crops (infer.beyond_crop): the model has a
+    hair class, and its crop is not the whole photo (letterbox) already."""
+    return "hair" in parser.schema.classes and not parser.align.letterbox
+
+
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR,
-                 tta_flip: bool = False) -> dict:
+                 tta_flip: bool = False, beyond_crop: bool = False) -> dict:
     config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
               "outputs": list(outputs), "size": parser.size}
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
         config["tta_flip"] = True
+    if beyond_crop:
+        config["beyond_crop"] = {"zoom": ZOOM}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
@@ -396,21 +432,24 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
-                 detector: str = "hog", tta_flip: bool = False) -> dict:
+                 detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True) -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
     of overall F1 for the bundled student on FASSEG V2 test, docs/results.md).
     workers: processes for detection and writing (0 = every core); 1 runs everything here.
     detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned
-    from their box."""
+    from their box.
+    beyond_crop: follow the hair beyond each face's crop with a zoomed-out second pass (infer.beyond_crop;
+    twice the network's time); off by itself for a model without a hair class or with letterbox crops."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
     st = Settings(batch_size, min_score, workers or len(os.sched_getaffinity(0)),
-                  tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector], tta_flip)
+                  tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector], tta_flip,
+                  bool(beyond_crop) and follows_hair(parser))
     check_detector(st.det_args)  # before the output folder is claimed
-    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip)
+    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:

@@ -18,11 +18,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facepipe.data.face_detector import box_cut, detector
-from facepipe.infer.label_warp import STRIP_PIXELS, footprint, labels_in_photo, shifted, union_box
+from facepipe.infer.beyond_crop import ZOOM, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.label_warp import labels_in_photo, union_box
 from facepipe.util.align_spec import AlignSpec, align_face
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import BadImage
-from facepipe.util.geometry import warp_image
+from facepipe.util.geometry import STRIP_PIXELS, crop_face
 from facepipe.util.heatmap import draw_heatmap
 from facepipe.util.images import load_rgb
 from facepipe.util.png_fast import save_rgb_png
@@ -49,15 +50,6 @@ def init_worker(det_args: tuple, pooled: bool = False) -> None:
     if pooled:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     detector(det_args)
-
-
-def crop_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """`warp_image` on the part of the photo the crop can see: same pixels, without converting a 24 MP
-    photo to floats for every face (that made parse slow and took 1.8 GB on a 6000x4000 photo)."""
-    y0, y1, x0, x1 = footprint(matrix, size, rgb.shape, margin=2)  # + the bilinear neighbours
-    if y1 <= y0 or x1 <= x0:
-        return np.zeros((size, size, 3), np.uint8)
-    return warp_image(rgb[y0:y1, x0:x1], shifted(matrix, x0, y0), size)
 
 
 def is_grayscale(rgb: np.ndarray) -> bool:
@@ -103,9 +95,14 @@ def align_photo(job: dict) -> dict:
     cuts, face_mats = face_cuts(spec, rgb.shape, faces)
     crops = [crop_face(rgb, m, spec.size) for m, _ in cuts]
     hms = [draw_heatmap(pts, spec.size) for _, pts in cuts]
+    outer = {}
+    if job.get("beyond_crop") and not spec.letterbox:  # a letterbox crop is the whole photo already
+        mats = [outer_matrix(m, spec.size, ZOOM) for m, _ in cuts]
+        outer = {"outer_crops": [crop_face(rgb, m, spec.size) for m in mats],
+                 "outer_heatmaps": [outer_heatmap(hm) for hm in hms], "outer_matrices": mats}
     clock("warp")
     return {**job, "rgb": rgb, "faces": faces, "crops": crops, "heatmaps": hms, "matrices": [m for m, _ in cuts],
-            "face_matrices": face_mats, "grayscale": is_grayscale(rgb), "seconds": clock.seconds}
+            "face_matrices": face_mats, "grayscale": is_grayscale(rgb), "seconds": clock.seconds, **outer}
 
 
 def overlay_fast(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
@@ -193,10 +190,16 @@ def write_photo(job: dict) -> dict:
                      for i, (f, m) in enumerate(zip(faces, job["face_matrices"]))]}
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
+        reach = mats
+        if job.get("beyond"):  # hair beyond the crops (infer.beyond_crop), where no first crop reaches
+            hair = schema["classes"].index("hair")
+            painted = paint_beyond(labels, job["beyond"], job["outer_matrices"], mats, job["align"].size, hair)
+            rec["hair_beyond_crop_pixels"] = painted
+            reach = mats + list(job["outer_matrices"])
         clock("warp back")
         # Only the faces' footprints hold labels: count and tint there (two faces in a 24 MP photo are a
         # few percent of it), the rest is background.
-        y0, y1, x0, x1 = union_box(mats, job["align"].size, (h, w))
+        y0, y1, x0, x1 = union_box(reach, job["align"].size, (h, w))
         counts = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=len(schema["classes"]))
         counts[0] += h * w - (y1 - y0) * (x1 - x0)
         rec["pixel_counts"] = {c: int(counts[i]) for i, c in enumerate(schema["classes"])}

@@ -156,3 +156,31 @@ def crop_mask_in_photo(matrix: np.ndarray, size: int, shape: tuple[int, int]) ->
     """Boolean HxW mask of the photo pixels that the crop covers."""
     ones = np.ones((size, size), np.float32)
     return warp_to_photo(ones, matrix, shape, order=0, fill=0.0) > 0.5
+
+
+STRIP_PIXELS = 1 << 20  # photo pixels warped back at a time: the temporaries stay ~50 MB whatever the face size
+
+
+def footprint(matrix: np.ndarray, size: int, shape, margin: int = 0) -> tuple[int, int, int, int]:
+    """Photo-pixel bounding box (y0, y1, x0, x1) of the crop's area, `margin` pixels wider, clipped to
+    the photo."""
+    inv = np.linalg.inv(matrix)
+    c = apply(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
+    h, w = shape[:2]
+    x0, y0 = np.floor(c.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(c.max(0)).astype(int) + 1 + margin
+    return max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+
+
+def shifted(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The matrix for a sub-image whose (0, 0) is the photo's (x0, y0)."""
+    return np.asarray(matrix, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+
+
+def crop_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """`warp_image` on the part of the photo the crop can see: same pixels, without converting a 24 MP
+    photo to floats for every face (that made parse slow and took 1.8 GB on a 6000x4000 photo)."""
+    y0, y1, x0, x1 = footprint(matrix, size, rgb.shape, margin=2)  # + the bilinear neighbours
+    if y1 <= y0 or x1 <= x0:
+        return np.zeros((size, size, 3), np.uint8)
+    return warp_image(rgb[y0:y1, x0:x1], shifted(matrix, x0, y0), size)

@@ -1,0 +1,187 @@
+"""Hair beyond the face's crop (infer.beyond_crop): which hair the second pass may add, and where in the photo.
+
+Label maps are drawn here (FASSEG's ids: 0 background, 1 hair, 2 skin); the parse tests use the bundled
+model on scikit-image's astronaut, and one test looks at a real long-haired photo when ../shared is there.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from facepipe.cli import cli
+from facepipe.infer.beyond_crop import _inner_box, hair_beyond, outer_matrix, paint_beyond, zoom_matrix
+from facepipe.util.atomic import save_image
+from facepipe.util.geometry import apply
+
+HAIR, SKIN, S = 1, 2, 64
+
+
+def test_the_zoomed_out_crop_shares_the_centre_and_holds_the_first_crop_in_its_inner_box():
+    z = zoom_matrix(S, 1.5)
+    c = (S - 1) / 2
+    assert np.allclose(apply(z, np.array([[c, c]])), [[c, c]])
+    lo, hi = _inner_box(S, 1.5)
+    corners = apply(z, np.array([[0, 0], [S - 1, S - 1]], float))
+    assert lo - 0.5 <= corners[0, 0] <= lo + 0.5 and hi - 1.5 <= corners[1, 0] <= hi - 0.5
+    m = np.array([[0.5, 0, 10], [0, 0.5, 20], [0, 0, 1]])  # photo -> first crop
+    assert np.allclose(outer_matrix(m, S, 1.5), z @ m)
+
+
+def _maps():
+    """A face whose hair runs out of the crop at the bottom (long hair) and at the top, a stray hair
+    blob in a corner, and a second pass that sees hair beyond the crop next to each of them."""
+    first = np.zeros((S, S), np.uint8)
+    first[20:44, 20:44] = SKIN
+    first[44:, 26:38] = HAIR  # long hair: touches the skin and the crop's bottom edge
+    first[:20, 28:36] = HAIR  # a crown that touches the top edge
+    first[:5, :5] = HAIR  # a blob in the corner, away from the face
+    lo, hi = _inner_box(S, 1.5)
+    second = np.zeros((S, S), np.uint8)
+    second[hi:, 28:36] = HAIR  # below the crop, under the long hair
+    second[:lo, 28:36] = HAIR  # above the crop, over the crown
+    second[:lo + 3, :lo + 3] = HAIR  # beside the corner blob
+    second[30:36, hi + 3:] = HAIR  # right of the crop, not touching anything
+    return first, second, lo, hi
+
+
+def test_only_the_faces_hair_is_continued_and_only_below_or_beside_the_crop():
+    first, second, lo, hi = _maps()
+    mask = hair_beyond(first, second, HAIR, 1.5)
+    expect = np.zeros((S, S), bool)
+    expect[hi:, 28:36] = True
+    assert np.array_equal(mask, expect)
+    # Allowed above the crop (what tools/beyond_crop_select.py compares), the crown is continued too,
+    # and the corner blob still is not: it does not touch the face.
+    above = hair_beyond(first, second, HAIR, 1.5, above=True)
+    expect[:lo, 28:36] = True
+    assert np.array_equal(above, expect)
+
+
+def test_nothing_is_added_without_hair_at_the_crops_edge():
+    first, second, _, _ = _maps()
+    first[first == HAIR] = 0
+    assert not hair_beyond(first, second, HAIR, 1.5).any()
+
+
+def test_the_second_pass_is_skipped_only_where_it_could_add_nothing():
+    """parse runs the second pass only on faces whose hair reaches the crop's bottom or side edges; on
+    random blobby maps, every face it skips would have got an empty mask anyway."""
+    from scipy.ndimage import gaussian_filter
+
+    from facepipe.infer.beyond_crop import reaches_edge
+
+    rng = np.random.default_rng(0)
+    skipped = 0
+    for _ in range(200):
+        first, second = (np.digitize(gaussian_filter(rng.normal(size=(S, S)), 4), [-0.05, 0.05]).astype(np.uint8)
+                         for _ in range(2))
+        if rng.random() < 0.5:  # clean bottom and side edges (hair may still touch the top), so both cases occur
+            first[-1], first[:, 0], first[:, -1] = 0, 0, 0
+        if not reaches_edge(first, HAIR):
+            skipped += 1
+            assert not hair_beyond(first, second, HAIR, 1.5).any()
+    assert 50 < skipped < 150
+
+
+def test_painted_only_where_no_first_crop_reaches():
+    m = np.array([[1, 0, -18], [0, 1, -18], [0, 0, 1]], float)  # first crop: photo pixels 18..81
+    om = outer_matrix(m, S, 1.5)
+    labels = np.full((100, 100), 7, np.uint8)
+    n = paint_beyond(labels, [np.ones((S, S), bool)], [om], [m], S, HAIR)
+    assert (labels[18:82, 18:82] == 7).all()  # the first crop's labels stay
+    assert labels[10, 50] == HAIR and labels[50, 90] == HAIR  # inside the wider crop, outside the first
+    assert labels[0, 0] == 7 and labels[99, 99] == 7  # beyond the wider crop (it spans about 2..97)
+    assert n == int((labels == HAIR).sum())
+    # Another face's first crop over part of the ring keeps it too.
+    other = np.array([[1, 0, -60], [0, 1, 10], [0, 0, 1]], float)  # covers photo x 60..123, y -10..53
+    labels2 = np.full((100, 100), 7, np.uint8)
+    paint_beyond(labels2, [np.ones((S, S), bool)], [om], [m, other], S, HAIR)
+    assert labels2[10, 90] == 7 and labels2[90, 10] == HAIR
+
+
+@pytest.fixture(scope="module")
+def astronaut_parsed(tmp_path_factory):
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("beyond")
+    save_image(root / "p" / "a.png", data.astronaut())
+    for name, extra in (("on", []), ("off", ["--crop-only"])):
+        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
+                                     *extra])
+        assert r.exit_code == 0, r.output
+    return root
+
+
+def test_parse_follows_hair_by_default_and_says_so(astronaut_parsed):
+    on, off = astronaut_parsed / "on", astronaut_parsed / "off"
+    assert json.loads((on / "manifest.json").read_text())["config"]["beyond_crop"] == {"zoom": 1.5}
+    assert "beyond_crop" not in json.loads((off / "manifest.json").read_text())["config"]
+    rec_on, rec_off = (json.loads((d / "a.json").read_text()) for d in (on, off))
+    assert "hair_beyond_crop_pixels" in rec_on and "hair_beyond_crop_pixels" not in rec_off
+    a, b = (np.asarray(Image.open(d / "a.labels.png")) for d in (off, on))
+    changed = a != b
+    # The second pass only adds hair, only where the first crop put nothing.
+    assert changed.sum() == rec_on["hair_beyond_crop_pixels"]
+    assert (b[changed] == HAIR).all() and (a[changed] == 0).all()
+    assert sum(rec_on["pixel_counts"].values()) == a.size
+
+
+def test_second_pass_masks_reach_the_photo_around_each_first_crop(tmp_path, monkeypatch):
+    """The wiring, whatever the network says: with every mask all hair, parse paints exactly the ring
+    that the zoomed-out crop adds around the face's crop, and counts it."""
+    from skimage import data
+
+    import facepipe.infer.parse as parse_mod
+    from facepipe.infer.parse import Parser, parse_photos
+    from facepipe.util.geometry import crop_mask_in_photo
+
+    save_image(tmp_path / "a.png", data.astronaut())
+    parser = Parser.load(None, "cpu")
+    parse_photos(parser, [tmp_path / "a.png"], tmp_path / "off", workers=1, beyond_crop=False)
+    monkeypatch.setattr(parse_mod, "hair_beyond", lambda first, second, hair: np.ones(first.shape, bool))
+    parse_photos(parser, [tmp_path / "a.png"], tmp_path / "on", workers=1)
+    a, b = (np.asarray(Image.open(tmp_path / d / "a.labels.png")) for d in ("off", "on"))
+    rec = json.loads((tmp_path / "on" / "a.json").read_text())
+    m = np.array(rec["faces"][0]["matrix"])
+    first = crop_mask_in_photo(m, S * 4, a.shape)
+    outer = crop_mask_in_photo(outer_matrix(m, S * 4, 1.5), S * 4, a.shape)
+    ring = outer & ~first
+    changed = a != b
+    assert rec["hair_beyond_crop_pixels"] == changed.sum() > 10000
+    assert (b[changed] == HAIR).all() and not changed[first].any()
+    # The ring's pixels that were not hair already; nearest-pixel rims may differ by a pixel.
+    want = ring & (a != HAIR)
+    assert np.logical_xor(changed, want).sum() < 0.02 * want.sum()
+    assert sum(rec["pixel_counts"].values()) == a.size and rec["pixel_counts"]["hair"] == int((b == HAIR).sum())
+
+
+def test_crop_only_folder_is_not_resumed_with_the_second_pass(astronaut_parsed):
+    r = CliRunner().invoke(cli, ["parse", str(astronaut_parsed / "p"), "--out", str(astronaut_parsed / "off"), "-q",
+                                 "--device", "cpu"])
+    assert r.exit_code == 1 and "another model or settings" in str(r.exception)
+
+
+LONG_HAIR = (Path(__file__).resolve().parents[2] / "shared" / "data" / "unlabeled" / "face-recognition"
+             / "examples_knn_examples_train_rose_leslie_img1.jpg")
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not LONG_HAIR.exists(), reason=f"real photo not available: {LONG_HAIR} is absent")
+def test_long_hair_below_the_crop_is_labelled(tmp_path):
+    """A real photo with hair to the chest, cut by the crop's bottom edge before; the second pass carries
+    it on below the chin."""
+    photo = LONG_HAIR
+    for name, extra in (("on", []), ("off", ["--crop-only"])):
+        r = CliRunner().invoke(cli, ["parse", str(photo), "--out", str(tmp_path / name), "-q", *extra])
+        assert r.exit_code == 0, r.output
+    stem = photo.stem
+    a, b = (np.asarray(Image.open(tmp_path / d / f"{stem}.labels.png")) for d in ("off", "on"))
+    rec = json.loads((tmp_path / "on" / f"{stem}.json").read_text())
+    face = rec["faces"][0]["box"]  # left, top, right, bottom
+    added = (b == HAIR) & (a != HAIR)
+    assert added.sum() > 5000
+    rows = np.nonzero(added)[0]
+    assert np.median(rows) > face[3]  # mostly below the chin
