@@ -80,3 +80,9 @@ facepipe distill $T --init runs/turn/s24-t4 --model-kwargs '{"widths": [32, 64, 
 facepipe distill $T --init runs/gray/gx100-s32 --model-kwargs '{"widths": [40, 80, 160]}' --augment wild,gray=1 \
     --out runs/wide/gx100-s40-c2
 python3 -m facepipe.infer.pack runs/wide/c0-s32 facepipe/assets/default.pt --gray runs/wide/gx100-s40-c2
+# one more cycle of the colour network (docs/results.md, "One more colour cycle"): 40 epochs at lr 0.0005, the
+# same recipe; more hair recolouring (hair=0.7) was tried beside it and lost on plain and pasted photos
+facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
+    --backgrounds data/backgrounds --init runs/wide/c0-s32 --model-kwargs '{"widths": [32, 64, 128]}' \
+    --augment wild,gray=0 --epochs 40 --lr 0.0005 --out runs/hairp/c0-s32-h35 -q
+python3 -m facepipe.infer.pack runs/hairp/c0-s32-h35 facepipe/assets/default.pt --gray runs/wide/gx100-s40-c2
