@@ -86,3 +86,11 @@ facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 
     --backgrounds data/backgrounds --init runs/wide/c0-s32 --model-kwargs '{"widths": [32, 64, 128]}' \
     --augment wild,gray=0 --epochs 40 --lr 0.0005 --out runs/hairp/c0-s32-h35 -q
 python3 -m facepipe.infer.pack runs/hairp/c0-s32-h35 facepipe/assets/default.pt --gray runs/wide/gx100-s40-c2
+# and one more 40-epoch cycle of both networks (docs/results.md, "One more cycle of both networks")
+facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
+    --backgrounds data/backgrounds --init runs/hairp/c0-s32-h35 --model-kwargs '{"widths": [32, 64, 128]}' \
+    --augment wild,gray=0 --epochs 40 --lr 0.0005 --out runs/hairp/c0-s32-c3 -q
+facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
+    --backgrounds data/backgrounds --init runs/wide/gx100-s40-c2 --model-kwargs '{"widths": [40, 80, 160]}' \
+    --augment wild,gray=1 --epochs 40 --lr 0.0005 --out runs/hairp/gx100-s40-c3 -q
+python3 -m facepipe.infer.pack runs/hairp/c0-s32-c3 facepipe/assets/default.pt --gray runs/hairp/gx100-s40-c3
