@@ -185,3 +185,27 @@ def test_long_hair_below_the_crop_is_labelled(tmp_path):
     assert added.sum() > 5000
     rows = np.nonzero(added)[0]
     assert np.median(rows) > face[3]  # mostly below the chin
+
+
+def test_eval_beyond_crop_without_the_source_photos_is_one_line(tmp_path, synthetic_cache, tiny_run):
+    """The cache keeps its photos' paths; when they have moved, --beyond-crop says which and what to do."""
+    import shutil
+    import subprocess
+    import sys
+
+    import h5py
+
+    moved = tmp_path / "moved.h5"
+    shutil.copy(synthetic_cache, moved)
+    with h5py.File(moved, "r+") as f:
+        f["photos"][:] = [b"/nowhere/" + p.split(b"/")[-1] for p in f["photos"][:]]
+    p = subprocess.run([sys.executable, "-m", "facepipe", "eval", str(tiny_run), str(moved), "--beyond-crop", "-q",
+                        "--device", "cpu", "--sheet", str(tmp_path / "s.png")], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "/nowhere/" in p.stderr and "--beyond-crop" in p.stderr
+    ok = subprocess.run([sys.executable, "-m", "facepipe", "eval", str(tiny_run), str(synthetic_cache), "--beyond-crop",
+                         "-q", "--device", "cpu", "--json", str(tmp_path / "s.json"), "--sheet", str(tmp_path / "t.png")],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["beyond_crop"] is True

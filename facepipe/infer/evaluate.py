@@ -12,7 +12,7 @@ from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
-from facepipe.util.errors import FacepipeError
+from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
 from facepipe.util.metrics import confusion, scores
@@ -88,7 +88,13 @@ def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom
     crops, heat, mats = [], [], []
     for k, j in enumerate(idx):
         m = outer_matrix(f.read("matrices", j), f.size, zoom)
-        crops.append(crop_face(load_rgb(f.strings("photos", j)), m, f.size))
+        path = f.strings("photos", j)
+        try:
+            rgb = load_rgb(path)
+        except BadImage as e:  # the cache keeps paths: its source photos may have moved since
+            raise FacepipeError(f"--beyond-crop reads the cache's source photos, and {path} cannot be read "
+                                f"({e}); score without it or rebuild the cache where the photos are.") from None
+        crops.append(crop_face(rgb, m, f.size))
         heat.append(outer_heatmap(hms[k], zoom) if hms is not None else None)
         mats.append(m)
     x = to_input(np.stack(crops), np.stack(heat) if hms is not None else None).to(device)
