@@ -3,7 +3,7 @@
 The network sees only its crop, so parse used to stop the hair at the crop's straight edge (long hair
 ending in a horizontal line at the chin). A second pass of the same network over a zoomed-out crop
 (`ZOOM` = 1.5 times as wide, same centre, so the face is 2/3 of its size in the first: near the edge of
-what training's scale jitter shows; at 2.0 the second pass called plain walls beside dark hair hair)
+what training's scale jitter shows; at 2.0 the second pass labelled plain walls beside dark hair as hair)
 sees where the hair goes. From that pass only hair is taken, and only hair that continues the face's
 own hair across the crop's edge:
 
