@@ -52,6 +52,7 @@ from facepipe.util.atomic import atomic_path, save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import list_images, load_ids, load_rgb
 from facepipe.util.input_norm import LUMA
+from facepipe.util.landmark_txt import read_landmark_txt, write_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict, file_sha256
 from facepipe.util.photos import Photo, list_photos
 from facepipe.util.pool import run_jobs
@@ -228,13 +229,6 @@ def widen(rgb: np.ndarray, labels: np.ndarray, margin: float, bg_id: int):
     return big, lab, (dx, dy)
 
 
-def _shift_landmarks(src: str, dst: Path, dx: int, dy: int) -> None:
-    lines = Path(src).read_text().split()
-    n = int(lines[0])
-    pts = np.array(lines[1:1 + 2 * n], np.float64).reshape(n, 2) + [dx, dy]
-    write_text(dst, f"{n}\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y in pts))
-
-
 def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: int, hair_id: int | None,
                out: Path) -> dict:
     """Write one photo's variant into OUT; returns its items.jsonl record. Raises BadImage."""
@@ -273,7 +267,7 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
     if photo.landmarks:
         # Pasting moves no pixel of the face: the dataset's landmarks still hold (shifted by a margin).
         if widened:
-            _shift_landmarks(photo.landmarks, out / f"landmarks/{photo.id}.txt", *shift)
+            write_landmark_txt(out / f"landmarks/{photo.id}.txt", read_landmark_txt(photo.landmarks) + shift)
         else:
             with atomic_path(out / f"landmarks/{photo.id}.txt") as tmp:
                 shutil.copyfile(photo.landmarks, tmp)

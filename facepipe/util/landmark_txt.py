@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facepipe.util.atomic import write_text
 from facepipe.util.errors import BadImage
 
 
@@ -23,6 +24,12 @@ def read_landmark_txt(path) -> np.ndarray:
     except (OSError, ValueError, IndexError, OverflowError):
         raise BadImage(f"{Path(path).name}: unreadable landmark file") from None
     return pts
+
+
+def write_landmark_txt(path, points) -> None:
+    """The file read_landmark_txt reads, written atomically: N, then N "x y" lines (3 decimals)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    write_text(path, f"{len(pts)}\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y in pts))
 
 
 def read_small_text(path, limit: int = 1 << 20) -> str:

@@ -27,7 +27,7 @@ from PIL import Image
 from facepipe.util.atomic import atomic_path, save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import load_rgb
-from facepipe.util.landmark_txt import read_small_text
+from facepipe.util.landmark_txt import read_small_text, write_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict
 from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
@@ -84,9 +84,7 @@ def convert_item(item: Item, out: Path) -> dict:
         save_image(out / name, rgb)
     rec["image"] = name
     if item.landmarks is not None:
-        lm = np.asarray(item.landmarks, np.float64)
-        write_text(out / f"landmarks/{item.id}.txt",
-                   f"{len(lm)}\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y in lm))
+        write_landmark_txt(out / f"landmarks/{item.id}.txt", item.landmarks)
         rec["landmarks"] = f"landmarks/{item.id}.txt"
     if labels is not None:
         # Written last: its presence marks the item complete for resume.
