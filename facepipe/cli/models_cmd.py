@@ -57,7 +57,8 @@ def models_cmd(size, rf, json_path):
         if b.get("gray_branch"):
             g = b["gray_branch"]
             rows += _wrapped("gray branch", f"{g['arch']} ({g['defaults']}), {_num(g['params'])} params / "
-                                            f"{_num(g['macs'])} MACs, for faces of mean saturation below {g['threshold']} "
+                                            f"{_num(g['macs'])} MACs, for faces of mean saturation below {g['threshold']}"
+                                            f"{_toned(g)} "
                                             f"(trained --augment {g['augment']}); one branch runs per face")
         if b.get("r") is not None:
             rows.append(("receptive field", f"r {b['r']}, r/s {b['r_norm']}"))
@@ -67,6 +68,11 @@ def models_cmd(size, rf, json_path):
     for a in listing["architectures"]:
         if a.get("rf_note"):
             click.echo(f"{a['arch']}: r not shown: {a['rf_note']}")
+
+
+def _toned(g: dict) -> str:
+    """The toned-photo half of the gray branch's rule (models.gray_route), when the file has one."""
+    return "" if g.get("toned") is None else f" or toned (chroma residual below {g['toned']})"
 
 
 def _wrapped(key: str, text: str, width: int = 88) -> list[tuple[str, str]]:

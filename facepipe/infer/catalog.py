@@ -111,7 +111,7 @@ def _bundled_facts(m: LoadedModel, rf: bool) -> dict:
     }
     if m.gray_branch:
         g = m.net.gray
-        row["gray_branch"] = {"threshold": m.gray_branch.get("threshold"),
+        row["gray_branch"] = {"threshold": m.gray_branch.get("threshold"), "toned": m.gray_branch.get("toned"),
                               "arch": m.gray_branch.get("arch", m.arch),
                               "defaults": _defaults(m.gray_branch.get("model_kwargs", ck.get("model_kwargs", {}))),
                               "params": count_params(g),

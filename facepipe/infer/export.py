@@ -166,10 +166,13 @@ def gray_file(out) -> Path:
 def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
     """The two files' metadata for a model with a gray branch: each names the other and the rule."""
     rule = {"color_file": Path(out).name, "gray_file": gray_file(out).name,
-            "threshold": model.gray_branch.get("threshold"),
-            "rule": "per aligned crop: mean HSV saturation ((max - min) / max of R,G,B in 0..1) over the pixels "
-                    "whose max is above 0.1; below threshold -> gray file, fed luma (0.299 R + 0.587 G + 0.114 B) "
-                    "in all three channels, normalised as R,G,B; else the colour file (facepipe.models.gray_route)"}
+            "threshold": model.gray_branch.get("threshold"), "toned": model.gray_branch.get("toned"),
+            "rule": "per aligned crop, on every 4th pixel each way, over the pixels whose max of R,G,B (0..1) is above "
+                    "0.1: the gray file when their mean HSV saturation ((max - min) / max) is below threshold, or "
+                    "(toned not null) when the RMS of their chroma (B - Y, R - Y, 0..255) less the mean chroma of "
+                    "their luma band (16 bands of Y = 0.299 R + 0.587 G + 0.114 B) is below toned; the gray file is "
+                    "fed luma in all three channels, normalised as R,G,B; else the colour file "
+                    "(facepipe.models.gray_route)"}
     color = dict(meta, gray_branch=json.dumps(rule))
     gray = dict(meta, gray_branch=json.dumps(dict(rule, this_file="gray")),
                 description=meta["description"] + " Grayscale branch: run on faces with next to no colour.")
@@ -202,7 +205,8 @@ def export_run(run, out, cache=None, n_check: int = 8) -> dict:
         checks.append(r)
     r = {k: max(c[k] for c in checks) if k == "max_abs_diff" else min(c[k] for c in checks) for k in checks[0]}
     extra = {"gray_onnx": str(files[1][0]), "gray_rule": "mean saturation below "
-             f"{model.gray_branch.get('threshold')} (see the files' gray_branch metadata)"} if len(files) > 1 else {}
+             f"{model.gray_branch.get('threshold')}" + ("" if model.gray_branch.get("toned") is None else
+             f" or chroma residual below {model.gray_branch['toned']}") + " (see the files' gray_branch metadata)"} if len(files) > 1 else {}
     return {"onnx": str(out), **extra, "checkpoint": str(ck_path), "source": source, "arch": model.arch, **r,
             "checked_on": checked_on,
             "opset": OPSET, "input": f"{INPUT} (batch, {cin}, height, width), trained at {size}",

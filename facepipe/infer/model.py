@@ -47,7 +47,8 @@ class LoadedModel:
         gb = ck.get("gray_branch")
         if gb:  # a second network for grayscale faces (models.gray_route; infer.pack --gray)
             own = {k: gb[k] for k in ("arch", "model_kwargs", "state_dict") if k in gb}
-            net = GrayRoute(net, build_from_checkpoint(dict(ck, **own))[0], float(gb.get("threshold", GRAY_SATURATION)))
+            net = GrayRoute(net, build_from_checkpoint(dict(ck, **own))[0], float(gb.get("threshold", GRAY_SATURATION)),
+                            gb.get("toned"))  # None in files packed before toned photos were routed
         if fold:
             net = fold_batchnorm(net)
         dev = pick_device(device) if isinstance(device, str) else device

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint, training_augment
-from facepipe.models.gray_route import GRAY_SATURATION
+from facepipe.models.gray_route import GRAY_SATURATION, TONED_RESIDUAL
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
 
@@ -49,7 +49,7 @@ def pack(run, out, fp16: bool = False, gray=None) -> dict:
             raise FacepipeError(f"--gray {gray} differs from {run} in {', '.join(differ)}; the gray branch must "
                                 "take the same input and predict the same classes.")
         small["gray_branch"] = {"arch": g["arch"], "model_kwargs": g["model_kwargs"],
-                                "state_dict": _weights(g, fp16), "threshold": GRAY_SATURATION,
+                                "state_dict": _weights(g, fp16), "threshold": GRAY_SATURATION, "toned": TONED_RESIDUAL,
                                 "recipe": {"augment": training_augment(g)}, "epoch": g.get("epoch"),
                                 "metrics": g.get("metrics")}
     with atomic_path(out) as tmp:

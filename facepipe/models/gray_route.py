@@ -9,6 +9,11 @@ The choice is made on the aligned crop the network is given, so eval, pseudolabe
 same way: a face whose mean saturation (HSV: (max - min) / max of its RGB, over the pixels brighter
 than 10% so the crop's black border and dark hair do not dilute it) is below GRAY_SATURATION runs the
 gray branch, on its luma (ITU-R 601) in all three channels, which is what the branch was trained on.
+
+A toned photo (sepia, selenium, cyanotype) can be as saturated as a colour one, but its colour is a
+function of brightness alone. A model packed with a `toned` cut also sends a face to the gray branch when
+the chroma left over once each brightness band's mean chroma is taken away (toned_residual) is below it:
+in a colour face the same brightness carries different colours (lips and skin, hair and background).
 """
 from __future__ import annotations
 
@@ -23,9 +28,17 @@ from facepipe.util.input_norm import LUMA, MEAN, STD
 # studio photos included, lie at 0.104 and above, utkface-5k's colour photos at 0.106 and above, the 159
 # faces of the example photos at 0.082 and above (a colour film still graded nearly gray, the only one
 # below 0.12). Black-and-white photos lie at 0 to 0.04, tinted and sepia ones up to 0.1: the cut takes
-# the gray and near-gray ones and leaves a margin to the palest colour face; tinted photos keep the colour
-# weights, as before the branch existed.
+# the gray and near-gray ones and leaves a margin to the palest colour face; toned photos of any
+# saturation are the toned rule's (TONED_RESIDUAL).
 GRAY_SATURATION = 0.05
+# Chroma residual (toned_residual, 0..255 units) below which a face counts as toned, measured on aligned
+# crops (docs/results.md, "Toned photos take the gray branch"): synthetic sepia 0.8-1.9 (3.2 at most once
+# saved as JPEG at quality 90), the toned prints among utkface-5k's colour-routed faces 0.7-3.4, and the
+# colour faces 5.9 and above (the 159 faces of the example photos, the near-gray film still at 6.4), 6.1 and
+# above (FASSEG, hair recoloured included), about 3.4 and above (utkface-5k, whose faces between 3.5
+# and 4 are a mix of toned and pale colour photos).
+TONED_RESIDUAL = 3.5
+_BANDS = 16  # luma bands of 1/16 of the range each: the toning curve is close to constant chroma within one
 _STEP = 4  # every 4th pixel each way: the same mean to +-0.008 on our crops, and 16x less work than all
 _BRIGHT = 0.1  # pixels darker than this (border, black hair) say nothing about colour
 
@@ -59,6 +72,29 @@ def mean_saturation(x: torch.Tensor) -> torch.Tensor:
     return sat.sum((1, 2)) / bright.sum((1, 2)).clamp_min(1)
 
 
+def toned_residual(x: torch.Tensor) -> torch.Tensor:
+    """(N,) RMS, over each crop's pixels brighter than _BRIGHT (the same grid as mean_saturation), of the
+    chroma (B - Y, R - Y; 0..255 units) less the mean chroma of the pixels in the same luma band (_BANDS):
+    near 0 when colour is a function of brightness (gray or toned), large when one brightness carries
+    several colours. 0 when no pixel is bright."""
+    v = x[:, :3, ::_STEP, ::_STEP].float()  # float32 sums: within 0.01 units of float64 on real crops
+    mean, std = _stats(v.dtype, v.device)
+    rgb = torch.addcmul(mean, v, std).clamp_(0, 1)
+    bright = (rgb.amax(1) > _BRIGHT).flatten(1).to(v.dtype)
+    y = (rgb * torch.as_tensor(LUMA, dtype=v.dtype, device=v.device).view(1, 3, 1, 1)).sum(1)
+    band = (y * _BANDS).long().clamp_(max=_BANDS - 1).flatten(1)
+
+    def per_band(t: torch.Tensor) -> torch.Tensor:
+        return t.new_zeros(t.shape[0], _BANDS).scatter_add_(1, band, t)
+
+    count = per_band(bright).clamp_min(1)
+    within = 0
+    for c in (rgb[:, 2] - y, rgb[:, 0] - y):
+        c = c.flatten(1) * bright
+        within = within + (per_band(c * c) - per_band(c) ** 2 / count).sum(1)
+    return (within.clamp_min(0) / bright.sum(1).clamp_min(1)).sqrt().mul(255).float()
+
+
 def luma_input(x: torch.Tensor) -> torch.Tensor:
     """The same normalised batch with its RGB replaced by luma in all three channels (heatmap kept)."""
     w = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -68,15 +104,21 @@ def luma_input(x: torch.Tensor) -> torch.Tensor:
 
 
 class GrayRoute(nn.Module):
-    """`color` for colour faces, `gray` for the rest (see the module docstring); same output shape."""
+    """`color` for colour faces, `gray` for the rest (see the module docstring); same output shape.
+    toned: the toned_residual cut, or None (files packed before it existed route by saturation alone)."""
 
-    def __init__(self, color: nn.Module, gray: nn.Module, threshold: float = GRAY_SATURATION):
+    def __init__(self, color: nn.Module, gray: nn.Module, threshold: float = GRAY_SATURATION,
+                 toned: float | None = None):
         super().__init__()
         self.color, self.gray, self.threshold = color, gray, float(threshold)
+        self.toned = None if toned is None else float(toned)
 
     def routes(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) bool: which faces of the batch run the gray branch."""
-        return mean_saturation(x) < self.threshold
+        g = mean_saturation(x) < self.threshold
+        if self.toned is not None and not bool(g.all()):
+            g = g | (toned_residual(x) < self.toned)
+        return g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.routes(x)
