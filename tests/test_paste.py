@@ -138,6 +138,20 @@ def test_hair_changes_only_hair(imported, backgrounds, pasted, tmp_path):
         assert diff[hair_core].mean() > 0.9
 
 
+
+def test_hair_gray_is_the_hair_photo_in_grayscale(imported, backgrounds, tmp_path):
+    _paste(imported, backgrounds, tmp_path / "hair", variant="hair")
+    m = _paste(imported, backgrounds, tmp_path / "hg", variant="hair-gray")
+    colours = {r["id"]: r["hair_colour"] for r in _items(tmp_path / "hair")}
+    recs = _items(tmp_path / "hg")
+    assert {r["id"]: r["hair_colour"] for r in recs} == colours  # the same draw as the hair variant
+    assert sum(v for k, v in m["counts"].items() if k.startswith("hair_")) == len(recs)
+    for r in recs:
+        g = load_rgb(tmp_path / "hg" / r["image"]).astype(int)
+        assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 0], g[..., 2])
+        h = load_rgb(tmp_path / "hair" / r["image"]) @ np.array([0.299, 0.587, 0.114])
+        assert np.abs(g[..., 0] - h).max() <= 1  # the luma of the recoloured photo
+
 def test_deterministic_and_rerun_is_a_no_op(imported, backgrounds, tmp_path):
     for name in ("a", "b"):
         _paste(imported, backgrounds, tmp_path / name, variant="hair", seed=7)

@@ -11,6 +11,8 @@ score owes to the backdrop:
            with the photo, then alpha-blended)
   gray     pasted, then converted to grayscale (three equal channels)
   hair     pasted, with the hair class recoloured to blonde, grey or red
+  hair-gray  hair, then converted to grayscale: light hair in a black-and-white photo, where it is
+           nearly as bright as skin
   sepia    pasted, then toned like an old print: luma mapped onto a brown ramp (a face's mean
            saturation about 0.3, above the gray branch's cut: it measures the colour network on faces
            of one hue)
@@ -59,7 +61,8 @@ from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.schema import load_schema
 
-VARIANTS = ("plain", "pasted", "gray", "hair", "sepia")
+VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray")
+RECOLOURED = ("hair", "hair-gray")  # the variants that recolour the hair
 # Target hair colours as (tint, darkest, lightest lightness): the photo's own hair luminance, stretched
 # into that range, keeps the strands' texture; the tint sets the colour.
 HAIR_COLOURS = {
@@ -181,10 +184,10 @@ def paste_photo(rgb: np.ndarray, labels: np.ndarray, variant: str, bg: np.ndarra
     if variant == "plain":
         return rgb
     fg = rgb
-    if variant == "hair":
+    if variant in RECOLOURED:
         fg = recolour_hair(rgb, labels == hair_id, hair_colour, sigma)
     out = blend(fg, bg, soft_mask(labels != bg_id, sigma))
-    if variant == "gray":
+    if variant in ("gray", "hair-gray"):
         out = to_gray(out)
     elif variant == "sepia":
         out = to_sepia(out)
@@ -260,7 +263,7 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
         name = f"images/{photo.id}.png"  # lossless: no JPEG ringing added along the seam
         save_image(out / name, new)
         rec["background"] = Path(bg_path).name
-        if cfg.variant == "hair":
+        if cfg.variant in RECOLOURED:
             rec["hair_colour"] = colour
     rec.update({"image": name, "height": rgb_shape[0], "width": rgb_shape[1], "source": photo.path})
     widened = cfg.variant != "plain" and cfg.margin > 0
@@ -298,8 +301,8 @@ def _schema_ids(cfg: PasteConfig):
         raise FacepipeError(f"schema {schema.name}: class 0 is {schema.classes[0]!r}, not background; "
                             "cannot tell which pixels to replace.")
     hair_id = schema.index("hair") if "hair" in schema.classes else None
-    if cfg.variant == "hair" and hair_id is None:
-        raise FacepipeError(f"schema {schema.name} has no hair class; --variant hair needs one.")
+    if cfg.variant in RECOLOURED and hair_id is None:
+        raise FacepipeError(f"schema {schema.name} has no hair class; --variant {cfg.variant} needs one.")
     return schema, bg_id, hair_id
 
 
@@ -320,7 +323,7 @@ def _chosen(cfg: PasteConfig, photos: list[Photo]) -> tuple[list[Photo], list[di
 def _counts(cfg: PasteConfig, records: list[dict], n_skipped: int) -> dict:
     counts = {"images": len(records), "labelled": len(records), "skipped": n_skipped,
               f"split_{cfg.split}": len(records)}
-    if cfg.variant == "hair":
+    if cfg.variant in RECOLOURED:
         for c in HAIR_COLOURS:
             counts[f"hair_{c}"] = sum(r.get("hair_colour") == c for r in records)
     return counts
