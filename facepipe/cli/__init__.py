@@ -15,7 +15,7 @@ import click
 from facepipe import __version__
 from facepipe.cli.commands import MODULES, register_all
 from facepipe.cli.options import CONTEXT
-from facepipe.util.distributed import cleanup
+from facepipe.util.distributed import cleanup, leave_finished
 from facepipe.util.errors import FacepipeError
 from facepipe.util.interrupt import exit_on_next_sigint
 
@@ -84,7 +84,8 @@ def main():
         ok = e.code in (0, None)
         raise
     finally:
-        cleanup(sync=ok)  # leaves torchrun's process group, if a stage joined one
+        if cleanup(sync=ok) and ok:  # left torchrun's process group: a stage had joined one
+            leave_finished()  # without the teardown that sometimes aborts a finished rank (why: there)
 
 
 def _main():
