@@ -33,10 +33,11 @@ from facepipe.util.input_norm import LUMA, MEAN, STD
 GRAY_SATURATION = 0.05
 # Chroma residual (toned_residual, 0..255 units) below which a face counts as toned, measured on aligned
 # crops (docs/results.md, "Toned photos take the gray branch"): synthetic sepia 0.8-1.9 (3.2 at most once
-# saved as JPEG at quality 90), the toned prints among utkface-5k's colour-routed faces 0.7-3.4, and the
-# colour faces 5.9 and above (the 159 faces of the example photos, the near-gray film still at 6.4), 6.1 and
-# above (FASSEG, hair recoloured included), about 3.4 and above (utkface-5k, whose faces between 3.5
-# and 4 are a mix of toned and pale colour photos).
+# saved as JPEG at quality 90), the toned prints among utkface-5k's colour-routed faces from 0.7 (31 of
+# its 33 faces below 3.5 are toned by eye, 2 doubtful), and colour faces 5.9 and above (the 159 faces of
+# the example photos, the near-gray film still at 6.4) and 6.1 and above (FASSEG, hair recoloured
+# included). utkface-5k's faces between 3.5 and 4.8 mix toned prints and pale colour photos: a toned
+# print there stays on the colour network, as every toned print did before the rule.
 TONED_RESIDUAL = 3.5
 _BANDS = 16  # luma bands of 1/16 of the range each: the toning curve is close to constant chroma within one
 _STEP = 4  # every 4th pixel each way: the same mean to +-0.008 on our crops, and 16x less work than all
