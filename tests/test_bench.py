@@ -174,3 +174,17 @@ def test_bench_with_no_model_named_times_the_bundled_models():
     assert [e.name for e in entries] == ["default", "accurate", BASELINE]
     assert count_params(entries[0].model) == count_params(LoadedModel.load("default").net)
     assert [e.name for e in bench_entries(archs=("student-tiny",))] == ["student-tiny", BASELINE]
+
+
+def test_a_two_branch_model_reports_its_colour_branch():
+    """params and MACs of the bundled default are its colour network's: the network a colour face runs
+    (a constant input would route to the gray branch and count that one's MACs)."""
+    from facepipe.infer.bench import run_entry
+    from facepipe.models.gray_route import one_branch
+
+    e = run_entry("default")
+    (r,) = bench_speed([e], BenchConfig(**TINY))
+    color = one_branch(e.model)
+    assert r["params"] == count_params(color)
+    assert r["macs"] == count_macs(color, torch.zeros(1, e.in_channels, 64, 64))
+    assert r["macs"] < count_macs(e.model.gray, torch.zeros(1, e.in_channels, 64, 64))

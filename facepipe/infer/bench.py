@@ -199,7 +199,9 @@ def _bench_entry(e: Entry, cfg: BenchConfig, where: _Where, advance) -> list[dic
         if onnx:
             export_model(one_branch(e.model).cpu(), e.in_channels, cfg.sizes[0], onnx_path)
         for s in cfg.sizes:
-            macs = count_macs(model, torch.zeros(1, e.in_channels, s, s, device=dev))
+            # The colour branch's, like params: a constant input is colourless, so a two-branch model would
+            # route it to its gray branch and count that.
+            macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
             for b in cfg.batches:
                 x = torch.randn(b, e.in_channels, s, s, device=dev)
                 if cfg.channels_last:
