@@ -94,3 +94,5 @@ facepipe distill --teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 
     --backgrounds data/backgrounds --init runs/wide/gx100-s40-c2 --model-kwargs '{"widths": [40, 80, 160]}' \
     --augment wild,gray=1 --epochs 40 --lr 0.0005 --out runs/hairp/gx100-s40-c3 -q
 python3 -m facepipe.infer.pack runs/hairp/c0-s32-c3 facepipe/assets/default.pt --gray runs/hairp/gx100-s40-c3
+# The same pack, rerun once toned photos were routed (docs/results.md, "Toned photos take the gray branch"):
+# pack now stores the toned cut beside the saturation cut; the weights are the same.
