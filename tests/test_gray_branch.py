@@ -102,6 +102,21 @@ def test_each_face_gets_its_own_branch(routed, tiny_run):
         assert torch.allclose(folded.net(x), mixed, atol=1e-4)
 
 
+def test_predict_routed_chooses_once_and_matches_predict(routed, monkeypatch):
+    """parse records each face's branch: the choice is made once per batch (twice more with the mirror
+    before), and probabilities and branches are those of predict and routes_gray."""
+    m = LoadedModel.load(routed)
+    x = _batch(sepia=True)
+    with torch.no_grad():
+        want_p, want_g = m.predict(x, tta_flip=True), m.routes_gray(x)
+        calls = []
+        real = GrayRoute.routes
+        monkeypatch.setattr(GrayRoute, "routes", lambda self, t: calls.append(1) or real(self, t))
+        p, g = m.predict_routed(x, tta_flip=True)
+    assert len(calls) == 1 and g.tolist() == want_g.tolist()
+    assert torch.allclose(p, want_p, atol=1e-6)
+
+
 def test_a_file_packed_before_the_toned_rule_routes_by_saturation_alone(routed, tmp_path):
     ck = load_checkpoint(routed)
     del ck["gray_branch"]["toned"]

@@ -104,6 +104,15 @@ class LoadedModel:
         flip = self.schema.flip_permutation() if tta_flip else None
         return predict_probs(self.net, x.to(self.device), flip, tta_flip, autocast=autocast)
 
+    def predict_routed(self, x: torch.Tensor, tta_flip: bool = False) -> tuple[torch.Tensor, np.ndarray | None]:
+        """`predict` and `routes_gray` with the branch chosen once (parse records each face's branch)."""
+        x = x.to(self.device)
+        if not isinstance(self.net, GrayRoute):
+            return self.predict(x, tta_flip), None
+        g = self.net.routes(x)
+        flip = self.schema.flip_permutation() if tta_flip else None
+        return predict_probs(self.net, x, flip, tta_flip, routes=g), g.cpu().numpy()
+
     def predict_uint8(self, x: torch.Tensor, tta_flip: bool = False) -> np.ndarray:
         """Probabilities stored as uint8 (p * 255, rounded): the pseudo-label format."""
         return np.rint(self.predict(x, tta_flip).cpu().numpy() * 255).astype(np.uint8)

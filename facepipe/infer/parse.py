@@ -256,8 +256,9 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
     probs, gray = [], []
     for a in range(0, len(crops), batch_size):
         x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
-        probs.append(parser.model.predict(x, tta_flip=tta_flip).cpu().numpy())
-        gray.append(parser.model.routes_gray(x))  # None for a one-branch model
+        p, g = parser.model.predict_routed(x, tta_flip=tta_flip)  # g: None for a one-branch model
+        probs.append(p.cpu().numpy())
+        gray.append(g)
     return np.concatenate(probs), None if gray[0] is None else np.concatenate(gray)
 
 

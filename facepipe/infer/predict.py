@@ -10,22 +10,24 @@ from facepipe.util.geometry import warp_to_photo
 
 @torch.no_grad()
 def predict_probs(model, x: torch.Tensor, flip_perm: np.ndarray | None = None, tta_flip: bool = False,
-                  autocast: bool = False) -> torch.Tensor:
+                  autocast: bool = False, routes: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax probabilities (N,C,H,W) for a normalised input batch; optional flip test-time averaging.
 
     Model and batch run in channels_last (NHWC; the model is converted in place the first time): with
     BatchNorm folded, oneDNN runs our student 1.16x and the teacher 1.33x faster that way on CPU
-    (`facepipe bench --fps` vs `--contiguous`). The result is returned contiguous.
+    (`facepipe bench --fps` vs `--contiguous`). The result is returned contiguous. routes: a two-branch
+    model's choice for x (models.gray_route), passed on so it is not made again (a mirror has the same).
     """
     dev_type = x.device.type
     w = next((q for q in model.parameters() if q.dim() == 4), None)
     if w is not None and not w.is_contiguous(memory_format=torch.channels_last):
         channels_last(model)  # once per model: walking every parameter on each batch costs ~0.4 ms
     x = channels_last(x)
+    kw = {} if routes is None else {"routes": routes}
     with torch.autocast(dev_type, enabled=autocast and dev_type == "cuda"):
-        p = torch.softmax(model(x).float(), 1)
+        p = torch.softmax(model(x, **kw).float(), 1)
         if tta_flip:
-            pf = torch.softmax(model(x.flip(-1)).float(), 1).flip(-1)
+            pf = torch.softmax(model(x.flip(-1), **kw).float(), 1).flip(-1)
             if flip_perm is not None:
                 c = p.shape[1]
                 perm = torch.as_tensor(flip_perm[:c].astype(np.int64), device=p.device)

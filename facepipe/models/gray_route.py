@@ -137,8 +137,9 @@ class GrayRoute(nn.Module):
             g = g | (_residual(rgb) < self.toned)
         return g
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.routes(x)
+    def forward(self, x: torch.Tensor, routes: torch.Tensor | None = None) -> torch.Tensor:
+        """routes: `self.routes(x)` when the caller has it already (parse records it: routed once)."""
+        g = self.routes(x) if routes is None else routes
         n_gray = int(g.sum())
         if n_gray == 0:
             return self.color(x)
