@@ -24,6 +24,9 @@ from facepipe.util.atomic import write_json
 @click.option("--beyond-crop", is_flag=True,
               help="Also label the hair that runs beyond each face's crop, as `parse` does by default: a "
                    "zoomed-out second pass over the cache's source photos (needs --coords original).")
+@click.option("--landmark-prior", is_flag=True,
+              help="Lay each face's landmarks over the network's answer, as `parse` does by default: inside the "
+                   "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
@@ -41,6 +44,7 @@ def eval_cmd(json_path, sheet, quiet, **kw):
       facepipe eval runs/t1 data/fasseg.h5
       facepipe eval runs/t1 data/fasseg.h5 --coords aligned --json t1-aligned.json
       facepipe eval default data/fasseg.h5 --beyond-crop       # as parse labels long hair
+      facepipe eval default data/fasseg.h5 --landmark-prior    # as parse lays the landmarks over faces
     """
     cfg = config_from(EvalConfig, kw)
     rep = reporter(quiet)

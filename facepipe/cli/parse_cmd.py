@@ -51,6 +51,11 @@ def _outputs(ctx, param, value):
                    "second pass of the network over a crop 1.5 times as wide, below and beside the crop; only "
                    "hair that continues the face's own hair is added. --crop-only labels the crop alone (half "
                    "the network's time).")
+@field_option(parse_photos, "landmark_prior", "--landmark-prior/--no-landmark-prior",
+              help="Lay the face's 68 landmarks over the network's answer: inside the inner lip contour is mouth "
+                   "(the teeth of a smile are not skin), and a second blob of eyes, nose or mouth far from its "
+                   "landmarks is not that part. Faces without trusted landmarks (profiles cut from their box) "
+                   "are left as the network says.")
 @field_option(Parser.load, "device", "--device")
 @force_option
 @quiet_option
@@ -75,6 +80,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       facepipe parse ~/album/ --detector hog+cnn --out parsed/    # the CNN only where HOG finds no face
       facepipe parse ~/album/ --tta-flip --out parsed-tta/       # mirror-averaged: a little more accurate
       facepipe parse ~/album/ --crop-only --out parsed/           # no second pass for hair beyond the crop
+      facepipe parse ~/album/ --no-landmark-prior --out raw/      # the network's answer alone
     """
     rep = reporter(quiet)
     parser = Parser.load(model, device)

@@ -26,6 +26,7 @@ class EvalConfig:
     which: str = "best"  # the run's checkpoint: best or last
     tta_flip: bool = False  # average with the mirrored prediction
     beyond_crop: bool = False  # add the hair beyond each crop, from a zoomed-out second pass (infer.beyond_crop)
+    landmark_prior: bool = False  # lay the landmark prior over each face (infer.landmark_prior), as parse does
     device: str = "auto"
 
 
@@ -40,13 +41,14 @@ class EvalReport:
     @property
     def title(self) -> str:
         beyond = ", with hair beyond the crop" if self.config.beyond_crop else ""
-        return f"{self.checkpoint} on {self.config.split} ({self.config.coords} coordinates{beyond})"
+        prior = ", with the landmark prior" if self.config.landmark_prior else ""
+        return f"{self.checkpoint} on {self.config.split} ({self.config.coords} coordinates{beyond}{prior})"
 
 
 def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
     m = LoadedModel.load(cfg.run, cfg.which, cfg.device)
     r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
-                       keep_images=True, beyond_crop=cfg.beyond_crop)
+                       keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior)
     return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align))
 
 
@@ -79,7 +81,7 @@ def score_json(report: EvalReport) -> dict:
     return {"per_class_f1": r["per_class_f1"], "group_f1": r["group_f1"], "overall_f1": r["overall_f1"],
             "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"], "coords": cfg.coords, "split": cfg.split,
             "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip,
-            "beyond_crop": cfg.beyond_crop,
+            "beyond_crop": cfg.beyond_crop, "landmark_prior": cfg.landmark_prior,
             "crop_note": report.crop_note,
             # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
             # pixel counts) and which faces carry the errors

@@ -10,6 +10,7 @@ import numpy as np
 
 from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
 from facepipe.util.errors import BadImage, FacepipeError
@@ -23,18 +24,15 @@ from facepipe.util.sheets import grid, overlay
 def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
              device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
              keep_images: bool = False, beyond_crop: bool = False, beyond_zoom: float = ZOOM,
-             beyond_above: bool = False) -> dict:
+             beyond_above: bool = False, landmark_prior: bool = False) -> dict:
     """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)].
 
     beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
     (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only);
-    beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py)."""
-    if coords not in ("original", "aligned"):
-        raise FacepipeError("coords must be 'original' or 'aligned'")
-    if beyond_crop and coords != "original":
-        raise FacepipeError("--beyond-crop scores hair outside the crop: it needs --coords original.")
-    if beyond_crop and "hair" not in schema.classes:
-        raise FacepipeError(f"--beyond-crop follows hair, and schema {schema.name} has no class called hair.")
+    beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
+    landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
+    as parse does."""
+    _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
     cm_total = np.zeros((n, n), np.int64)
@@ -43,14 +41,14 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     if coords == "original" and not f.has_photo_labels:
         raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
     flip_perm = schema.flip_permutation()
+    prior = LandmarkPrior(schema) if landmark_prior else None
     model.eval()
     with reporter.task(f"eval {split} ({coords})", len(ds)) as advance:
         for start in range(0, len(ds), batch_size):
             idx = ds.indices[start: start + batch_size]
             imgs = f.read("images", idx)
             hms = f.read("heatmaps", idx) if heatmap else None
-            x = to_input(imgs, hms).to(device)
-            probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+            probs = _probs(model, to_input(imgs, hms).to(device), flip_perm, tta_flip, device, prior, f, idx)
             if beyond_crop:
                 outer, mats = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
             for k, j in enumerate(idx):
@@ -80,6 +78,25 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     if keep_images:
         out["_images"] = kept
     return out
+
+
+def _check(coords: str, beyond_crop: bool, schema) -> None:
+    if coords not in ("original", "aligned"):
+        raise FacepipeError("coords must be 'original' or 'aligned'")
+    if beyond_crop and coords != "original":
+        raise FacepipeError("--beyond-crop scores hair outside the crop: it needs --coords original.")
+    if beyond_crop and "hair" not in schema.classes:
+        raise FacepipeError(f"--beyond-crop follows hair, and schema {schema.name} has no class called hair.")
+
+
+def _probs(model, x, flip_perm, tta_flip: bool, device: str, prior: LandmarkPrior | None, f, idx) -> np.ndarray:
+    """The network's probabilities for faces `idx` (N x C x S x S), with the landmark prior laid over them
+    from the cache's landmarks when asked."""
+    probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+    if prior is not None:
+        for k, j in enumerate(idx):
+            prior.apply(probs[k], f.read("landmarks", j)[:int(f.read("n_landmarks", j))])
+    return probs
 
 
 def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM):

@@ -42,6 +42,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector,
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.label_warp import pack_scores
+from facepipe.infer.landmark_prior import REACH_IOD, LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.parse_work import OUTPUTS, align_photo, gray_branch_faces, init_worker, write_photo
 from facepipe.util.align_spec import AlignSpec
@@ -249,6 +250,7 @@ class Settings:
     det_args: tuple
     tta_flip: bool = False
     beyond_crop: bool = True
+    landmark_prior: bool = True
 
 
 def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool):
@@ -262,13 +264,17 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
     return np.concatenate(probs), None if gray[0] is None else np.concatenate(gray)
 
 
-def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False) -> None:
-    """Probabilities for every face of the photos in `batch`, stored on each photo's job; with zoomed-out
-    second crops (infer.beyond_crop), each face's mask of hair beyond its crop too."""
+def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
+             prior: LandmarkPrior | None = None) -> None:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job, with the
+    landmark prior laid over them (how many crop pixels it changed, per face); with zoomed-out second
+    crops (infer.beyond_crop), each face's mask of hair beyond its crop too."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
         return
     probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    if prior is not None:
+        changed = [prior.apply(p, pts) for p, pts in zip(probs, (q for r in batch for q in r["crop_points"]))]
     masks = _hair_beyond(parser, batch, probs, batch_size, tta_flip)
     k = 0
     for r in batch:
@@ -278,6 +284,8 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
         if masks is not None:
             r["beyond"] = masks[k:k + n]
+        if prior is not None:
+            r["prior_pixels"] = changed[k:k + n]
         k += n
 
 
@@ -314,6 +322,7 @@ class _Pipeline:
         cores = len(os.sched_getaffinity(0))  # each writer deflates its overlay on its share of the cores
         self.base["png_threads"] = max(1, cores // st.workers) if self.pooled else cores
         self.window = 2 * st.workers + 2 if self.pooled else 1
+        self.prior = LandmarkPrior(parser.schema) if st.landmark_prior else None
         self.writing, self.batch = deque(), []
         self.t0, self.finished = time.perf_counter(), 0
 
@@ -337,7 +346,7 @@ class _Pipeline:
 
     def flush(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip)
+        _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.prior)
         t1, cpu = time.perf_counter(), time.thread_time() - c0
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
             r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]))
@@ -346,7 +355,7 @@ class _Pipeline:
         self.tally.add_seconds({"network": t1 - t0, "warp back": time.perf_counter() - t1})
         self.tally.network_cpu += cpu
         for r in self.batch:
-            for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "det_args", "min_score"):
+            for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "crop_points", "det_args", "min_score"):
                 r.pop(k, None)
             self.writing.append(self.ex.submit(write_photo, r))
             while len(self.writing) > self.window:
@@ -418,14 +427,22 @@ def follows_hair(parser: Parser) -> bool:
     return "hair" in parser.schema.classes and not parser.align.letterbox
 
 
+def lays_prior(parser: Parser) -> bool:
+    """Whether the landmark prior (infer.landmark_prior) has something to do: the schema has a mouth or a
+    part it knows, and each crop holds one face (a letterbox crop holds the whole photo)."""
+    return LandmarkPrior(parser.schema).active and not parser.align.letterbox
+
+
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR,
-                 tta_flip: bool = False, beyond_crop: bool = False) -> dict:
+                 tta_flip: bool = False, beyond_crop: bool = False, landmark_prior: bool = False) -> dict:
     config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
               "outputs": list(outputs), "size": parser.size}
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
         config["tta_flip"] = True
     if beyond_crop:
         config["beyond_crop"] = {"zoom": ZOOM}
+    if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
+        config["landmark_prior"] = {"reach_iod": REACH_IOD}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
@@ -433,7 +450,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
 
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
-                 detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True) -> dict:
+                 detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True,
+                 landmark_prior: bool = True) -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
@@ -442,15 +460,18 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned
     from their box.
     beyond_crop: follow the hair beyond each face's crop with a zoomed-out second pass (infer.beyond_crop;
-    twice the network's time); off by itself for a model without a hair class or with letterbox crops."""
+    twice the network's time); off by itself for a model without a hair class or with letterbox crops.
+    landmark_prior: inside the inner lip contour is mouth, and a stray second blob of a part far from its
+    landmarks is not that part (infer.landmark_prior); faces without trusted landmarks are left alone;
+    off by itself for letterbox crops and schemas without those parts."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
     st = Settings(batch_size, min_score, workers or len(os.sched_getaffinity(0)),
                   tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector], tta_flip,
-                  bool(beyond_crop) and follows_hair(parser))
+                  bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser))
     check_detector(st.det_args)  # before the output folder is claimed
-    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop)
+    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:

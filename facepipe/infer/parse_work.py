@@ -101,7 +101,10 @@ def align_photo(job: dict) -> dict:
         outer = {"outer_crops": [crop_face(rgb, m, spec.size) for m in mats],
                  "outer_heatmaps": [outer_heatmap(hm) for hm in hms], "outer_matrices": mats}
     clock("warp")
+    # Landmarks in each crop, for the landmark prior (infer.landmark_prior); a letterbox crop holds every face.
+    points = [None if spec.letterbox else pts for _, pts in cuts]
     return {**job, "rgb": rgb, "faces": faces, "crops": crops, "heatmaps": hms, "matrices": [m for m, _ in cuts],
+            "crop_points": points,
             "face_matrices": face_mats, "grayscale": is_grayscale(rgb), "seconds": clock.seconds, **outer}
 
 
@@ -186,7 +189,8 @@ def write_photo(job: dict) -> dict:
            "model": job["model"], "schema": schema,
            "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
                       **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
-                      **({"branch": job["branches"][i]} if job.get("branches") else {})}  # two-branch models
+                      **({"branch": job["branches"][i]} if job.get("branches") else {}),  # two-branch models
+                      **({"prior_pixels": job["prior_pixels"][i]} if job.get("prior_pixels") else {})}
                      for i, (f, m) in enumerate(zip(faces, job["face_matrices"]))]}
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))

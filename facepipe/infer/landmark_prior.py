@@ -1,0 +1,137 @@
+"""Where a face's parts can be, read from its 68 landmarks, laid over the network's probabilities in the
+crop (parse does it by default; `eval --landmark-prior` scores it). Two rules:
+
+- Inside the inner lip contour (points 60-67) is the mouth: the inner mouth, or the lips where the points
+  fall short, in every schema facepipe knows, never skin. FASSEG, the only labelled faces here, has no
+  open smile, and both bundled networks call the teeth of a broad smile skin, most often on dark-skinned
+  faces, whose skin is darker than the teeth (docs/results.md, "The landmark prior"). Inside the contour
+  every class outside the mouth group gives its probability to the inner mouth.
+- A second blob of eyes, brows, nose or mouth that comes nowhere near the landmarks of that part, while
+  the part is found at them (a nose on a scalp, eyes on a grey head, a mouth on a chin), is not that
+  part: the class is ruled out on the blob's pixels, which take the network's next choice.
+
+The reach of the second rule was set from FASSEG's own labels (tools/landmark_prior_check.py): every
+labelled part there lies within it of its landmarks. Faces without trusted landmarks (cut from a CNN
+box) are left as the network says.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.draw import polygon as fill_polygon
+
+from facepipe.util.schema import LabelSchema
+
+BROWS, NOSE, EYES, MOUTH = range(17, 27), range(27, 36), range(36, 48), range(48, 68)
+INNER_LIPS = range(60, 68)
+AGREE = 0.5  # the share of the network's pixels that must agree with the landmarks (see apply)
+AGREE_REACH_IOD = 0.1  # "near the lips" for the mouth rule's check, in inter-ocular distances
+# By name, as the schemas in util.schema spell them (CelebAMask-HQ's eye_g is eyeglasses: not a part here).
+PART_POINTS = {
+    **{c: EYES for c in ("eyes", "left_eye", "right_eye", "l_eye", "r_eye")},
+    **{c: BROWS for c in ("left_brow", "right_brow", "l_brow", "r_brow")},
+    "nose": NOSE,
+    **{c: MOUTH for c in ("mouth", "upper_lip", "inner_mouth", "lower_lip", "u_lip", "l_lip")},
+}
+INNER_MOUTH_NAMES = ("inner_mouth", "mouth")  # the first the schema has takes the inner contour
+# A part's blob is kept when any of its pixels lies within this many inter-ocular distances of the convex
+# hull of its landmarks (FASSEG's labels: at most 0.13; tools/landmark_prior_check.py).
+REACH_IOD = 0.35
+
+
+class LandmarkPrior:
+    """The two rules for one schema; `apply(probs, points)` changes probs (C x S x S) in place."""
+
+    def __init__(self, schema: LabelSchema, reach_iod: float = REACH_IOD, inner_mouth: bool = True,
+                 strays: bool = True):
+        names = list(schema.classes)
+        self.parts = [(names.index(c), PART_POINTS[c]) for c in names if c in PART_POINTS]
+        mouth_group = [names.index(c) for c in names if PART_POINTS.get(c) is MOUTH]
+        self.mouth_group = np.array(mouth_group, np.int64)
+        inner = next((c for c in INNER_MOUTH_NAMES if c in names), None)
+        self.inner = names.index(inner) if inner is not None and inner_mouth else None
+        self.donors = [i for i in range(len(names)) if i not in mouth_group]
+        self.reach_iod, self.strays = float(reach_iod), bool(strays)
+
+    @property
+    def active(self) -> bool:
+        return self.inner is not None or (self.strays and bool(self.parts))
+
+    def apply(self, probs: np.ndarray, points: np.ndarray | None) -> int:
+        """Lay the rules over one crop's probabilities (C x S x S, changed in place) given its 68 landmarks
+        in crop pixels (None or any other count: nothing is done). Returns how many pixels' argmax changed.
+
+        Where the landmarks and the network disagree about where a part is, the landmarks are the likelier
+        to be wrong (a turned face fitted as a frontal one: 2 of FASSEG's 187 faces), so each rule first
+        checks them against the network: each needs most of the network's pixels of the part near its
+        landmarks (the mouth rule within AGREE_REACH_IOD of the lips' hull, the blob rule within the reach)."""
+        if points is None or len(points) != 68 or not np.isfinite(points).all():
+            return 0
+        # One argmax of the whole crop (about 1 ms at 256 px); after that, only the pixels a rule touched
+        # are looked at again.
+        labels = probs.argmax(0)
+        now = labels.copy()
+        iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
+        if self.inner is not None:
+            inside = polygon_mask(points[list(INNER_LIPS)], labels.shape)
+            said = np.argwhere(np.isin(labels, self.mouth_group))
+            near = hull_distance(points[list(MOUTH)], said) <= AGREE_REACH_IOD * iod
+            if inside.any() and len(said) and near.sum() >= AGREE * len(said):
+                probs[self.inner][inside] += probs[self.donors][:, inside].sum(0)
+                for d in self.donors:
+                    probs[d][inside] = 0
+                now[inside] = self.inner
+        if self.strays:
+            for c, idx in self.parts:
+                blobs = stray_blobs(now == c, points[list(idx)], self.reach_iod * iod)
+                if blobs is not None:
+                    probs[c][blobs] = 0
+                    now[blobs] = probs[:, blobs].argmax(0)
+        return int((now != labels).sum())
+
+
+def polygon_mask(pts: np.ndarray, shape) -> np.ndarray:
+    """Pixels whose centres lie inside the polygon pts (x, y in pixels)."""
+    mask = np.zeros(shape, bool)
+    rr, cc = fill_polygon(pts[:, 1], pts[:, 0], shape)
+    mask[rr, cc] = True
+    return mask
+
+
+def hull_distance(pts: np.ndarray, yx: np.ndarray) -> np.ndarray:
+    """Distance (pixels) of each pixel yx (N x 2, row and column) to the convex hull of pts (x, y); 0
+    inside it. Only the pixels asked for are measured: a part's few hundred, not the whole crop."""
+    try:
+        ring = pts[ConvexHull(pts).vertices]  # counter-clockwise in (x, y)
+    except (QhullError, ValueError):  # collinear or repeated points: measure to the polyline through them
+        ring = pts
+    p = yx[:, ::-1].astype(np.float64)[:, None, :]  # N x 1 x (x, y)
+    a, b = ring[None], np.roll(ring, -1, 0)[None]
+    ab, ap = b - a, p - a
+    t = np.clip((ap * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    d = np.linalg.norm(ap - t[..., None] * ab, axis=-1).min(1)
+    if len(ring) >= 3 and ring is not pts:
+        inside = ((ab[..., 0] * ap[..., 1] - ab[..., 1] * ap[..., 0]) >= 0).all(1)
+        d[inside] = 0
+    return d
+
+
+def stray_blobs(mask: np.ndarray, pts: np.ndarray, reach: float) -> np.ndarray | None:
+    """The pixels of mask's 8-connected blobs none of whose pixels comes within `reach` pixels of the
+    convex hull of pts, when the blobs that do come near hold at least AGREE of the mask's pixels; None
+    when there are none. A part found mostly far from its landmarks is left alone: there the landmarks
+    are the likelier to be wrong."""
+    if not mask.any():
+        return None
+    blobs, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return None
+    yx = np.argwhere(mask)
+    ids = blobs[yx[:, 0], yx[:, 1]]
+    kept = np.isin(ids, np.unique(ids[hull_distance(pts, yx) <= reach]))
+    if kept.all() or kept.sum() < AGREE * len(ids):
+        return None
+    stray = np.zeros_like(mask)
+    stray[yx[~kept, 0], yx[~kept, 1]] = True
+    return stray
