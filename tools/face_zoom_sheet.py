@@ -1,6 +1,7 @@
 """Contact sheet of single faces, zoomed in: the photo, BEFORE's overlay and AFTER's overlay, cropped
 around each face's landmarks (1.6 eye distances from their centre). Faces are the ones AFTER's records
-say the landmark prior changed most (`prior_pixels`), or those named with --faces STEM:INDEX.
+say the landmark prior (`prior_pixels`) or the face's colours (`--key colour_pixels`) changed most, or
+those named with --faces STEM:INDEX.
 
     python tools/face_zoom_sheet.py runs/sheet/prior-off runs/sheet/prior-on docs/figures/landmark-prior-sheet.jpg \
         --top 16 --min-pixels 90
@@ -15,15 +16,16 @@ from PIL import Image, ImageDraw
 SKIP = {"summary.json", "manifest.json"}
 
 
-def faces_changed(after: Path, min_pixels: int) -> list[tuple[int, str, int]]:
-    """(pixels changed, stem, face index) for every face of AFTER the prior changed at least min_pixels."""
+def faces_changed(after: Path, min_pixels: int, key: str = "prior_pixels") -> list[tuple[int, str, int]]:
+    """(pixels changed, stem, face index) for every face of AFTER whose record's `key` (prior_pixels:
+    the landmark prior; colour_pixels: the face's colours) is at least min_pixels."""
     found = []
     for p in sorted(after.glob("*.json")):
         if p.name in SKIP:
             continue
         for i, f in enumerate(json.loads(p.read_text())["faces"]):
-            if f.get("prior_pixels", 0) >= min_pixels:
-                found.append((f["prior_pixels"], p.stem, i))
+            if f.get(key, 0) >= min_pixels:
+                found.append((f[key], p.stem, i))
     return sorted(found, reverse=True)
 
 
@@ -41,12 +43,13 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--top", type=int, default=16)
     ap.add_argument("--min-pixels", type=int, default=1)
+    ap.add_argument("--key", default="prior_pixels", help="the per-face count to rank by: prior_pixels, colour_pixels")
     ap.add_argument("--faces", nargs="*", default=[], help="STEM:INDEX faces to show after the top ones")
     ap.add_argument("--tile", type=int, default=160)
     ap.add_argument("--columns", type=int, default=2, help="faces per row")
     a = ap.parse_args()
     before, after, w = Path(a.before), Path(a.after), a.tile
-    picks = [(s, i) for _, s, i in faces_changed(after, a.min_pixels)[:a.top]]
+    picks = [(s, i) for _, s, i in faces_changed(after, a.min_pixels, a.key)[:a.top]]
     picks += [(s, int(i)) for s, _, i in (f.rpartition(":") for f in a.faces)]
     rows = (len(picks) + a.columns - 1) // a.columns
     sheet = Image.new("RGB", (3 * w * a.columns, rows * w), "black")

@@ -27,6 +27,9 @@ from facepipe.util.atomic import write_json
 @click.option("--landmark-prior", is_flag=True,
               help="Lay each face's landmarks over the network's answer, as `parse` does by default: inside the "
                    "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it.")
+@click.option("--face-colours", is_flag=True,
+              help="Re-split background, hair and skin where the network hesitates by each face's own colours, "
+                   "as `parse` does by default.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
@@ -44,7 +47,7 @@ def eval_cmd(json_path, sheet, quiet, **kw):
       facepipe eval runs/t1 data/fasseg.h5
       facepipe eval runs/t1 data/fasseg.h5 --coords aligned --json t1-aligned.json
       facepipe eval default data/fasseg.h5 --beyond-crop       # as parse labels long hair
-      facepipe eval default data/fasseg.h5 --landmark-prior    # as parse lays the landmarks over faces
+      facepipe eval default data/fasseg.h5 --face-colours --landmark-prior   # as parse answers
     """
     cfg = config_from(EvalConfig, kw)
     rep = reporter(quiet)

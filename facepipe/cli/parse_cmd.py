@@ -51,6 +51,10 @@ def _outputs(ctx, param, value):
                    "second pass of the network over a crop 1.5 times as wide, below and beside the crop; only "
                    "hair that continues the face's own hair is added. --crop-only labels the crop alone (half "
                    "the network's time).")
+@field_option(parse_photos, "face_colours", "--face-colours/--no-face-colours",
+              help="Where the network hesitates between background, hair and skin, let the face's own colours "
+                   "(learned from the pixels it is sure of) settle it: light, grey and red hair, gray photos, "
+                   "backdrops.")
 @field_option(parse_photos, "landmark_prior", "--landmark-prior/--no-landmark-prior",
               help="Lay the face's 68 landmarks over the network's answer: inside the inner lip contour is mouth "
                    "(the teeth of a smile are not skin), and a second blob of eyes, nose or mouth far from its "
@@ -80,7 +84,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       facepipe parse ~/album/ --detector hog+cnn --out parsed/    # the CNN only where HOG finds no face
       facepipe parse ~/album/ --tta-flip --out parsed-tta/       # mirror-averaged: a little more accurate
       facepipe parse ~/album/ --crop-only --out parsed/           # no second pass for hair beyond the crop
-      facepipe parse ~/album/ --no-landmark-prior --out raw/      # the network's answer alone
+      facepipe parse ~/album/ --no-landmark-prior --no-face-colours --out raw/   # the network alone
     """
     rep = reporter(quiet)
     parser = Parser.load(model, device)

@@ -27,6 +27,7 @@ class EvalConfig:
     tta_flip: bool = False  # average with the mirrored prediction
     beyond_crop: bool = False  # add the hair beyond each crop, from a zoomed-out second pass (infer.beyond_crop)
     landmark_prior: bool = False  # lay the landmark prior over each face (infer.landmark_prior), as parse does
+    face_colours: bool = False  # re-split background, hair, skin by the face's colours (infer.face_colours), as parse
     device: str = "auto"
 
 
@@ -42,13 +43,15 @@ class EvalReport:
     def title(self) -> str:
         beyond = ", with hair beyond the crop" if self.config.beyond_crop else ""
         prior = ", with the landmark prior" if self.config.landmark_prior else ""
-        return f"{self.checkpoint} on {self.config.split} ({self.config.coords} coordinates{beyond}{prior})"
+        colours = ", with the face's colours" if self.config.face_colours else ""
+        return f"{self.checkpoint} on {self.config.split} ({self.config.coords} coordinates{beyond}{colours}{prior})"
 
 
 def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
     m = LoadedModel.load(cfg.run, cfg.which, cfg.device)
     r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
-                       keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior)
+                       keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
+                       face_colours=cfg.face_colours)
     return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align))
 
 
@@ -82,6 +85,7 @@ def score_json(report: EvalReport) -> dict:
             "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"], "coords": cfg.coords, "split": cfg.split,
             "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip,
             "beyond_crop": cfg.beyond_crop, "landmark_prior": cfg.landmark_prior,
+            "face_colours": cfg.face_colours,
             "crop_note": report.crop_note,
             # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
             # pixel counts) and which faces carry the errors

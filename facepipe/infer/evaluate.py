@@ -10,6 +10,7 @@ import numpy as np
 
 from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
@@ -24,14 +25,15 @@ from facepipe.util.sheets import grid, overlay
 def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
              device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
              keep_images: bool = False, beyond_crop: bool = False, beyond_zoom: float = ZOOM,
-             beyond_above: bool = False, landmark_prior: bool = False) -> dict:
+             beyond_above: bool = False, landmark_prior: bool = False, face_colours: bool = False) -> dict:
     """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)].
 
     beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
     (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only);
     beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
-    as parse does."""
+    as parse does; face_colours: re-split background, hair and skin by the face's own colours first
+    (infer.face_colours), as parse does."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
@@ -42,13 +44,15 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
         raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
     flip_perm = schema.flip_permutation()
     prior = LandmarkPrior(schema) if landmark_prior else None
+    colours = FaceColours(schema) if face_colours else None
     model.eval()
     with reporter.task(f"eval {split} ({coords})", len(ds)) as advance:
         for start in range(0, len(ds), batch_size):
             idx = ds.indices[start: start + batch_size]
             imgs = f.read("images", idx)
             hms = f.read("heatmaps", idx) if heatmap else None
-            probs = _probs(model, to_input(imgs, hms).to(device), flip_perm, tta_flip, device, prior, f, idx)
+            probs = _probs(model, to_input(imgs, hms).to(device), flip_perm, tta_flip, device, f, idx, imgs,
+                           colours, prior)
             if beyond_crop:
                 outer, mats = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
             for k, j in enumerate(idx):
@@ -89,13 +93,17 @@ def _check(coords: str, beyond_crop: bool, schema) -> None:
         raise FacepipeError(f"--beyond-crop follows hair, and schema {schema.name} has no class called hair.")
 
 
-def _probs(model, x, flip_perm, tta_flip: bool, device: str, prior: LandmarkPrior | None, f, idx) -> np.ndarray:
-    """The network's probabilities for faces `idx` (N x C x S x S), with the landmark prior laid over them
-    from the cache's landmarks when asked."""
+def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colours: FaceColours | None,
+           prior: LandmarkPrior | None) -> np.ndarray:
+    """The network's probabilities for faces `idx` (N x C x S x S), re-split by the faces' own colours and
+    with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order."""
     probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
-    if prior is not None:
-        for k, j in enumerate(idx):
-            prior.apply(probs[k], f.read("landmarks", j)[:int(f.read("n_landmarks", j))])
+    for k, j in enumerate(idx if colours is not None or prior is not None else ()):
+        labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior
+        if colours is not None:
+            colours.apply(probs[k], imgs[k], labels)
+        if prior is not None:
+            prior.apply(probs[k], f.read("landmarks", j)[:int(f.read("n_landmarks", j))], labels)
     return probs
 
 

@@ -58,9 +58,10 @@ class LandmarkPrior:
     def active(self) -> bool:
         return self.inner is not None or (self.strays and bool(self.parts))
 
-    def apply(self, probs: np.ndarray, points: np.ndarray | None) -> int:
+    def apply(self, probs: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None = None) -> int:
         """Lay the rules over one crop's probabilities (C x S x S, changed in place) given its 68 landmarks
-        in crop pixels (None or any other count: nothing is done). Returns how many pixels' argmax changed.
+        in crop pixels (None or any other count: nothing is done); labels: probs' argmax, when the caller
+        has it (left as it is). Returns how many pixels' argmax changed.
 
         Where the landmarks and the network disagree about where a part is, the landmarks are the likelier
         to be wrong (a turned face fitted as a frontal one: 2 of FASSEG's 187 faces), so each rule first
@@ -68,9 +69,9 @@ class LandmarkPrior:
         landmarks (the mouth rule within AGREE_REACH_IOD of the lips' hull, the blob rule within the reach)."""
         if points is None or len(points) != 68 or not np.isfinite(points).all():
             return 0
-        # One argmax of the whole crop (about 1 ms at 256 px); after that, only the pixels a rule touched
-        # are looked at again.
-        labels = probs.argmax(0)
+        # One argmax of the whole crop (about 1 ms at 256 px) unless given; after that, only the pixels a
+        # rule touched are looked at again.
+        labels = probs.argmax(0) if labels is None else labels
         now = labels.copy()
         iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
         if self.inner is not None:

@@ -41,6 +41,9 @@ from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
+from facepipe.infer.face_colours import BETA as COLOUR_BETA
+from facepipe.infer.face_colours import TAU as COLOUR_TAU
+from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.landmark_prior import REACH_IOD, LandmarkPrior
 from facepipe.infer.model import LoadedModel
@@ -251,6 +254,7 @@ class Settings:
     tta_flip: bool = False
     beyond_crop: bool = True
     landmark_prior: bool = True
+    face_colours: bool = True
 
 
 def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool):
@@ -265,16 +269,21 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
 
 
 def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
-             prior: LandmarkPrior | None = None) -> None:
-    """Probabilities for every face of the photos in `batch`, stored on each photo's job, with the
-    landmark prior laid over them (how many crop pixels it changed, per face); with zoomed-out second
-    crops (infer.beyond_crop), each face's mask of hair beyond its crop too."""
+             colours: FaceColours | None = None, prior: LandmarkPrior | None = None) -> None:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job, re-split between
+    background, hair and skin by the face's own colours and with the landmark prior laid over them (how
+    many crop pixels each changed, per face); with zoomed-out second crops (infer.beyond_crop), each
+    face's mask of hair beyond its crop too."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
         return
     probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    labels = probs.argmax(1) if colours is not None or prior is not None else None  # kept up to date by both
+    if colours is not None:
+        recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
     if prior is not None:
-        changed = [prior.apply(p, pts) for p, pts in zip(probs, (q for r in batch for q in r["crop_points"]))]
+        points = (q for r in batch for q in r["crop_points"])
+        changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
     masks = _hair_beyond(parser, batch, probs, batch_size, tta_flip)
     k = 0
     for r in batch:
@@ -284,6 +293,8 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
         if masks is not None:
             r["beyond"] = masks[k:k + n]
+        if colours is not None:
+            r["colour_pixels"] = recoloured[k:k + n]
         if prior is not None:
             r["prior_pixels"] = changed[k:k + n]
         k += n
@@ -323,6 +334,7 @@ class _Pipeline:
         self.base["png_threads"] = max(1, cores // st.workers) if self.pooled else cores
         self.window = 2 * st.workers + 2 if self.pooled else 1
         self.prior = LandmarkPrior(parser.schema) if st.landmark_prior else None
+        self.colours = FaceColours(parser.schema) if st.face_colours else None
         self.writing, self.batch = deque(), []
         self.t0, self.finished = time.perf_counter(), 0
 
@@ -346,7 +358,7 @@ class _Pipeline:
 
     def flush(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.prior)
+        _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.colours, self.prior)
         t1, cpu = time.perf_counter(), time.thread_time() - c0
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
             r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]))
@@ -434,7 +446,8 @@ def lays_prior(parser: Parser) -> bool:
 
 
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR,
-                 tta_flip: bool = False, beyond_crop: bool = False, landmark_prior: bool = False) -> dict:
+                 tta_flip: bool = False, beyond_crop: bool = False, landmark_prior: bool = False,
+                 face_colours: bool = False) -> dict:
     config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
               "outputs": list(outputs), "size": parser.size}
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
@@ -443,6 +456,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
         config["beyond_crop"] = {"zoom": ZOOM}
     if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
         config["landmark_prior"] = {"reach_iod": REACH_IOD}
+    if face_colours:
+        config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
@@ -451,7 +466,7 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
                  detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True,
-                 landmark_prior: bool = True) -> dict:
+                 landmark_prior: bool = True, face_colours: bool = True) -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
@@ -463,15 +478,20 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     twice the network's time); off by itself for a model without a hair class or with letterbox crops.
     landmark_prior: inside the inner lip contour is mouth, and a stray second blob of a part far from its
     landmarks is not that part (infer.landmark_prior); faces without trusted landmarks are left alone;
-    off by itself for letterbox crops and schemas without those parts."""
+    off by itself for letterbox crops and schemas without those parts.
+    face_colours: before the prior, re-split background, hair and skin where the network hesitates by the
+    face's own colours (infer.face_colours); off by itself for letterbox crops (a crop holds every face)
+    and schemas with fewer than two of those classes."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
     st = Settings(batch_size, min_score, workers or len(os.sched_getaffinity(0)),
                   tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector], tta_flip,
-                  bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser))
+                  bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser),
+                  bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox)
     check_detector(st.det_args)  # before the output folder is claimed
-    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior)
+    config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior,
+                          st.face_colours)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:

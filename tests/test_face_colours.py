@@ -1,0 +1,142 @@
+"""Each face's own colours (infer.face_colours): where the network hesitates between background, hair and
+skin, the colours of the pixels it is sure of decide; sure pixels and other classes stay as they are.
+
+Crops and probabilities are drawn here (FASSEG's ids: 0 background, 1 hair, 2 skin, 5 mouth); parse and
+eval run the bundled model on scikit-image's astronaut and the tiny run on the synthetic cache.
+"""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facepipe.cli import cli
+from facepipe.infer.face_colours import BETA, TAU, FaceColours, gaussian_log_density, ycc
+from facepipe.util.schema import FASSEG, LabelSchema
+
+S = 64
+BG, HAIR, SKIN, MOUTH = 0, 1, 2, 5
+GREY, PINK = (200, 200, 205), (210, 150, 130)  # light grey hair, light skin: close in brightness
+
+
+def _face(rng, hesitant=0.55):
+    """A crop with grey hair on top and pink skin below, and the network's answer: sure on the top and
+    bottom rows, unsure (`hesitant` for the wrong class) on a band where grey hair meets the skin."""
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[:32] = GREY
+    rgb[32:] = PINK
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    p = np.full((6, S, S), 0.01, np.float32)
+    p[HAIR, :24], p[SKIN, :24] = 0.95, 0.01
+    p[SKIN, 40:], p[HAIR, 40:] = 0.95, 0.01
+    # The band 24..40: the network leans the wrong way on both sides of the true edge at row 32.
+    p[SKIN, 24:32], p[HAIR, 24:32] = hesitant, 1 - hesitant - 0.04
+    p[HAIR, 32:40], p[SKIN, 32:40] = hesitant, 1 - hesitant - 0.04
+    p[MOUTH, 50:54, 28:36] = 0.99  # another class, sure
+    return rgb, p / p.sum(0, keepdims=True)
+
+
+def test_hesitant_pixels_take_the_class_whose_colours_they_have():
+    rgb, p = _face(np.random.default_rng(0))
+    before = p.argmax(0)
+    sums = p[HAIR] + p[SKIN]
+    changed = FaceColours(FASSEG).apply(p, rgb)
+    after = p.argmax(0)
+    assert (after[24:32] == HAIR).all() and (after[32:40, :] == SKIN).all()
+    assert changed == int((after != before).sum()) == 16 * S
+    assert np.allclose(p[HAIR] + p[SKIN], sums, atol=1e-6)  # only split again, never moved elsewhere
+    assert (after[50:54, 28:36] == MOUTH).all()
+
+
+def test_a_backdrop_the_network_took_for_hair_goes_back_to_background():
+    """Clutter above a dark-haired head: where the network leans to hair on pixels of the backdrop's
+    colours, the backdrop's own sure pixels win them back; the runner-up there is background, so skin
+    has no say."""
+    rng = np.random.default_rng(6)
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[:20] = (60, 120, 60)  # foliage
+    rgb[20:36] = (40, 30, 25)  # dark hair
+    rgb[36:] = PINK
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    p = np.full((6, S, S), 0.01, np.float32)
+    p[BG, :12], p[HAIR, 12:36], p[SKIN, 36:] = 0.95, 0.95, 0.95
+    p[HAIR, 12:20], p[BG, 12:20], p[SKIN, 12:20] = 0.55, 0.36, 0.05  # foliage called hair, unsure
+    p /= p.sum(0, keepdims=True)
+    changed = FaceColours(FASSEG).apply(p, rgb)
+    after = p.argmax(0)
+    assert (after[12:20] == BG).all() and (after[20:36] == HAIR).all() and (after[36:] == SKIN).all()
+    assert changed == 8 * S
+
+
+def test_a_sure_network_is_not_overruled_by_colour():
+    """The weight is small (at most 1 nat of log-odds): a 0.9 / 0.06 answer stays, whatever the colour."""
+    rgb, p = _face(np.random.default_rng(1), hesitant=0.9)
+    before = p.argmax(0)
+    assert FaceColours(FASSEG).apply(p, rgb) == 0
+    assert np.array_equal(p.argmax(0), before)
+
+
+def test_too_few_sure_pixels_of_either_class_leaves_the_face_alone():
+    rgb, p = _face(np.random.default_rng(2))
+    p[HAIR, :24], p[SKIN, :24] = 0.6, 0.35  # no sure hair left
+    before = p.copy()
+    assert FaceColours(FASSEG).apply(p, rgb) == 0
+    assert np.array_equal(p, before)
+
+
+def test_a_gray_crop_has_no_chroma_and_still_gives_finite_scores():
+    rgb, p = _face(np.random.default_rng(3))
+    gray = np.repeat((0.299 * rgb[..., :1] + 0.587 * rgb[..., 1:2] + 0.114 * rgb[..., 2:]).astype(np.uint8), 3, -1)
+    gray[32:] = np.clip(gray[32:].astype(int) - 40, 0, 255)  # skin a little darker than the hair, as often
+    FaceColours(FASSEG).apply(p, gray)
+    assert np.isfinite(p).all()
+    assert (p.argmax(0)[24:32] == HAIR).all()
+
+
+def test_the_gaussian_prefers_its_own_samples():
+    rng = np.random.default_rng(4)
+    a = ycc(np.clip(rng.normal(GREY, 5, (500, 3)), 0, 255).astype(np.uint8))
+    b = ycc(np.clip(rng.normal(PINK, 5, (500, 3)), 0, 255).astype(np.uint8))
+    assert (gaussian_log_density(a, a) > gaussian_log_density(a, b)).mean() > 0.99
+
+
+def test_a_schema_with_fewer_than_two_of_background_hair_skin_has_nothing_to_do():
+    schema = LabelSchema(name="x", classes=("background", "face"), colors=((0, 0, 0), (255, 255, 255)),
+                         overall=("face",))
+    rule = FaceColours(schema)
+    assert not rule.active
+    rgb, p = _face(np.random.default_rng(5))
+    assert rule.apply(p[:2], rgb) == 0
+
+
+@pytest.fixture(scope="module")
+def astronaut_colours(tmp_path_factory):
+    from skimage import data
+
+    from facepipe.util.atomic import save_image
+
+    root = tmp_path_factory.mktemp("colours")
+    save_image(root / "p" / "a.png", data.astronaut())
+    for name, extra in (("on", []), ("off", ["--no-face-colours"])):
+        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
+                                     "--crop-only", *extra])
+        assert r.exit_code == 0, r.output
+    return root
+
+
+def test_parse_uses_the_faces_colours_by_default_and_records_it(astronaut_colours):
+    on, off = astronaut_colours / "on", astronaut_colours / "off"
+    assert json.loads((on / "manifest.json").read_text())["config"]["face_colours"] == {"beta": BETA, "tau": TAU}
+    assert "face_colours" not in json.loads((off / "manifest.json").read_text())["config"]
+    face_on = json.loads((on / "a.json").read_text())["faces"][0]
+    face_off = json.loads((off / "a.json").read_text())["faces"][0]
+    assert isinstance(face_on["colour_pixels"], int) and "colour_pixels" not in face_off
+
+
+def test_eval_scores_with_the_faces_colours_and_says_so(tmp_path, synthetic_cache, tiny_run):
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(cli, ["eval", str(tiny_run), str(synthetic_cache), "--face-colours", "--json", str(out),
+                                 "--sheet", str(tmp_path / "s.png"), "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(out.read_text())
+    assert rec["face_colours"] is True and 0 <= rec["pixel_acc"] <= 1
