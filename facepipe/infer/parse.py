@@ -269,21 +269,24 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
 
 
 def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
-             colours: FaceColours | None = None, prior: LandmarkPrior | None = None) -> None:
+             colours: FaceColours | None = None, prior: LandmarkPrior | None = None) -> tuple[float, float]:
     """Probabilities for every face of the photos in `batch`, stored on each photo's job, re-split between
     background, hair and skin by the face's own colours and with the landmark prior laid over them (how
     many crop pixels each changed, per face); with zoomed-out second crops (infer.beyond_crop), each
-    face's mask of hair beyond its crop too."""
+    face's mask of hair beyond its crop too. Returns the wall and CPU seconds of the two rules (parse's
+    "face rules" step, so that the network step stays the network's)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
-        return
+        return 0.0, 0.0
     probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    t0, c0 = time.perf_counter(), time.thread_time()
     labels = probs.argmax(1) if colours is not None or prior is not None else None  # kept up to date by both
     if colours is not None:
         recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
     if prior is not None:
         points = (q for r in batch for q in r["crop_points"])
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
+    rules = (time.perf_counter() - t0, time.thread_time() - c0)
     masks = _hair_beyond(parser, batch, probs, batch_size, tta_flip)
     k = 0
     for r in batch:
@@ -298,6 +301,7 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
         if prior is not None:
             r["prior_pixels"] = changed[k:k + n]
         k += n
+    return rules
 
 
 def _hair_beyond(parser: Parser, batch: list[dict], probs: np.ndarray, batch_size: int, tta_flip: bool):
@@ -358,13 +362,17 @@ class _Pipeline:
 
     def flush(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.colours, self.prior)
-        t1, cpu = time.perf_counter(), time.thread_time() - c0
+        rules, rules_cpu = _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.colours,
+                                    self.prior)
+        t1, cpu = time.perf_counter(), time.thread_time() - c0 - rules_cpu
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
             r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]))
         # CPU seconds besides wall: with the workers on every core, the network's wall time is also the
         # time the OS gave the cores to them; its CPU time says what the network itself costs.
-        self.tally.add_seconds({"network": t1 - t0, "warp back": time.perf_counter() - t1})
+        steps = {"network": t1 - t0 - rules}
+        if self.colours is not None or self.prior is not None:  # the face's colours and the landmark prior
+            steps["face rules"] = rules
+        self.tally.add_seconds({**steps, "warp back": time.perf_counter() - t1})
         self.tally.network_cpu += cpu
         for r in self.batch:
             for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "crop_points", "det_args", "min_score"):
@@ -568,6 +576,7 @@ def _with_rates(s: dict) -> dict:
     s["seconds_align"] = round(sum(sec.get(k, 0) for k in ("decode", "detect+landmarks", "warp")), 3)
     s["seconds_network"] = sec.get("network", 0.0)
     s["seconds_write"] = round(sum(sec.get(k, 0) for k in ("warp back", "encode+write")), 3)
+    s["ms_face_rules_per_face"] = round(1000 * sec.get("face rules", 0.0) / max(1, s["faces"]), 1)
     done_now = s["photos"] - s["resumed"]
     s["photos_per_second"] = round(done_now / max(s["wall_seconds"], 1e-9), 2)
     s["ms_align_per_photo"] = round(1000 * s["seconds_align"] / max(1, done_now), 1)

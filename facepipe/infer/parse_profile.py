@@ -1,8 +1,8 @@
 """`facepipe bench --parse PHOTOS`: where the seconds of a real `parse` go.
 
 Runs the real parse (same code, same pool) into a throw-away folder and reports photos/s, faces/s and
-each step's share of the work: decode, detect+landmarks, warp (to the crop), network, warp back,
-encode+write. Step seconds are summed over worker processes, so their total can exceed the wall time;
+each step's share of the work: decode, detect+landmarks, warp (to the crop), network, face rules (the
+face's own colours and the landmark prior laid over the network's answer), warp back, encode+write. Step seconds are summed over worker processes, so their total can exceed the wall time;
 the share says which step to make faster. Next to the network's time per face inside parse, the same
 model's batch-1 latency outside it (the figure `bench --fps` reports) shows what the pipeline costs it.
 """
@@ -16,7 +16,7 @@ from facepipe.infer.parse import Parser, collect_photos, parse_photos
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.timing import timeit
 
-STEPS = ("decode", "detect+landmarks", "warp", "network", "warp back", "encode+write")
+STEPS = ("decode", "detect+landmarks", "warp", "network", "face rules", "warp back", "encode+write")
 
 
 def network_latency_ms(parser: Parser, seconds: float = 1.0, batch: int = 1) -> float:
@@ -60,6 +60,7 @@ def profile_parse(photos, model: str | None = None, device: str = "cpu", workers
                   for k in STEPS},
         "network_ms_per_face": s["ms_network_per_face"],
         "network_cpu_ms_per_face": s["ms_network_cpu_per_face"],
+        "face_rules_ms_per_face": s["ms_face_rules_per_face"],
         "network_ms_batch1_alone": round(network_latency_ms(parser), 2),
         "network_ms_per_face_alone_as_in_parse": round(_alone_as_in_parse(parser, s, batch_size), 2),
     }
@@ -72,6 +73,7 @@ def profile_rows(row: dict) -> list[tuple]:
             ("wall", f"{row['wall_s']:.2f} s", f"{row['workers']} workers"),
             ("network per face in parse", f"{row['network_ms_per_face']} ms", f"batch {row['batch']}"),
             ("  its CPU time per face", f"{row['network_cpu_ms_per_face']} ms", "the network's own cost"),
+            ("face rules per face", f"{row['face_rules_ms_per_face']} ms", "colours, landmark prior"),
             ("network alone, as parse runs it", f"{row['network_ms_per_face_alone_as_in_parse']} ms",
              f"per face, batch {row['batch']}"),
             ("network alone, batch 1", f"{row['network_ms_batch1_alone']} ms", "")]
