@@ -106,3 +106,21 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     args = [str(out), *DEMO_ARGS]
     return SimpleNamespace(out=out, args=args, result=CliRunner().invoke(cli, ["demo", *args]))
+
+
+def parse_astronaut(root: Path, runs: dict) -> Path:
+    """scikit-image's astronaut saved into root/p and parsed with the bundled model once per entry of
+    runs ({output folder name: extra parse options}); returns root. For tests that compare parse's
+    outputs with an option on and off."""
+    from click.testing import CliRunner
+    from skimage import data
+
+    from facepipe.cli import cli
+    from facepipe.util.atomic import save_image
+
+    save_image(root / "p" / "a.png", data.astronaut())
+    for name, extra in runs.items():
+        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
+                                     *extra])
+        assert r.exit_code == 0, r.output
+    return root

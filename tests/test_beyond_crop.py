@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import parse_astronaut
 from facepipe.cli import cli
 from facepipe.infer.beyond_crop import _inner_box, hair_beyond, outer_matrix, paint_beyond, zoom_matrix
 from facepipe.util.atomic import save_image
@@ -104,15 +105,7 @@ def test_painted_only_where_no_first_crop_reaches():
 
 @pytest.fixture(scope="module")
 def astronaut_parsed(tmp_path_factory):
-    from skimage import data
-
-    root = tmp_path_factory.mktemp("beyond")
-    save_image(root / "p" / "a.png", data.astronaut())
-    for name, extra in (("on", []), ("off", ["--crop-only"])):
-        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
-                                     *extra])
-        assert r.exit_code == 0, r.output
-    return root
+    return parse_astronaut(tmp_path_factory.mktemp("beyond"), {"on": [], "off": ["--crop-only"]})
 
 
 def test_parse_follows_hair_by_default_and_says_so(astronaut_parsed):

@@ -1,17 +1,12 @@
 """Each face's own colours (infer.face_colours): where the network hesitates between background, hair and
 skin, the colours of the pixels it is sure of decide; sure pixels and other classes stay as they are.
 
-Crops and probabilities are drawn here (FASSEG's ids: 0 background, 1 hair, 2 skin, 5 mouth); parse and
-eval run the bundled model on scikit-image's astronaut and the tiny run on the synthetic cache.
+Crops and probabilities are drawn here (FASSEG's ids: 0 background, 1 hair, 2 skin, 5 mouth); parse's
+and eval's side is in test_face_rules.py.
 """
-import json
-
 import numpy as np
-import pytest
-from click.testing import CliRunner
 
-from facepipe.cli import cli
-from facepipe.infer.face_colours import BETA, TAU, FaceColours, gaussian_log_density, ycc
+from facepipe.infer.face_colours import FaceColours, gaussian_log_density, ycc
 from facepipe.util.schema import FASSEG, LabelSchema
 
 S = 64
@@ -107,36 +102,3 @@ def test_a_schema_with_fewer_than_two_of_background_hair_skin_has_nothing_to_do(
     assert not rule.active
     rgb, p = _face(np.random.default_rng(5))
     assert rule.apply(p[:2], rgb) == 0
-
-
-@pytest.fixture(scope="module")
-def astronaut_colours(tmp_path_factory):
-    from skimage import data
-
-    from facepipe.util.atomic import save_image
-
-    root = tmp_path_factory.mktemp("colours")
-    save_image(root / "p" / "a.png", data.astronaut())
-    for name, extra in (("on", []), ("off", ["--no-face-colours"])):
-        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
-                                     "--crop-only", *extra])
-        assert r.exit_code == 0, r.output
-    return root
-
-
-def test_parse_uses_the_faces_colours_by_default_and_records_it(astronaut_colours):
-    on, off = astronaut_colours / "on", astronaut_colours / "off"
-    assert json.loads((on / "manifest.json").read_text())["config"]["face_colours"] == {"beta": BETA, "tau": TAU}
-    assert "face_colours" not in json.loads((off / "manifest.json").read_text())["config"]
-    face_on = json.loads((on / "a.json").read_text())["faces"][0]
-    face_off = json.loads((off / "a.json").read_text())["faces"][0]
-    assert isinstance(face_on["colour_pixels"], int) and "colour_pixels" not in face_off
-
-
-def test_eval_scores_with_the_faces_colours_and_says_so(tmp_path, synthetic_cache, tiny_run):
-    out = tmp_path / "s.json"
-    r = CliRunner().invoke(cli, ["eval", str(tiny_run), str(synthetic_cache), "--face-colours", "--json", str(out),
-                                 "--sheet", str(tmp_path / "s.png"), "-q", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    rec = json.loads(out.read_text())
-    assert rec["face_colours"] is True and 0 <= rec["pixel_acc"] <= 1

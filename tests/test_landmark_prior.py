@@ -2,10 +2,9 @@
 a part far from its landmarks is not that part; where the landmarks and the network disagree, nothing.
 
 Probabilities and 68 landmarks are drawn here on a 64 px crop (FASSEG's ids: 0 background, 1 hair,
-2 skin, 3 eyes, 4 nose, 5 mouth); parse and eval are run on the bundled model and the tiny run, and one
-test looks at a real smile when ../shared is there.
+2 skin, 3 eyes, 4 nose, 5 mouth); one test parses a real smile when ../shared is there, and parse's and
+eval's side is in test_face_rules.py.
 """
-import json
 from pathlib import Path
 
 import numpy as np
@@ -149,46 +148,6 @@ def test_celebamask_eyeglasses_are_not_a_part():
     names = list(CELEBAMASK_HQ.classes)
     assert names.index("eye_g") not in [c for c, _ in prior.parts]
     assert prior.inner == names.index("mouth")
-
-
-@pytest.fixture(scope="module")
-def astronaut_prior(tmp_path_factory):
-    from skimage import data
-
-    from facepipe.util.atomic import save_image
-
-    root = tmp_path_factory.mktemp("prior")
-    save_image(root / "p" / "a.png", data.astronaut())
-    for name, extra in (("on", []), ("off", ["--no-landmark-prior"])):
-        r = CliRunner().invoke(cli, ["parse", str(root / "p"), "--out", str(root / name), "-q", "--device", "cpu",
-                                     "--crop-only", *extra])
-        assert r.exit_code == 0, r.output
-    return root
-
-
-def test_parse_lays_the_prior_by_default_and_records_it(astronaut_prior):
-    on, off = astronaut_prior / "on", astronaut_prior / "off"
-    assert json.loads((on / "manifest.json").read_text())["config"]["landmark_prior"] == {"reach_iod": 0.35}
-    assert "landmark_prior" not in json.loads((off / "manifest.json").read_text())["config"]
-    face_on = json.loads((on / "a.json").read_text())["faces"][0]
-    face_off = json.loads((off / "a.json").read_text())["faces"][0]
-    assert isinstance(face_on["prior_pixels"], int) and "prior_pixels" not in face_off
-    a, b = (np.asarray(Image.open(d / "a.labels.png")) for d in (off, on))
-    if face_on["prior_pixels"] == 0:
-        assert np.array_equal(a, b)
-    # A folder parsed without the prior is not resumed with it (its photos would be mixed).
-    r = CliRunner().invoke(cli, ["parse", str(astronaut_prior / "p"), "--out", str(off), "-q", "--device", "cpu",
-                                 "--crop-only"])
-    assert r.exit_code == 1 and "another model or settings" in str(r.exception)
-
-
-def test_eval_scores_with_the_prior_and_says_so(tmp_path, synthetic_cache, tiny_run):
-    out = tmp_path / "s.json"
-    r = CliRunner().invoke(cli, ["eval", str(tiny_run), str(synthetic_cache), "--landmark-prior", "--json", str(out),
-                                 "--sheet", str(tmp_path / "s.png"), "-q", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    rec = json.loads(out.read_text())
-    assert rec["landmark_prior"] is True and 0 <= rec["pixel_acc"] <= 1
 
 
 SMILE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "unlabeled" / "dlib-johns"
