@@ -36,7 +36,8 @@ PART_POINTS = {
 }
 INNER_MOUTH_NAMES = ("inner_mouth", "mouth")  # the first the schema has takes the inner contour
 # A part's blob is kept when any of its pixels lies within this many inter-ocular distances of the convex
-# hull of its landmarks (FASSEG's labels: at most 0.13; tools/landmark_prior_check.py).
+# hull of its landmarks. FASSEG's labelled parts touch their hulls, but for one-pixel label specks and the
+# parts of two faces with wrong landmarks (tools/landmark_prior_check.py); a nose on a scalp is 1-2 away.
 REACH_IOD = 0.35
 
 

@@ -280,7 +280,8 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
         return 0.0, 0.0
     probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
     t0, c0 = time.perf_counter(), time.thread_time()
-    labels = probs.argmax(1) if colours is not None or prior is not None else None  # kept up to date by both
+    # One argmax for both rules: the colours keep it up to date, the prior reads it.
+    labels = probs.argmax(1) if colours is not None or prior is not None else None
     if colours is not None:
         recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
     if prior is not None:
