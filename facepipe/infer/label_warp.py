@@ -48,12 +48,13 @@ class FaceScores:
     cells, the scores of the crop pixels that interpolated pixels read, and, for photos with several
     faces, the background score everywhere (overlaps are settled by it)."""
 
-    def __init__(self, probs: np.ndarray, keep_background: bool = False):
+    def __init__(self, probs: np.ndarray, keep_background: bool = False, labels: np.ndarray | None = None):
+        """labels: probs' argmax, when the caller has it (parse does: one argmax per face)."""
         probs = np.asarray(probs, np.float32)
         self.classes, self.size = probs.shape[0], probs.shape[1]
         if self.classes > OUTSIDE:
             raise ValueError(f"{self.classes} classes: label maps hold at most {OUTSIDE}")
-        labels = probs.argmax(0).astype(np.uint8)
+        labels = (probs.argmax(0) if labels is None else labels).astype(np.uint8)
         self.cells = _corner_cells(labels)
         need = self.cells[1:-1, 1:-1] == INTERPOLATE  # cells -1..S: which crop pixels they read
         read = np.zeros((self.size, self.size), bool)
@@ -76,9 +77,9 @@ class FaceScores:
         return {k: v for k, v in self.__dict__.items() if k != "_dense"}
 
 
-def pack_scores(probs: np.ndarray, faces_in_photo: int) -> list[FaceScores]:
-    """One FaceScores per face of a photo (probs: F x C x S x S)."""
-    return [FaceScores(p, keep_background=faces_in_photo > 1) for p in probs]
+def pack_scores(probs: np.ndarray, faces_in_photo: int, labels: np.ndarray | None = None) -> list[FaceScores]:
+    """One FaceScores per face of a photo (probs: F x C x S x S; labels: their argmax, F x S x S, if known)."""
+    return [FaceScores(p, faces_in_photo > 1, None if labels is None else labels[i]) for i, p in enumerate(probs)]
 
 
 def union_box(matrices: list, size: int, shape) -> tuple[int, int, int, int]:

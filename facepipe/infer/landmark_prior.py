@@ -62,7 +62,7 @@ class LandmarkPrior:
     def apply(self, probs: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None = None) -> int:
         """Lay the rules over one crop's probabilities (C x S x S, changed in place) given its 68 landmarks
         in crop pixels (None or any other count: nothing is done); labels: probs' argmax, when the caller
-        has it (left as it is). Returns how many pixels' argmax changed.
+        has it; it is kept up to date. Returns how many pixels' argmax changed.
 
         Where the landmarks and the network disagree about where a part is, the landmarks are the likelier
         to be wrong (a turned face fitted as a frontal one: 2 of FASSEG's 187 faces), so each rule first
@@ -72,7 +72,8 @@ class LandmarkPrior:
             return 0
         # One argmax of the whole crop (about 1 ms at 256 px) unless given; after that, only the pixels a
         # rule touched are looked at again.
-        labels = probs.argmax(0) if labels is None else labels
+        given = labels is not None
+        labels = labels if given else probs.argmax(0)
         now = labels.copy()
         iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
         if self.inner is not None:
@@ -90,7 +91,10 @@ class LandmarkPrior:
                 if blobs is not None:
                     probs[c][blobs] = 0
                     now[blobs] = probs[:, blobs].argmax(0)
-        return int((now != labels).sum())
+        changed = int((now != labels).sum())
+        if given:
+            labels[...] = now
+        return changed
 
 
 def polygon_mask(pts: np.ndarray, shape) -> np.ndarray:

@@ -279,20 +279,21 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     if not crops:
         return 0.0, 0.0
     probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    # One argmax per face for all that follows: the two rules keep it up to date, the hair beyond the crop
+    # and the warp back (label_warp.pack_scores) read it.
+    labels = probs.argmax(1)
     t0, c0 = time.perf_counter(), time.thread_time()
-    # One argmax for both rules: the colours keep it up to date, the prior reads it.
-    labels = probs.argmax(1) if colours is not None or prior is not None else None
     if colours is not None:
         recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
     if prior is not None:
         points = (q for r in batch for q in r["crop_points"])
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
-    masks = _hair_beyond(parser, batch, probs, batch_size, tta_flip)
+    masks = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
     k = 0
     for r in batch:
         n = len(r["crops"])
-        r["probs"] = probs[k:k + n]
+        r["probs"], r["labels"] = probs[k:k + n], labels[k:k + n]
         if gray is not None:  # which branch took each face: the photo's record says so
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
         if masks is not None:
@@ -305,13 +306,13 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     return rules
 
 
-def _hair_beyond(parser: Parser, batch: list[dict], probs: np.ndarray, batch_size: int, tta_flip: bool):
+def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool):
     """Each face's mask of hair beyond its crop (None: nothing to add), or None without second crops. The
-    second pass runs only on faces whose hair reaches the crop's bottom or side edges (most do not)."""
+    second pass runs only on faces whose hair reaches the crop's bottom or side edges (most do not).
+    first: the first pass's labels (N x S x S)."""
     if not any(r.get("outer_crops") for r in batch):
         return None
     hair = parser.schema.index("hair")
-    first = probs.argmax(1)
     outer = [(c, h) for r in batch for c, h in zip(r["outer_crops"], r["outer_heatmaps"])]
     todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
     masks = [None] * len(first)
@@ -367,7 +368,7 @@ class _Pipeline:
                                     self.prior)
         t1, cpu = time.perf_counter(), time.thread_time() - c0 - rules_cpu
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
-            r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]))
+            r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]), r.pop("labels", None))
         # CPU seconds besides wall: with the workers on every core, the network's wall time is also the
         # time the OS gave the cores to them; its CPU time says what the network itself costs.
         steps = {"network": t1 - t0 - rules}
