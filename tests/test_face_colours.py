@@ -102,3 +102,56 @@ def test_a_schema_with_fewer_than_two_of_background_hair_skin_has_nothing_to_do(
     assert not rule.active
     rgb, p = _face(np.random.default_rng(5))
     assert rule.apply(p[:2], rgb) == 0
+
+
+GREEN, BROWN = (70, 140, 60), (50, 35, 25)  # a backdrop, dark hair
+
+
+def _stray(rng):
+    """A crop with a green backdrop (top rows and a left strip), dark hair on top of pink skin, and two
+    blobs apart from the face that the network is sure are hair: one of the backdrop's green (rows 2-8),
+    one a strand of the hair's brown hanging in the left strip (rows 30-60)."""
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[:] = GREEN
+    rgb[12:28, 12:] = BROWN
+    rgb[28:, 12:] = PINK
+    rgb[30:60, 2:6] = BROWN
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    p = np.full((6, S, S), 0.01, np.float32)
+    p[BG] = 0.95
+    p[BG, 12:28, 12:], p[HAIR, 12:28, 12:] = 0.01, 0.95
+    p[BG, 28:, 12:], p[SKIN, 28:, 12:] = 0.01, 0.95
+    p[BG, 2:8, 20:30], p[HAIR, 2:8, 20:30] = 0.05, 0.93  # the backdrop taken for hair
+    p[BG, 30:60, 2:6], p[HAIR, 30:60, 2:6] = 0.05, 0.93  # the strand
+    return rgb, p / p.sum(0, keepdims=True)
+
+
+def test_a_hair_blob_apart_from_the_face_in_the_backdrops_colours_is_not_hair():
+    """The network is sure of both blobs; the per-pixel weight alone cannot move them. Judged as a blob,
+    the green one looks like the backdrop and goes back to background; the strand has the hair's colours
+    and stays, as does the hair on the head."""
+    rgb, p = _stray(np.random.default_rng(7))
+    changed = FaceColours(FASSEG).apply(p, rgb)
+    after = p.argmax(0)
+    assert (after[2:8, 20:30] == BG).all()
+    assert (after[30:60, 2:6] == HAIR).all() and (after[12:28, 12:] == HAIR).all()
+    assert changed == 6 * 10
+    rgb, p = _stray(np.random.default_rng(7))
+    assert FaceColours(FASSEG, stray_hair=False).apply(p, rgb) == 0  # without the blob step: nothing moves
+
+
+def test_hair_touching_the_face_is_never_judged_as_a_stray_blob():
+    """The same green blob joined to the head's hair by a bridge: attached, so it stays hair."""
+    rgb, p = _stray(np.random.default_rng(8))
+    p[HAIR, 8:12, 24:26], p[BG, 8:12, 24:26] = 0.93, 0.05
+    p /= p.sum(0, keepdims=True)
+    FaceColours(FASSEG).apply(p, rgb)
+    assert (p.argmax(0)[2:8, 20:30] == HAIR).all()
+
+
+def test_stray_hair_needs_sure_pixels_of_both_the_backdrop_and_the_hair():
+    rgb, p = _stray(np.random.default_rng(9))
+    p[BG], p[SKIN] = np.where(p[BG] > 0.5, 0.6, p[BG]), np.where(p[BG] > 0.5, 0.35, p[SKIN])  # no sure backdrop
+    before = p.argmax(0)
+    FaceColours(FASSEG).apply(p, rgb)
+    assert (p.argmax(0)[2:8, 20:30] == HAIR).all() and (before[2:8, 20:30] == HAIR).all()

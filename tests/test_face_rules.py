@@ -13,10 +13,10 @@ from PIL import Image
 
 from conftest import parse_astronaut
 from facepipe.cli import cli
-from facepipe.infer.face_colours import BETA, TAU
+from facepipe.infer.face_colours import BETA, STRAY_MARGIN, TAU
 from facepipe.infer.landmark_prior import REACH_IOD
 
-RULES = [("face-colours", "face_colours", "colour_pixels", {"beta": BETA, "tau": TAU}),
+RULES = [("face-colours", "face_colours", "colour_pixels", {"beta": BETA, "tau": TAU, "stray_margin": STRAY_MARGIN}),
          ("landmark-prior", "landmark_prior", "prior_pixels", {"reach_iod": REACH_IOD})]
 
 

@@ -16,12 +16,21 @@ more and costs real hair (its lighter strands are closer to skin than to the hai
 weight is small (at most half a nat): a sure network is never overruled by colour. Colour cannot tell
 a backdrop from hair of the same colour, nor white hair from a lit forehead; there it does not help,
 and a backdrop the network already hesitated on can get more hair.
+
+Stray hair (drop_stray_hair): a hair blob that touches no part of the face is judged as a whole, by the
+mean over its pixels of the same log-likelihood ratio, hair against background: one that looks more like
+the face's backdrop than like its hair (fur on a collar, foliage, a painting, a brown backdrop) is not
+hair. A long strand lying apart from the head keeps the hair's colours and stays. Judged per blob, the
+evidence of hundreds of pixels adds up, so this step is decisive where the per-pixel weight is not.
+"Touches no part of the face" alone, without the colour test, also took a strand of long hair away
+(docs/results.md, "Tried and left: hair must touch the face").
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+from scipy import ndimage
 
 from facepipe.util.schema import LabelSchema
 
@@ -29,16 +38,22 @@ CLASSES = ("background", "hair", "skin")  # the classes a face's colours speak f
 SEED_PROB = 0.9  # a pixel the network is this sure of is a sample of its class's colours
 MIN_SEEDS = 200  # a class with fewer sure pixels (a bald head, a face filling the crop) gets no say
 BETA, TAU = 0.125, 4.0
+# A hair blob apart from the face whose pixels' mean log-likelihood ratio, hair against background, is
+# below this looks more like the backdrop than like the face's hair (drop_stray_hair).
+STRAY_MARGIN = 0.0
 RIDGE = 4.0  # added to each variance (grey levels squared): gray photos have no chroma at all
 
 
 class FaceColours:
     """The rule for one schema; `apply(probs, rgb)` changes probs (C x S x S) in place."""
 
-    def __init__(self, schema: LabelSchema, beta: float = BETA, tau: float = TAU):
+    def __init__(self, schema: LabelSchema, beta: float = BETA, tau: float = TAU, stray_hair: bool = True):
         names = list(schema.classes)
         self.classes = [names.index(c) for c in CLASSES if c in names]
         self.beta, self.tau = float(beta), float(tau)
+        # Stray hair needs both classes it weighs; schemas without them (or a test of the re-split alone) skip it.
+        self.stray = (names.index("background"), names.index("hair")) if (
+            stray_hair and {"background", "hair"} <= set(names)) else None
 
     @property
     def active(self) -> bool:
@@ -46,9 +61,16 @@ class FaceColours:
 
     def apply(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None = None) -> int:
         """Re-split the classes on one crop (probs C x S x S, changed in place; rgb S x S x 3 uint8, the crop
-        the network saw). labels: probs' argmax, when the caller has it; it is kept up to date. Returns how
-        many pixels' argmax changed."""
+        the network saw), then take hair blobs apart from the face that look like the backdrop away from
+        hair. labels: probs' argmax, when the caller has it; it is kept up to date. Returns how many
+        pixels' argmax changed."""
         labels = probs.argmax(0) if labels is None else labels
+        changed = self._resplit(probs, rgb, labels)
+        if self.stray is not None:
+            changed += drop_stray_hair(probs, rgb, labels, *self.stray, self.tau)
+        return changed
+
+    def _resplit(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray) -> int:
         seeds = {c: (labels == c) & (probs[c] > SEED_PROB) for c in self.classes}
         cls = [c for c in self.classes if seeds[c].sum() >= MIN_SEEDS]
         if len(cls) < 2:
@@ -83,6 +105,39 @@ class FaceColours:
         changed = int((now != labels[zone]).sum())
         labels[zone] = now  # the caller's argmax stays the argmax
         return changed
+
+
+def drop_stray_hair(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: int, hair: int,
+                    tau: float = TAU) -> int:
+    """Hair blobs (8-connected) that touch no other class than background (within 2 pixels) and whose
+    pixels look more like the face's backdrop than like its hair (their mean log-likelihood ratio, each
+    clipped to +-tau, below STRAY_MARGIN) are not hair: hair's probability there is zeroed and the
+    network's next class taken. Hair seeds come from the hair touching the face only, so that the blobs
+    judged do not vouch for themselves. Returns how many pixels changed."""
+    is_hair = labels == hair
+    blobs, n = ndimage.label(is_hair, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return 0
+    face = ndimage.binary_dilation((labels != hair) & (labels != bg), iterations=2)
+    near = np.unique(blobs[face & is_hair])
+    attached = np.isin(blobs, near[near > 0])
+    apart = is_hair & ~attached
+    hair_seeds = attached & (probs[hair] > SEED_PROB)
+    bg_seeds = (labels == bg) & (probs[bg] > SEED_PROB)
+    if not apart.any() or hair_seeds.sum() < MIN_SEEDS or bg_seeds.sum() < MIN_SEEDS:
+        return 0
+    feat = ycc(rgb, apart)
+    llr = np.clip(gaussian_log_density(feat, ycc(rgb, hair_seeds)) - gaussian_log_density(feat, ycc(rgb, bg_seeds)),
+                  -tau, tau)
+    ids = blobs[apart]
+    mean = np.bincount(ids, llr, n + 1) / np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    drop = np.flatnonzero(mean < STRAY_MARGIN)
+    mask = apart & np.isin(blobs, drop)
+    if not mask.any():
+        return 0
+    probs[hair][mask] = 0
+    labels[mask] = probs[:, mask].argmax(0)
+    return int(mask.sum())
 
 
 def _top_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

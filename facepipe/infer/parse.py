@@ -42,6 +42,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector,
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
+from facepipe.infer.face_colours import STRAY_MARGIN
 from facepipe.infer.face_colours import TAU as COLOUR_TAU
 from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.label_warp import pack_scores
@@ -467,7 +468,7 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
     if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
         config["landmark_prior"] = {"reach_iod": REACH_IOD}
     if face_colours:
-        config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU}
+        config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU, "stray_margin": STRAY_MARGIN}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
