@@ -267,9 +267,7 @@ def test_problems_are_one_line_and_write_nothing(problem, photos, tmp_path, monk
     else:
         args = ["--upsample", "2"]  # 1600 px x 4: several GB for the CNN
     for argv in (["landmarks", str(photos), str(tmp_path / "out"), "--detector", "cnn", *args],
-                 ["parse", str(photos), "--out", str(tmp_path / "out"), "--detector", "cnn", "--device", "cpu"]):
-        if problem == "upsample" and argv[0] == "parse":
-            continue  # parse has no --upsample
+                 ["parse", str(photos), "--out", str(tmp_path / "out"), "--detector", "cnn", "--device", "cpu", *args]):
         code, out = _run(argv, monkeypatch, capsys)
         assert code == 1 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
         assert out.startswith("error: ") and ("mmod_human_face_detector.dat" in out or "--upsample 2" in out), out

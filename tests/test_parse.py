@@ -159,3 +159,25 @@ def test_tta_flip_changes_the_prediction_and_is_part_of_the_config(tmp_path):
     assert "tta_flip" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())["config"]
     r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain"), "--tta-flip"])
     assert r.exit_code == 1 and "another model or settings" in str(r.exception)
+
+
+def test_a_small_face_in_a_large_photo_needs_upsample_and_the_setting_is_recorded(tmp_path):
+    """The astronaut's face about 90 px wide in a 3200x2400 photo: shrunk to 1600 px for detection it is
+    45 px, under HOG's 80 px window, so the default finds nothing and says how to find it; --upsample 1
+    finds it, and the folder's config records the setting (a resumed run cannot mix settings)."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.normal(120, 20, (2400, 3200, 3)).clip(0, 255).astype(np.uint8))
+    photo.paste(Image.fromarray(data.astronaut()).resize((460, 460)), (1500, 1000))
+    save_image(tmp_path / "p" / "group.jpg", np.asarray(photo))
+    args = ["parse", str(tmp_path / "p"), "--device", "cpu", "--workers", "1"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "default")])
+    assert res.exit_code == 1 and "--upsample 1 finds faces half that size" in " ".join(res.output.split())
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "up"), "--upsample", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    faces = json.loads((tmp_path / "up" / "group.json").read_text())["faces"]
+    assert len(faces) == 1 and 60 < faces[0]["box"][2] - faces[0]["box"][0] < 130
+    assert json.loads((tmp_path / "up" / "manifest.json").read_text())["config"]["detector"] == [1, 1600, 0.0]
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "up"), "-q"])  # other settings, same folder
+    assert res.exit_code == 1 and "--force" in str(res.exception)

@@ -2,15 +2,15 @@ import click
 
 from facepipe.cli.options import (
     CONTEXT,
-    DETECT_SIDE,
     FINITE,
-    UPSAMPLE,
     config_from,
     field_option,
     force_option,
+    max_side_option,
     quiet_option,
     reporter,
     shard_option,
+    upsample_option,
     workers_option,
 )
 from facepipe.data.face_detector import DETECTORS
@@ -25,11 +25,8 @@ from facepipe.util.manifest import parse_shard
               help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
                    "hog+cnn (the CNN only on photos where HOG finds no face). A CNN face whose landmarks cannot "
                    "be trusted is marked \"lm_trusted\": false, and align cuts it from its box.")
-@field_option(LandmarksConfig, "upsample", "--upsample", type=UPSAMPLE, show_default="auto",
-              help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size "
-                   "(hog: 1 under 1200 px; cnn: 1 under 400 px, each step costs the CNN ~4x).")
-@field_option(LandmarksConfig, "max_side", "--max-side", type=DETECT_SIDE,
-              help="Photos are shrunk to this longest side for detection.")
+@upsample_option(LandmarksConfig)
+@max_side_option(LandmarksConfig)
 @field_option(LandmarksConfig, "threshold", "--threshold", type=FINITE,
               help="Detector score threshold (cnn: detections scoring below it are dropped; it reports none below 0).")
 @workers_option(LandmarksConfig)

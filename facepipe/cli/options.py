@@ -200,6 +200,20 @@ def workers_option(config):
                         help="Worker processes.")
 
 
+def upsample_option(source):
+    """--upsample of the stages that detect faces (`source` holds its default: -1, by photo size)."""
+    return field_option(source, "upsample", "--upsample", type=UPSAMPLE, show_default="auto",
+                        help="dlib detector upsampling (finds smaller faces, slower); -1 picks by photo size "
+                             "(hog: 1 under 1200 px; cnn: 1 under 400 px, each step costs the CNN ~4x).")
+
+
+def max_side_option(source):
+    """--max-side of the stages that detect faces."""
+    return field_option(source, "max_side", "--max-side", type=DETECT_SIDE,
+                        help="Photos are shrunk to this longest side for detection: a face narrower than about "
+                             "80 px after the shrink (40 px at --upsample 1) is not found.")
+
+
 def run_summary(manifest: dict) -> list[tuple]:
     """Summary rows of a train/distill run: counts, final test scores, seconds."""
     rows = list(manifest["counts"].items())

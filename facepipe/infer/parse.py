@@ -477,14 +477,16 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
 def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, reporter: Reporter = SILENT,
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
                  detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True,
-                 landmark_prior: bool = True, face_colours: bool = True) -> dict:
+                 landmark_prior: bool = True, face_colours: bool = True, upsample: int = DETECTOR[0],
+                 max_side: int = DETECTOR[1]) -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
     of overall F1 for the bundled student on FASSEG V2 test, docs/results.md).
     workers: processes for detection and writing (0 = every core); 1 runs everything here.
     detector: "hog", "cnn" or "hog+cnn" (DETECTORS); CNN faces whose landmarks are not trusted are aligned
-    from their box.
+    from their box. upsample, max_side: dlib's upsampling (-1: by photo size) and the longest side photos
+    are shrunk to for detection; faces narrower than ~80 px after the shrink (~40 at upsample 1) are missed.
     beyond_crop: follow the hair beyond each face's crop with a zoomed-out second pass (infer.beyond_crop;
     twice the network's time); off by itself for a model without a hair class or with letterbox crops.
     landmark_prior: inside the inner lip contour is mouth, and a stray second blob of a part far from its
@@ -497,7 +499,8 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
     st = Settings(batch_size, min_score, workers or len(os.sched_getaffinity(0)),
-                  tuple(o for o in OUTPUTS if o in outputs), force, DETECTORS[detector], tta_flip,
+                  tuple(o for o in OUTPUTS if o in outputs), force,
+                  detector_args(detector, int(upsample), int(max_side), DETECTOR[2]), tta_flip,
                   bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser),
                   bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox)
     check_detector(st.det_args)  # before the output folder is claimed
