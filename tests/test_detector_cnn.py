@@ -82,23 +82,33 @@ def test_settings_tuples():
     assert detector((-1, 1600, 0.0, "hog")) is detector((-1, 1600, 0.0))
 
 
-def test_hog_then_cnn_runs_the_cnn_only_where_hog_finds_no_face(both, photos, tmp_path):
+def test_hog_then_cnn_runs_the_cnn_only_where_hog_finds_no_face(both, photos, tmp_path, monkeypatch):
     from PIL import Image
+
+    import facepipe.data.face_detector as lmod
 
     src = tmp_path / "src"
     src.mkdir()
     for f in ("astronaut.png", "blank.png"):
         (src / f).write_bytes((photos / f).read_bytes())
-    # Rolled 50 degrees, the astronaut is lost to HOG but not to the CNN (whose landmarks then fail the trust rule).
+    # Rolled 50 degrees, the astronaut is lost to HOG but not to the CNN; its landmarks come from the
+    # quarter turn (270 degrees) that leaves her 40 degrees off upright, where HOG finds her again.
     save_image(src / "rolled.png", np.asarray(Image.open(photos / "astronaut.png").rotate(50, Image.BILINEAR)))
     m = run_landmarks(LandmarksConfig(src=str(src), out=str(tmp_path / "hc"), workers=1, detector="hog+cnn"))
     rec = {f: json.loads((tmp_path / "hc" / "faces" / f"{f}.json").read_text()) for f in ("astronaut", "rolled", "blank")}
     assert rec["astronaut"]["faces"] == both["hog"][1]["faces"]  # HOG found it: HOG's record, no CNN flag
-    assert len(rec["rolled"]["faces"]) == 1 and rec["rolled"]["faces"][0]["lm_trusted"] is False
+    rolled = rec["rolled"]["faces"]
+    assert len(rolled) == 1 and rolled[0]["lm_trusted"] is True and rolled[0]["roll"] == 270
     assert rec["blank"]["faces"] == []
     assert m["config"]["detector"] == "hog+cnn"
-    assert (m["counts"]["faces"], m["counts"]["no_face"], m["counts"]["cnn_faces"], m["counts"]["box_cut"]) == (2, 1, 1, 1)
+    assert (m["counts"]["faces"], m["counts"]["no_face"], m["counts"]["cnn_faces"], m["counts"]["box_cut"]) == (2, 1, 1, 0)
     assert detector(detector_args("hog"))(load_rgb(src / "rolled.png")) == []  # the premise: HOG misses it
+    # Without the turn (as for a profile, which no turn makes frontal), its landmarks fail the trust rule
+    # and the face is counted as cut from its box.
+    monkeypatch.setattr(lmod.FaceDetector, "_turned_landmarks", lambda self, rgb, box: None)
+    m = run_landmarks(LandmarksConfig(src=str(src), out=str(tmp_path / "hc-noturn"), workers=1, detector="hog+cnn"))
+    face = json.loads((tmp_path / "hc-noturn" / "faces" / "rolled.json").read_text())["faces"][0]
+    assert face["lm_trusted"] is False and "roll" not in face and m["counts"]["box_cut"] == 1
 
 
 def test_trust_rule(both):
@@ -272,3 +282,33 @@ def test_problems_are_one_line_and_write_nothing(problem, photos, tmp_path, monk
         assert code == 1 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
         assert out.startswith("error: ") and ("mmod_human_face_detector.dat" in out or "--upsample 2" in out), out
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_face_on_its_side_gets_its_landmarks_from_the_turn_that_makes_it_upright(photos, k):
+    """The astronaut's photo turned a quarter (np.rot90 k times, no EXIF tag): HOG finds no face, the CNN
+    does, and the landmark models, made for upright faces, would make up a shape. Turned back by the
+    detector, the face gets the landmarks of the upright photo, moved with the turn, and says so."""
+    from facepipe.data.face_detector import _rot90_points
+
+    upright = load_rgb(photos / "astronaut.png")
+    ref = detector(detector_args("hog"))(upright)[0]
+    faces = detector(detector_args("hog+cnn"))(np.ascontiguousarray(np.rot90(upright, k)))
+    assert len(faces) == 1
+    f = faces[0]
+    assert f["lm_trusted"] is True and f["roll"] == 90 * (4 - k)
+    want = _rot90_points(ref["lm68"], upright.shape, k)
+    iod = np.linalg.norm(np.subtract(ref["lm68"][36], ref["lm68"][45]))
+    assert np.median(np.linalg.norm(np.asarray(f["lm68"]) - want, axis=1)) < 0.1 * iod
+
+
+def test_rot90_points_follow_numpy():
+    from facepipe.data.face_detector import _rot90_points
+
+    img = np.arange(15).reshape(3, 5)
+    for k in (1, 2, 3):
+        turned = np.rot90(img, k)
+        for x, y in [(0, 0), (4, 2), (1, 2)]:
+            (nx, ny), = _rot90_points([[x, y]], img.shape, k)
+            assert turned[int(ny), int(nx)] == img[y, x]
+            assert _rot90_points([[nx, ny]], turned.shape, -k).tolist() == [[x, y]]

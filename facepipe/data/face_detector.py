@@ -38,6 +38,7 @@ CNN_AUTO_UPSAMPLE_BELOW = 400
 # ~7 GB per process at 3200x2400. Settings that can go past this side (max_side x 2**upsample) are
 # refused before any work.
 CNN_MAX_SIDE_SEEN = 3200
+HOG_WINDOW = 80  # px: the smallest face dlib's frontal (HOG) detector finds without upsampling
 SHAPE_MODELS = ("shape_predictor_5_face_landmarks.dat", "shape_predictor_68_face_landmarks.dat")
 CNN_MODEL = "mmod_human_face_detector.dat"
 
@@ -177,9 +178,65 @@ class FaceDetector:
             }
             if by_cnn:
                 face["lm_trusted"] = landmarks_trusted(face["box"], face["lm5"], face["lm68"])
+                face.update(self._turned_landmarks(rgb, face["box"]) or {})
             faces.append(face)
         faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
         return faces
+
+
+    def _turned_landmarks(self, rgb: np.ndarray, box) -> dict | None:
+        """Landmarks of a CNN face lying on its side (a photo turned without an EXIF tag, a person lying
+        down). dlib's landmark models expect an upright face: on a turned one they make up a shape, and
+        the two models can even agree on it (on FASSEG V2 test turned by 90 degrees, 13 of 45 CNN faces
+        passed landmarks_trusted that way). HOG, which finds upright frontal faces only, decides: in the
+        region around the box as it is, then turned by 90 and by 270 degrees. Found as it is, or in no
+        turn (a profile), the face keeps its landmarks (None). Found in a turn, and the landmarks from
+        HOG's box there trusted, they are returned back in photo coordinates, with "roll": the turn in
+        degrees (counter-clockwise, as np.rot90). On FASSEG's 65 untrusted profiles no turn is taken;
+        without HOG's check the landmark models agreed in some turn on 53 of them. Upside down (180) is
+        not tried: HOG found 4 of those profiles that way."""
+        h, w = rgb.shape[:2]
+        l, t, r, b = box
+        grow = 0.5 * (r - l)
+        x0, y0 = max(0, int(l - grow)), max(0, int(t - grow))
+        x1, y1 = min(w, int(np.ceil(r + grow))), min(h, int(np.ceil(b + grow)))
+        region = rgb[y0:y1, x0:x1]
+        up = 1 if r - l < 2 * HOG_WINDOW else 0  # HOG's 80 px window needs the face at least that wide
+        for k in (0, 1, 3):
+            turned = np.ascontiguousarray(np.rot90(region, k))
+            centre = _rot90_points([[(l + r) / 2 - x0, (t + b) / 2 - y0]], region.shape, k)[0]
+            found = [d for d in self._frontal()(turned, up)
+                     if abs((d.left() + d.right()) / 2 - centre[0]) < 0.25 * (r - l)
+                     and abs((d.top() + d.bottom()) / 2 - centre[1]) < 0.25 * (r - l)]
+            if not found:
+                continue
+            if k == 0:
+                return None
+            rect = found[0]
+            lm5, lm68 = _pts(self.sp5(turned, rect)), _pts(self.sp68(turned, rect))
+            if landmarks_trusted([rect.left(), rect.top(), rect.right(), rect.bottom()], lm5, lm68):
+                back = [(_rot90_points(p, turned.shape, -k) + [x0, y0]).round(2).tolist() for p in (lm5, lm68)]
+                return {"lm5": back[0], "lm68": back[1], "lm_trusted": True, "roll": 90 * k}
+        return None
+
+    def _frontal(self):
+        """dlib's HOG detector, loaded on first use when the CNN alone detects (--detector cnn)."""
+        if self.hog is not None:
+            return self.hog
+        if getattr(self, "_turn_hog", None) is None:  # not self.hog: that would make a CNN-only detector run HOG first
+            self._turn_hog = dlib.get_frontal_face_detector()
+        return self._turn_hog
+
+
+def _rot90_points(pts, shape, k: int) -> np.ndarray:
+    """Pixel coordinates (x, y) in an image of `shape` (rows, cols, ...) after np.rot90(image, k): each
+    quarter turn counter-clockwise sends (x, y) to (y, cols - 1 - x)."""
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
+    rows, cols = shape[:2]
+    for _ in range(k % 4):
+        p = np.stack([p[:, 1], cols - 1 - p[:, 0]], 1)
+        rows, cols = cols, rows
+    return p
 
 
 def _pts(shape) -> list[list[float]]:

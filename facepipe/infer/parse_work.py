@@ -189,6 +189,7 @@ def write_photo(job: dict) -> dict:
            "model": job["model"], "schema": schema,
            "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
                       **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
+                      **({"roll": f["roll"]} if "roll" in f else {}),  # a face found on its side
                       **({"branch": job["branches"][i]} if job.get("branches") else {}),  # two-branch models
                       **({"colour_pixels": job["colour_pixels"][i]} if job.get("colour_pixels") else {}),
                       **({"prior_pixels": job["prior_pixels"][i]} if job.get("prior_pixels") else {})}
