@@ -1,9 +1,10 @@
 """Faces on their side: FASSEG V2 test turned by 90 and 270 degrees (np.rot90, no EXIF tag), parsed with
-`--detector hog+cnn`, labels turned back and scored against the upright labels; `--no-turn` parses as
+`--detector hog+cnn` (or --detector), labels turned back and scored against the upright labels; `--no-turn` parses as
 before faces were turned upright for their landmarks (docs/results.md, "Faces on their side").
 
     python tools/turned_photos_check.py data/fasseg /tmp/turned            # k = 0, 1, 3
     python tools/turned_photos_check.py data/fasseg /tmp/turned --no-turn
+    python tools/turned_photos_check.py data/fasseg /tmp/turned --detector hog    # parse's default
 """
 import argparse
 import json
@@ -22,20 +23,21 @@ def main():
     ap.add_argument("fasseg", help="an imported FASSEG folder (facepipe import fasseg)")
     ap.add_argument("work", help="folder for the turned photos and the parses")
     ap.add_argument("--no-turn", action="store_true")
+    ap.add_argument("--detector", default="hog+cnn", choices=("hog", "hog+cnn", "cnn"))
     a = ap.parse_args()
     if a.no_turn:
         face_detector.FaceDetector._turned_landmarks = lambda self, rgb, box: None
     from facepipe.cli import cli
 
     images, labels, work = Path(a.fasseg) / "images", Path(a.fasseg) / "labels", Path(a.work)
-    tag = "noturn" if a.no_turn else "turn"
+    tag = ("noturn" if a.no_turn else "turn") + "-" + a.detector
     for k in (0, 1, 3):
         src, out = work / f"photos-{k}", work / f"parsed-{k}-{tag}"
         src.mkdir(parents=True, exist_ok=True)
         for f in sorted(images.glob("v2_test_*.png")):
             if not (src / f.name).exists():
                 Image.fromarray(np.ascontiguousarray(np.rot90(np.asarray(Image.open(f).convert("RGB")), k))).save(src / f.name)
-        cli.main(["parse", str(src), "--out", str(out), "--detector", "hog+cnn", "-q", "--workers", "1", "--force"],
+        cli.main(["parse", str(src), "--out", str(out), "--detector", a.detector, "-q", "--workers", "1", "--force"],
                  standalone_mode=False)
         cm, faces, turned = np.zeros((6, 6), np.int64), 0, 0
         for f in sorted(labels.glob("v2_test_*.png")):

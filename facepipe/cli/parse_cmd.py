@@ -117,8 +117,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     if len(s["no_face"]) > 20:
         rep.log(f"... and {len(s['no_face']) - 20} more without a face (summary.json lists them)")
     if s["no_face"] and kw.get("detector", "hog") == "hog":
-        rep.log("HOG finds frontal faces only: --detector hog+cnn also looks for turned faces and profiles "
-                "(dlib's CNN, on the photos HOG finds no face in).")
+        rep.log("HOG finds upright frontal faces only: --detector hog+cnn also finds profiles and faces on their "
+                "side, as in a photo turned without an EXIF tag (dlib's CNN, on the photos HOG finds no face in).")
     if s["no_face"] and kw.get("upsample", -1) < 1:
         where = "" if kw.get("upsample", -1) == 0 else ", and from 1200 px on searched without upsampling"
         rep.log(f"Small faces: photos are shrunk to {kw.get('max_side', 1600)} px for detection{where}, where a "
