@@ -312,3 +312,16 @@ def test_rot90_points_follow_numpy():
             (nx, ny), = _rot90_points([[x, y]], img.shape, k)
             assert turned[int(ny), int(nx)] == img[y, x]
             assert _rot90_points([[nx, ny]], turned.shape, -k).tolist() == [[x, y]]
+
+
+def test_parse_turns_a_face_on_its_side_upright_and_says_so(photos, tmp_path):
+    """parse --detector hog+cnn on the astronaut's photo turned a quarter: the face is parsed upright (its
+    nose and mouth are found, which a sideways crop does not give) and its record carries the roll."""
+    src = tmp_path / "p"
+    save_image(src / "side.png", np.ascontiguousarray(np.rot90(load_rgb(photos / "astronaut.png"), 1)))
+    res = CliRunner().invoke(cli, ["parse", str(src), "--out", str(tmp_path / "o"), "-q", "--device", "cpu",
+                                   "--workers", "1", "--detector", "hog+cnn"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "o" / "side.json").read_text())
+    assert len(rec["faces"]) == 1 and rec["faces"][0]["roll"] == 270 and rec["faces"][0]["lm_trusted"] is True
+    assert rec["pixel_counts"]["nose"] > 100 and rec["pixel_counts"]["mouth"] > 50

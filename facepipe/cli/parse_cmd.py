@@ -78,7 +78,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       <photo>.overlay.png  the labels over the photo, with a legend
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
                            (and each face's branch, color or gray, for a model with a gray branch;
-                           colour_pixels and prior_pixels: crop pixels the two face rules changed)
+                           colour_pixels and prior_pixels: crop pixels the two face rules changed;
+                           roll: 90 or 270 for a face found on its side and turned upright)
     plus summary.json (counts, failures, seconds per step) and manifest.json. A rerun skips the photos
     already parsed with the same model (--force redoes them). Photos without a face or that cannot be
     read are named on the terminal; the exit code is 1 when no photo at all was parsed.
