@@ -141,6 +141,7 @@ class FaceDetector:
         self.sp5 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[0])))
         self.sp68 = dlib.shape_predictor(str(model_file(SHAPE_MODELS[1])))
         self.upsample, self.max_side, self.threshold, self.kind = upsample, max_side, threshold, kind
+        self._turn_hog = None  # HOG for faces on their side when the CNN detects alone (_frontal)
 
     def _detect(self, small: np.ndarray):
         """Boxes and scores on the shrunk photo, and whether the CNN found them."""
@@ -183,7 +184,6 @@ class FaceDetector:
         faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
         return faces
 
-
     def _turned_landmarks(self, rgb: np.ndarray, box) -> dict | None:
         """Landmarks of a CNN face lying on its side (a photo turned without an EXIF tag, a person lying
         down). dlib's landmark models expect an upright face: on a turned one they make up a shape, and
@@ -223,7 +223,7 @@ class FaceDetector:
         """dlib's HOG detector, loaded on first use when the CNN alone detects (--detector cnn)."""
         if self.hog is not None:
             return self.hog
-        if getattr(self, "_turn_hog", None) is None:  # not self.hog: that would make a CNN-only detector run HOG first
+        if self._turn_hog is None:  # not self.hog: that would make a CNN-only detector run HOG first
             self._turn_hog = dlib.get_frontal_face_detector()
         return self._turn_hog
 
