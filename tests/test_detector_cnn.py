@@ -101,7 +101,8 @@ def test_hog_then_cnn_runs_the_cnn_only_where_hog_finds_no_face(both, photos, tm
     assert len(rolled) == 1 and rolled[0]["lm_trusted"] is True and rolled[0]["roll"] == 270
     assert rec["blank"]["faces"] == []
     assert m["config"]["detector"] == "hog+cnn"
-    assert (m["counts"]["faces"], m["counts"]["no_face"], m["counts"]["cnn_faces"], m["counts"]["box_cut"]) == (2, 1, 1, 0)
+    counts = m["counts"]
+    assert (counts["faces"], counts["no_face"], counts["cnn_faces"], counts["box_cut"], counts["turned"]) == (2, 1, 1, 0, 1)
     assert detector(detector_args("hog"))(load_rgb(src / "rolled.png")) == []  # the premise: HOG misses it
     # Without the turn (as for a profile, which no turn makes frontal), its landmarks fail the trust rule
     # and the face is counted as cut from its box.
@@ -324,4 +325,11 @@ def test_parse_turns_a_face_on_its_side_upright_and_says_so(photos, tmp_path):
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "o" / "side.json").read_text())
     assert len(rec["faces"]) == 1 and rec["faces"][0]["roll"] == 270 and rec["faces"][0]["lm_trusted"] is True
+    assert "faces on their side, turned upright" not in res.output  # -q: no table; the counts are in the files
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["turned"] == 1
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["counts"]["turned"] == 1
+    again = CliRunner().invoke(cli, ["parse", str(src), "--out", str(tmp_path / "o"), "--device", "cpu",
+                                     "--workers", "1", "--detector", "hog+cnn"])
+    assert again.exit_code == 0 and "faces on their side, turned upright" in again.output  # resumed: still counted
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["turned"] == 1
     assert rec["pixel_counts"]["nose"] > 100 and rec["pixel_counts"]["mouth"] > 50

@@ -106,6 +106,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
     if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
         rows.append(("faces cut from their box (profiles)", s["box_cut"]))
+        rows.append(("faces on their side, turned upright", s["turned"]))
     if parser.model.gray_branch:  # two-branch model: how many faces its grayscale weights took
         rows.append(("faces on the gray branch", s["gray_branch"]))
     rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),

@@ -121,6 +121,11 @@ def landmarks_trusted(box, lm5, lm68) -> bool:
     return inside and bool(gap <= TRUST_MAX_DISAGREEMENT * w)
 
 
+def turned_upright(faces) -> int:
+    """How many of these face records were found on their side and turned upright for their landmarks."""
+    return sum("roll" in f for f in faces)
+
+
 def box_cut(faces) -> int:
     """How many of these face records are cut from their box: CNN faces whose landmarks are not trusted
     (HOG faces carry no flag)."""

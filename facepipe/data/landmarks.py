@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.data.face_detector import box_cut, check_detector, detector, detector_args
+from facepipe.data.face_detector import box_cut, check_detector, detector, detector_args, turned_upright
 from facepipe.util.atomic import write_json, write_text
 from facepipe.util.errors import BadImage
 from facepipe.util.images import load_rgb
@@ -95,7 +95,7 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
                   "multi_face": int(sum(n > 1 for n in n_faces))}
         if cfg.detector != "hog":  # faces the CNN found, and of those the ones align will cut from their box
             cnn = [fc for r in recs for fc in r["faces"] if "lm_trusted" in fc]
-            counts.update(cnn_faces=len(cnn), box_cut=box_cut(cnn))
+            counts.update(cnn_faces=len(cnn), box_cut=box_cut(cnn), turned=turned_upright(cnn))
         nofaces = [{"id": r["id"], "reason": "no face found"} for r in recs if not r["faces"]]
         return so.finish(inputs={"src": {"path": str(Path(cfg.src).resolve()),
                                          "manifest_sha256": in_man["_sha256"] if in_man else None}},

@@ -38,7 +38,7 @@ import torch
 
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
-from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args
+from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
@@ -146,6 +146,7 @@ class Tally:
     parsed: int = 0
     faces: int = 0
     box_cut: int = 0  # faces cut from their detector box (CNN faces whose landmarks are not trusted)
+    turned: int = 0  # faces found on their side and turned upright for their landmarks
     gray_branch: int = 0  # faces a two-branch model ran on its grayscale branch (models.gray_route)
     resumed: int = 0
     no_face: list = field(default_factory=list)
@@ -159,9 +160,11 @@ class Tally:
         for k, v in sec.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
 
-    def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0, gray_branch: int = 0) -> None:
+    def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0, gray_branch: int = 0,
+             turned: int = 0) -> None:
         self.faces += faces
         self.box_cut += box_cut
+        self.turned += turned
         self.gray_branch += gray_branch
         if faces:
             self.parsed += 1
@@ -353,7 +356,8 @@ class _Pipeline:
     def finish_write(self, f: Future) -> None:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
-        self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0), r.get("gray_branch", 0))
+        self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0), r.get("gray_branch", 0),
+                        r.get("turned", 0))
         if r["grayscale"] and not self.parser.model.saw_grayscale:
             seen = self.parser.model.augment
             why = (f"the model was trained without grayscale faces (--augment {seen})"
@@ -528,7 +532,8 @@ def _resumed(mine: list[tuple]) -> Tally:
             tally.parsed += 1
         else:
             faces = rec.get("faces", [])
-            tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces), gray_branch_faces(faces))
+            tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces), gray_branch_faces(faces),
+                       turned_upright(faces))
     return tally
 
 
@@ -566,7 +571,7 @@ def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Se
 
 def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
-    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut,
+    s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "turned": t.turned,
          "gray_branch": t.gray_branch, "resumed": t.resumed,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
@@ -597,6 +602,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     for k in ("photos", "parsed", "faces", "resumed"):
         m[k] = sum(p[k] for p in parts)
     m["box_cut"] = sum(p.get("box_cut", 0) for p in parts)
+    m["turned"] = sum(p.get("turned", 0) for p in parts)
     m["gray_branch"] = sum(p.get("gray_branch", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
     for k in ("no_face", "unreadable", "grayscale"):
@@ -612,7 +618,7 @@ def _finish(out: Path, summary: dict, config: dict, parser: Parser) -> dict:
     write_json(out / "summary.json", summary)
     counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
     counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]),
-                  box_cut=summary.get("box_cut", 0))
+                  box_cut=summary.get("box_cut", 0), turned=summary.get("turned", 0))
     write_json(out / MANIFEST, {
         "stage": "parse", "schema_version": SCHEMA_VERSION, "facepipe_version": __version__, "config": config,
         "inputs": {"model": {"path": str(parser.model.path.resolve()), **parser.identity()}},

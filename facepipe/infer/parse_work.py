@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from facepipe.data.face_detector import box_cut, detector
+from facepipe.data.face_detector import box_cut, detector, turned_upright
 from facepipe.infer.beyond_crop import ZOOM, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.label_warp import labels_in_photo, union_box
 from facepipe.util.align_spec import AlignSpec, align_face
@@ -232,4 +232,5 @@ def write_photo(job: dict) -> dict:
         save_record(out / f"{stem}.json", rec)
         clock("encode+write")
     return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
-            "box_cut": box_cut(faces), "gray_branch": gray_branch_faces(rec["faces"]), "seconds": clock.seconds}
+            "box_cut": box_cut(faces), "turned": turned_upright(faces), "gray_branch": gray_branch_faces(rec["faces"]),
+            "seconds": clock.seconds}
