@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import parse_astronaut
 from facepipe.cli import cli
-from facepipe.infer.beyond_crop import _inner_box, hair_beyond, outer_matrix, paint_beyond, zoom_matrix
+from facepipe.infer.beyond_crop import _inner_box, far_seed, hair_beyond, outer_matrix, paint_beyond, zoom_matrix
 from facepipe.util.atomic import save_image
 from facepipe.util.geometry import apply
 
@@ -46,6 +46,26 @@ def _maps():
     second[:lo + 3, :lo + 3] = HAIR  # beside the corner blob
     second[30:36, hi + 3:] = HAIR  # right of the crop, not touching anything
     return first, second, lo, hi
+
+
+def test_long_hair_that_runs_out_of_the_second_crop_is_followed_by_a_third_pass():
+    """The second pass's hair reaches the second crop's bottom edge: the third pass (a crop 1.5 times as
+    wide again) continues it below the second crop, and nothing else: not its hair elsewhere that the
+    first two passes' hair does not reach. Hair that stops inside the second crop gets no third pass."""
+    first, second, lo, hi = _maps()
+    mask = hair_beyond(first, second, HAIR, 1.5)
+    seed = far_seed(first, mask, HAIR)
+    assert seed is not None and seed[hi:, 28:36].all() and seed[lo:hi, lo:hi].any()
+    third = np.zeros((S, S), np.uint8)
+    third[hi:, 30:34] = HAIR  # below the second crop, under the long hair's continuation
+    third[hi:, 2:6] = HAIR  # below the second crop, apart
+    far = hair_beyond(None, third, HAIR, 1.5, seed=seed)
+    expect = np.zeros((S, S), bool)
+    expect[hi:, 30:34] = True
+    assert np.array_equal(far, expect)
+    short = mask.copy()
+    short[-4:] = False  # the second pass's hair stops before the second crop's edge
+    assert far_seed(first, short, HAIR) is None
 
 
 def test_only_the_faces_hair_is_continued_and_only_below_or_beside_the_crop():
@@ -110,7 +130,7 @@ def astronaut_parsed(tmp_path_factory):
 
 def test_parse_follows_hair_by_default_and_says_so(astronaut_parsed):
     on, off = astronaut_parsed / "on", astronaut_parsed / "off"
-    assert json.loads((on / "manifest.json").read_text())["config"]["beyond_crop"] == {"zoom": 1.5}
+    assert json.loads((on / "manifest.json").read_text())["config"]["beyond_crop"] == {"zoom": 1.5, "far_zoom": 2.25}
     assert "beyond_crop" not in json.loads((off / "manifest.json").read_text())["config"]
     rec_on, rec_off = (json.loads((d / "a.json").read_text()) for d in (on, off))
     assert "hair_beyond_crop_pixels" in rec_on and "hair_beyond_crop_pixels" not in rec_off
@@ -124,7 +144,8 @@ def test_parse_follows_hair_by_default_and_says_so(astronaut_parsed):
 
 def test_second_pass_masks_reach_the_photo_around_each_first_crop(tmp_path, monkeypatch):
     """The wiring, whatever the network says: with every mask all hair, parse paints exactly the ring
-    that the zoomed-out crop adds around the face's crop, and counts it."""
+    that the zoomed-out crops add around the face's crop (the second's, and the third's: an all-hair
+    second mask reaches the second crop's edges), and counts it."""
     from skimage import data
 
     import facepipe.infer.parse as parse_mod
@@ -136,13 +157,13 @@ def test_second_pass_masks_reach_the_photo_around_each_first_crop(tmp_path, monk
     # The face's colours off: the only hair reaching this crop's edge is a speck on the suit's collar,
     # which their stray-hair step rightly takes away, and then no second pass would run.
     parse_photos(parser, [tmp_path / "a.png"], tmp_path / "off", workers=1, beyond_crop=False, face_colours=False)
-    monkeypatch.setattr(parse_mod, "hair_beyond", lambda first, second, hair: np.ones(first.shape, bool))
+    monkeypatch.setattr(parse_mod, "hair_beyond", lambda first, second, *a, **k: np.ones(second.shape, bool))
     parse_photos(parser, [tmp_path / "a.png"], tmp_path / "on", workers=1, face_colours=False)
     a, b = (np.asarray(Image.open(tmp_path / d / "a.labels.png")) for d in ("off", "on"))
     rec = json.loads((tmp_path / "on" / "a.json").read_text())
     m = np.array(rec["faces"][0]["matrix"])
     first = crop_mask_in_photo(m, S * 4, a.shape)
-    outer = crop_mask_in_photo(outer_matrix(m, S * 4, 1.5), S * 4, a.shape)
+    outer = crop_mask_in_photo(outer_matrix(m, S * 4, 2.25), S * 4, a.shape)
     ring = outer & ~first
     changed = a != b
     assert rec["hair_beyond_crop_pixels"] == changed.sum() > 10000

@@ -53,9 +53,10 @@ def _outputs(ctx, param, value):
                    "accurate (+0.8 points of overall F1 for the bundled model on FASSEG V2 test).")
 @field_option(parse_photos, "beyond_crop", "--beyond-crop/--crop-only",
               help="Follow hair that runs beyond the face's crop (long hair, the back of a turned head) with a "
-                   "second pass of the network over a crop 1.5 times as wide, below and beside the crop; only "
-                   "hair that continues the face's own hair is added. --crop-only labels the crop alone (half "
-                   "the network's time).")
+                   "second pass of the network over a crop 1.5 times as wide, below and beside the crop, and "
+                   "where that hair runs on (long hair to the waist) a third over a crop 2.25 times as wide; "
+                   "only hair that continues the face's own hair is added. --crop-only labels the crop alone "
+                   "(half the network's time).")
 @field_option(parse_photos, "face_colours", "--face-colours/--no-face-colours",
               help="Where the network hesitates between background, hair and skin, let the face's own colours "
                    "(learned from the pixels it is sure of) settle it: light, grey and red hair, gray photos, "

@@ -14,7 +14,10 @@ own hair across the crop's edge:
   sideways (the back of a turned head). The template leaves room above the crown, and where hair
   touched the top edge on the selection set it was a cut-off strip or dark clutter, not more hair;
 - the kept pixels are painted as hair only where no face's first crop reaches: inside the crops the
-  first pass decides, as before.
+  first pass decides, as before;
+- hair that runs on out of the second crop (long hair down to the waist) is followed once more, the
+  same way, by a third pass over a crop FAR_ZOOM = 2.25 times as wide: seeded by all the hair the first
+  two passes gave, it keeps only hair connected to it outside the second crop, below its top edge.
 
 Everything happens in the zoomed-out crop (S x S), so the cost does not grow with the photo. Pure numpy
 and scipy: the masks are made where the network ran and warped into the photo by the writing worker.
@@ -27,6 +30,7 @@ from scipy import ndimage
 from facepipe.util.geometry import STRIP_PIXELS, footprint, warp_image
 
 ZOOM = 1.5  # the second crop's side over the first's (2.0 lost on the selection set: docs/results.md)
+FAR_ZOOM = ZOOM * ZOOM  # the third crop's: ZOOM times the second's, so each pass relates to the last alike
 
 
 def outer_matrix(matrix: np.ndarray, size: int, zoom: float = ZOOM) -> np.ndarray:
@@ -70,18 +74,28 @@ def face_hair(labels: np.ndarray, hair: int) -> np.ndarray:
     return np.isin(comp, touching[touching > 0])
 
 
-def hair_beyond(first: np.ndarray, second: np.ndarray, hair: int, zoom: float = ZOOM,
-                above: bool = False) -> np.ndarray:
+def into_outer(mask: np.ndarray, zoom: float = ZOOM) -> np.ndarray:
+    """A mask of a crop (S x S) as the crop `zoom` times as wide around the same centre sees it (nearest
+    pixel centres; False around)."""
+    s = mask.shape[0]
+    lo, hi = _inner_box(s, zoom)
+    idx = np.clip(np.floor((np.arange(lo, hi) - (s - 1) / 2.0) * zoom + (s - 1) / 2.0 + 0.5), 0, s - 1).astype(int)
+    out = np.zeros((s, s), bool)
+    out[lo:hi, lo:hi] = mask[np.ix_(idx, idx)]
+    return out
+
+
+def hair_beyond(first: np.ndarray | None, second: np.ndarray, hair: int, zoom: float = ZOOM,
+                above: bool = False, seed: np.ndarray | None = None) -> np.ndarray:
     """Boolean S x S mask, in the zoomed-out crop, of the hair to add outside the first crop.
 
     first: the first pass's labels (S x S, its own crop); second: the zoomed-out pass's labels; above:
-    also above the crop's top edge (off in parse; kept for tools/beyond_crop_select.py)."""
-    s = first.shape[0]
+    also above the crop's top edge (off in parse; kept for tools/beyond_crop_select.py). seed: the hair
+    to follow, in the inner crop, instead of first's hair touching the face (the third pass: all the
+    hair of the first two, in the second crop)."""
+    s = second.shape[0]
     lo, hi = _inner_box(s, zoom)
-    # The first crop's labels seen from the zoomed-out crop (nearest pixel centres)
-    idx = np.clip(np.floor((np.arange(lo, hi) - (s - 1) / 2.0) * zoom + (s - 1) / 2.0 + 0.5), 0, s - 1).astype(int)
-    seeds = np.zeros((s, s), bool)
-    seeds[lo:hi, lo:hi] = face_hair(first, hair)[np.ix_(idx, idx)]
+    seeds = into_outer(face_hair(first, hair) if seed is None else seed, zoom)
     outside = np.ones((s, s), bool)
     outside[lo:hi, lo:hi] = False
     if not above:
@@ -92,6 +106,15 @@ def hair_beyond(first: np.ndarray, second: np.ndarray, hair: int, zoom: float = 
         return np.zeros((s, s), bool)
     keep = np.unique(comp[seeds])
     return np.isin(comp, keep[keep > 0]) & outside
+
+
+def far_seed(first: np.ndarray, beyond: np.ndarray, hair: int) -> np.ndarray | None:
+    """The hair a third pass follows, in the second crop: the first pass's hair touching the face and the
+    second's added hair (`beyond`, hair_beyond's mask); None when that hair does not reach the second
+    crop's bottom or side edges (nothing can continue it: no third pass)."""
+    if not reaches_edge(beyond.astype(np.uint8), 1):
+        return None
+    return beyond | into_outer(face_hair(first, hair))
 
 
 def _crop_coords(m: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +130,7 @@ def paint_beyond(labels: np.ndarray, masks: list, outer_matrices: list, first_ma
     """Set `labels` (the photo's, in place) to `hair` where a mask (zoomed-out crop; matrix photo -> that
     crop) says so and no face's first crop reaches (crop coordinates in (-1, size) for any of
     `first_matrices`: where label_warp labels from the first pass, zeros interpolated at the rim). A
-    strip of rows at a time, over each mask's footprint. Returns the pixels painted."""
+    strip of rows at a time, over each mask's footprint. Returns how many pixels became hair."""
     h, w = labels.shape
     painted = 0
     for mask, m in zip(masks, outer_matrices):
@@ -129,6 +152,7 @@ def paint_beyond(labels: np.ndarray, masks: list, outer_matrices: list, first_ma
             for fm in first_matrices:
                 fr, fc = _crop_coords(fm, sy, ey, x0, x1)
                 hit &= ~((fr > -1) & (fr < size) & (fc > -1) & (fc < size))
-            labels[sy:ey, x0:x1][hit] = hair
-            painted += int(hit.sum())
+            strip = labels[sy:ey, x0:x1]
+            painted += int((hit & (strip != hair)).sum())  # once per pixel, where masks overlap too
+            strip[hit] = hair
     return painted

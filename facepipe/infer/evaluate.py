@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepipe.data.face_cache import FaceCache, to_input
-from facepipe.infer.beyond_crop import ZOOM, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.beyond_crop import ZOOM, far_seed, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
@@ -64,10 +64,9 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                     target = f.photo_label(j)
                     pred = probs_to_photo(probs[k], f.read("matrices", j), target.shape).argmax(-1).astype(np.uint8)
                     if beyond_crop:
-                        hair = schema.index("hair")
-                        first = probs[k].argmax(0)
-                        mask = hair_beyond(first, outer[k].argmax(0), hair, beyond_zoom, beyond_above)
-                        paint_beyond(pred, [mask], [mats[k]], [f.read("matrices", j)], first.shape[0], hair)
+                        _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
+                                      beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
+                                      (model, flip_perm, tta_flip, device))
                     image = None
                 cm = confusion(pred, target, n)
                 cm_total += cm
@@ -105,6 +104,18 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
         if prior is not None:
             prior.apply(probs[k], f.read("landmarks", j)[:int(f.read("n_landmarks", j))], labels)
     return probs
+
+
+def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above: bool, f, j, hm, net) -> None:
+    """Hair beyond face j's crop painted into pred (photo labels), as parse does: the second pass's, then,
+    where that hair runs on out of the second crop, a third pass's over a crop zoom**2 as wide."""
+    masks, mats = [hair_beyond(first, second, hair, zoom, above)], [outer_mat]
+    seed = far_seed(first, masks[0], hair)
+    if seed is not None:
+        third, far = _outer_pass(f, [j], hm, *net, zoom * zoom)
+        masks.append(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed))
+        mats.append(far[0])
+    paint_beyond(pred, masks, mats, [f.read("matrices", j)], first.shape[0], hair)
 
 
 def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM):

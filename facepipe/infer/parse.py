@@ -39,7 +39,7 @@ import torch
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
-from facepipe.infer.beyond_crop import ZOOM, hair_beyond, reaches_edge
+from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
@@ -53,6 +53,7 @@ from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import crop_face
 from facepipe.util.images import list_images
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
@@ -293,15 +294,15 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
         points = (q for r in batch for q in r["crop_points"])
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
-    masks = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
+    beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
     k = 0
     for r in batch:
         n = len(r["crops"])
         r["probs"], r["labels"] = probs[k:k + n], labels[k:k + n]
         if gray is not None:  # which branch took each face: the photo's record says so
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
-        if masks is not None:
-            r["beyond"] = masks[k:k + n]
+        if beyond is not None:
+            r["beyond"], r["beyond_far"] = beyond[0][k:k + n], beyond[1][k:k + n]
         if colours is not None:
             r["colour_pixels"] = recoloured[k:k + n]
         if prior is not None:
@@ -311,21 +312,32 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
 
 
 def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool):
-    """Each face's mask of hair beyond its crop (None: nothing to add), or None without second crops. The
-    second pass runs only on faces whose hair reaches the crop's bottom or side edges (most do not).
-    first: the first pass's labels (N x S x S)."""
+    """Each face's masks of hair beyond its crop, (second crop's, third crop's) with None where there is
+    nothing to add, or None without second crops. The second pass runs only on faces whose hair reaches
+    the crop's bottom or side edges (most do not), the third only on faces whose added hair reaches the
+    second crop's (long hair). first: the first pass's labels (N x S x S)."""
     if not any(r.get("outer_crops") for r in batch):
         return None
     hair = parser.schema.index("hair")
     outer = [(c, h) for r in batch for c, h in zip(r["outer_crops"], r["outer_heatmaps"])]
+    faces = [(r, k) for r in batch for k in range(len(r["outer_crops"]))]
     todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
-    masks = [None] * len(first)
+    masks, far_masks = [None] * len(first), [None] * len(first)
     if todo:
         second, _ = _run_network(parser, [outer[i][0] for i in todo], [outer[i][1] for i in todo], batch_size,
                                  tta_flip)
         for i, q in zip(todo, second):
             masks[i] = hair_beyond(first[i], q.argmax(0), hair)
-    return masks
+    seeds = {i: far_seed(first[i], masks[i], hair) for i in todo}
+    todo = [i for i in todo if seeds[i] is not None]
+    if todo:
+        size = parser.align.size
+        crops = [crop_face(faces[i][0]["rgb"], faces[i][0]["far_matrices"][faces[i][1]], size) for i in todo]
+        heat = [outer_heatmap(faces[i][0]["heatmaps"][faces[i][1]], FAR_ZOOM) for i in todo]
+        third, _ = _run_network(parser, crops, heat, batch_size, tta_flip)
+        for i, q in zip(todo, third):  # relative to the second crop, the third is ZOOM times as wide
+            far_masks[i] = hair_beyond(None, q.argmax(0), hair, FAR_ZOOM / ZOOM, seed=seeds[i])
+    return masks, far_masks
 
 
 class _Pipeline:
@@ -468,7 +480,7 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
         config["tta_flip"] = True
     if beyond_crop:
-        config["beyond_crop"] = {"zoom": ZOOM}
+        config["beyond_crop"] = {"zoom": ZOOM, "far_zoom": FAR_ZOOM}
     if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
         config["landmark_prior"] = {"reach_iod": REACH_IOD}
     if face_colours:

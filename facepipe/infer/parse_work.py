@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facepipe.data.face_detector import box_cut, detector, turned_upright
-from facepipe.infer.beyond_crop import ZOOM, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.label_warp import labels_in_photo, union_box
 from facepipe.util.align_spec import AlignSpec, align_face
 from facepipe.util.atomic import atomic_path
@@ -99,7 +99,10 @@ def align_photo(job: dict) -> dict:
     if job.get("beyond_crop") and not spec.letterbox:  # a letterbox crop is the whole photo already
         mats = [outer_matrix(m, spec.size, ZOOM) for m, _ in cuts]
         outer = {"outer_crops": [crop_face(rgb, m, spec.size) for m in mats],
-                 "outer_heatmaps": [outer_heatmap(hm) for hm in hms], "outer_matrices": mats}
+                 "outer_heatmaps": [outer_heatmap(hm) for hm in hms], "outer_matrices": mats,
+                 # The third pass's (long hair): only its matrices; the few faces that need it are cut
+                 # where the network runs, from the photo the job carries.
+                 "far_matrices": [outer_matrix(m, spec.size, FAR_ZOOM) for m, _ in cuts]}
     clock("warp")
     # Landmarks in each crop, for the landmark prior (infer.landmark_prior); a letterbox crop holds every face.
     points = [None if spec.letterbox else pts for _, pts in cuts]
@@ -199,9 +202,12 @@ def write_photo(job: dict) -> dict:
         reach = mats
         if job.get("beyond"):  # hair beyond the crops (infer.beyond_crop), where no first crop reaches
             hair = schema["classes"].index("hair")
-            painted = paint_beyond(labels, job["beyond"], job["outer_matrices"], mats, job["align"].size, hair)
+            far = job.get("beyond_far") or [None] * len(job["beyond"])
+            painted = paint_beyond(labels, list(job["beyond"]) + list(far),
+                                   list(job["outer_matrices"]) + list(job["far_matrices"]), mats, job["align"].size,
+                                   hair)
             rec["hair_beyond_crop_pixels"] = painted
-            reach = mats + list(job["outer_matrices"])
+            reach = mats + list(job["outer_matrices"]) + [m for m, q in zip(job["far_matrices"], far) if q is not None]
         clock("warp back")
         # Only the faces' footprints hold labels: count and tint there (two faces in a 24 MP photo are a
         # few percent of it), the rest is background.
