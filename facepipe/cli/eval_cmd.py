@@ -23,7 +23,8 @@ from facepipe.util.atomic import write_json
 @click.option("--tta-flip", is_flag=True, help="Average with the mirrored prediction.")
 @click.option("--beyond-crop", is_flag=True,
               help="Also label the hair that runs beyond each face's crop, as `parse` does by default: a "
-                   "zoomed-out second pass over the cache's source photos (needs --coords original).")
+                   "zoomed-out second pass over the cache's source photos, and a third where that hair runs on "
+                   "(needs --coords original).")
 @click.option("--landmark-prior", is_flag=True,
               help="Lay each face's landmarks over the network's answer, as `parse` does by default: inside the "
                    "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it.")

@@ -178,6 +178,15 @@ def save_record(path: Path, rec: dict) -> None:
         tmp.write_text(json.dumps(rec, indent=1) + "\n")
 
 
+def _paint_hair_beyond(job: dict, labels: np.ndarray, mats: list, hair: int) -> tuple[int, list]:
+    """The second and third passes' hair painted into the photo's labels; (pixels painted, the matrices of
+    every crop that labelled the photo: where the counts and the tint must look)."""
+    far = job.get("beyond_far") or [None] * len(job["beyond"])
+    painted = paint_beyond(labels, list(job["beyond"]) + list(far),
+                           list(job["outer_matrices"]) + list(job["far_matrices"]), mats, job["align"].size, hair)
+    return painted, mats + list(job["outer_matrices"]) + [m for m, q in zip(job["far_matrices"], far) if q is not None]
+
+
 def write_photo(job: dict) -> dict:
     """Label map, overlay and record of one photo; the record (json) is written last, as the photo's
     "done" mark for resuming."""
@@ -201,13 +210,8 @@ def write_photo(job: dict) -> dict:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         reach = mats
         if job.get("beyond"):  # hair beyond the crops (infer.beyond_crop), where no first crop reaches
-            hair = schema["classes"].index("hair")
-            far = job.get("beyond_far") or [None] * len(job["beyond"])
-            painted = paint_beyond(labels, list(job["beyond"]) + list(far),
-                                   list(job["outer_matrices"]) + list(job["far_matrices"]), mats, job["align"].size,
-                                   hair)
-            rec["hair_beyond_crop_pixels"] = painted
-            reach = mats + list(job["outer_matrices"]) + [m for m, q in zip(job["far_matrices"], far) if q is not None]
+            rec["hair_beyond_crop_pixels"], reach = _paint_hair_beyond(job, labels, mats,
+                                                                       schema["classes"].index("hair"))
         clock("warp back")
         # Only the faces' footprints hold labels: count and tint there (two faces in a 24 MP photo are a
         # few percent of it), the rest is background.
