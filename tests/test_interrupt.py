@@ -101,3 +101,46 @@ def test_ctrl_c_stops_a_pool_soon_and_leaves_no_worker():
             if len(got) == 3:
                 ctrl_c()  # taken at the next result, not inside the pool's machinery
     assert len(got) == 3 and not multiprocessing.active_children()
+
+
+def _nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_ctrl_c_while_a_pool_stops_ends_its_workers_not_the_wait():
+    # The second Ctrl-C of an interrupted run, pressed while the pool waits for its jobs in hand. Raised
+    # inside that wait it left the manager thread running but marked stopped, and the interpreter then
+    # hung at exit (stop_pool's docstring); now it ends the workers and the wait returns.
+    import threading
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from facepipe.util.interrupt import ignore_sigint, stop_pool
+
+    ex = ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=ignore_sigint)
+    jobs = [ex.submit(_nap, 60) for _ in range(2)]
+    _nap(0.2)
+    manager, workers = ex._executor_manager_thread, list(ex._processes.values())
+    assert len(workers) == 2 and not any(j.done() for j in jobs)
+    threading.Timer(1.0, ctrl_c).start()  # the handler runs in this, the main thread, during the wait
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):  # raised after the wait: the run still ends as interrupted
+        stop_pool(ex)
+    assert time.perf_counter() - t0 < 30, "the wait outlasted the Ctrl-C"
+    assert manager not in threading.enumerate() and not any(w.is_alive() for w in workers)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_stop_pool_waits_for_jobs_in_hand_and_drops_the_rest():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from facepipe.util.interrupt import stop_pool
+
+    ex = ProcessPoolExecutor(1)
+    jobs = [ex.submit(_nap, 0.3) for _ in range(20)]
+    stop_pool(ex)
+    assert jobs[0].result() == 0.3 and jobs[-1].cancelled()

@@ -108,3 +108,46 @@ def test_ctrl_c_with_dataloader_workers_exits_cleanly_and_resumes(synthetic_cach
     assert r.returncode == 0, r.stderr
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3, 4] and lines[0] == first  # resumed, not redone
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_parse_with_workers_exits_cleanly_and_resumes(tmp_path):
+    # Twice, as an impatient user (or `timeout -s INT`, which signals the child and then its group) does:
+    # the second Ctrl-C lands while the pool stops, where it once left the process hung at exit
+    # (util.interrupt.stop_pool). The race is rare; tests/test_interrupt.py pins the mechanism down.
+    from PIL import Image
+    from skimage import data
+
+    from facepipe.util.atomic import save_image
+
+    photos, out, progress = tmp_path / "photos", tmp_path / "parsed", tmp_path / "progress"
+    a = np.asarray(Image.fromarray(data.astronaut()).resize((320, 320)))
+    for i in range(24):
+        save_image(photos / f"p{i:02d}.png", np.roll(a, 4 * i, axis=1))
+    args = ["parse", photos, "--out", out, "--workers", "2", "--batch-size", "2", "-q"]
+    env = {**ENV, "FACEPIPE_TEST_PROGRESS": str(progress)}
+    proc = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_step(proc, progress, "parse", 2)
+        workers = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err and "rerun the same command" in err, err
+    time.sleep(0.5)
+    assert len(workers) >= 2 and not [w for w in workers if alive(w)], "parse workers outlived the run"
+    done = sorted(p.name for p in out.glob("*.json") if p.name.startswith("p"))
+    assert 2 <= len(done) < 24 and not list(out.glob(".*tmp*")), done
+    r = subprocess.run([sys.executable, str(RUNNER), *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parsed"] == 24 and summary["resumed"] == len(done), summary  # parsed counts both

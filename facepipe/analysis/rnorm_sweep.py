@@ -43,6 +43,7 @@ from facepipe.models import create_model
 from facepipe.util.atomic import atomic_path, write_json, write_text
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.errors import FacepipeError
+from facepipe.util.interrupt import stop_pool
 from facepipe.util.manifest import StageOutput, config_dict
 from facepipe.util.progress import SILENT, Reporter
 
@@ -259,11 +260,14 @@ def run_sweep(cfg: SweepConfig, reporter: Reporter = SILENT) -> dict:
                     cells.append(run_cell(cfg_dict, s, d, threads))
                     adv(1, last=f"{cells[-1]['cell']} F1 {cells[-1]['overall_f1']:.3f}")
             else:
-                with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
+                ex = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+                try:  # not `with`: its exit would wait for every cell not yet started after a Ctrl-C
                     futs = [ex.submit(run_cell, cfg_dict, s, d, threads) for s, d in todo]
                     for fu in futs:
                         cells.append(fu.result())
                         adv(1, last=f"{cells[-1]['cell']} F1 {cells[-1]['overall_f1']:.3f}")
+                finally:
+                    stop_pool(ex)
         a = analyse(cells)
         result = {"arch": cfg.arch, "budget_s": cfg.budget if cfg.epochs <= 0 else None, "cells": cells, **a}
         write_json(out / "sweep.json", result)

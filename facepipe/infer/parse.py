@@ -54,6 +54,7 @@ from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import crop_face
+from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.images import list_images
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
@@ -361,6 +362,7 @@ class _Pipeline:
         self.t0, self.finished = time.perf_counter(), 0
 
     def step(self) -> None:
+        check()  # a Ctrl-C is raised here, between photos (run() defers it)
         self.finished += 1
         rate = self.finished / max(time.perf_counter() - self.t0, 1e-9)
         self.advance(photos_per_s=f"{rate:.1f}", eta=f"{(self.n_todo - self.finished) / rate:.0f}s")
@@ -396,7 +398,7 @@ class _Pipeline:
         for r in self.batch:
             for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "crop_points", "det_args", "min_score"):
                 r.pop(k, None)
-            self.writing.append(self.ex.submit(write_photo, r))
+            self.writing.append(self.submit(write_photo, r))
             while len(self.writing) > self.window:
                 self.finish_write(self.writing.popleft())
         self.batch.clear()
@@ -414,6 +416,10 @@ class _Pipeline:
                 or sum(b["rgb"].size for b in self.batch) >= 3 * MAX_BATCH_PIXELS):
             self.flush()
 
+    def submit(self, fn, job: dict) -> Future:
+        with sigint_blocked():  # a worker this starts is born with Ctrl-C held back until it ignores it
+            return self.ex.submit(fn, job)
+
     def run(self, todo: list[tuple]) -> None:
         """`todo` [(photo, stem)] through the three steps; the pool is shut down whatever happens."""
         threads = torch.get_num_threads()
@@ -424,17 +430,21 @@ class _Pipeline:
         self.tally.network_threads = torch.get_num_threads()
         aligning, jobs = deque(), iter(todo)
         try:
-            while True:
-                while len(aligning) < self.window and (nxt := next(jobs, None)) is not None:
-                    aligning.append(self.ex.submit(align_photo, {**self.base, "path": str(nxt[0]), "stem": nxt[1]}))
-                if not aligning:
-                    break
-                self.aligned(aligning.popleft().result())
-            self.flush()
-            while self.writing:
-                self.finish_write(self.writing.popleft())
+            # Ctrl-C is raised between photos (step), not wherever it lands: inside submit, while a worker
+            # starts, it could leave a worker the executor does not know of and so never stops.
+            with deferred_sigint():
+                while True:
+                    while len(aligning) < self.window and (nxt := next(jobs, None)) is not None:
+                        aligning.append(self.submit(align_photo, {**self.base, "path": str(nxt[0]),
+                                                                  "stem": nxt[1]}))
+                    if not aligning:
+                        break
+                    self.aligned(aligning.popleft().result())
+                self.flush()
+                while self.writing:
+                    self.finish_write(self.writing.popleft())
         finally:
-            self.ex.shutdown(wait=True, cancel_futures=True)
+            stop_pool(self.ex)
             torch.set_num_threads(threads)
 
 

@@ -8,7 +8,6 @@ steps so that `parse` can say where the seconds go.
 from __future__ import annotations
 
 import json
-import signal
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from facepipe.util.errors import BadImage
 from facepipe.util.geometry import STRIP_PIXELS, crop_face
 from facepipe.util.heatmap import draw_heatmap
 from facepipe.util.images import load_rgb
+from facepipe.util.interrupt import ignore_sigint
 from facepipe.util.png_fast import save_rgb_png
 
 OUTPUTS = ("labels", "overlay", "json")
@@ -48,7 +48,7 @@ def init_worker(det_args: tuple, pooled: bool = False) -> None:
     """Load dlib's models once per worker, not once per photo. In a pool worker, Ctrl-C is left to the
     parent, which stops the pool: otherwise every worker prints its own KeyboardInterrupt traceback."""
     if pooled:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_sigint()
     detector(det_args)
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
-from facepipe.util.interrupt import check, deferred_sigint, ignore_sigint, sigint_blocked
+from facepipe.util.interrupt import check, deferred_sigint, ignore_sigint, sigint_blocked, stop_pool
 
 
 def run_jobs(fn: Callable, jobs: list, workers: int, min_jobs: int = 5, chunksize: int = 8) -> Iterator:
@@ -26,7 +26,7 @@ def run_jobs(fn: Callable, jobs: list, workers: int, min_jobs: int = 5, chunksiz
                     check()
                     yield r
         finally:
-            ex.shutdown(wait=True, cancel_futures=True)
+            stop_pool(ex)
     else:
         for j in jobs:
             yield fn(j)
