@@ -192,3 +192,37 @@ def test_no_images_error_names_the_dangling_links(tmp_path):
     (tmp_path / "pick" / "a.jpg").symlink_to(tmp_path / "moved" / "a.jpg")
     with pytest.raises(FacepipeError, match="skipped 1 dangling link, e.g. a.jpg"):
         list_photos(tmp_path / "pick")
+
+
+def test_every_listed_format_decodes_and_phone_and_raw_photos_are_named(tmp_path):
+    """What a folder listing takes, load_rgb reads (GIF and AVIF included, in the Pillow installed); what
+    it cannot read but is a photo (an iPhone's HEIC, camera raw) is named, not silently dropped."""
+    from facepipe.infer.parse import collect_photos
+    from facepipe.util.errors import FacepipeError
+    from facepipe.util.images import IMAGE_SUFFIXES
+    from facepipe.util.photos import list_photos
+
+    src = tmp_path / "in"
+    src.mkdir()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+           ".pgm": "PPM"}
+    for suffix in sorted(IMAGE_SUFFIXES):
+        im = Image.fromarray(noise())
+        im = im.convert("L") if suffix == ".pgm" else im
+        im.save(src / f"p{suffix}", format=fmt.get(suffix))
+    found = list_images(src)
+    assert sorted(p.suffix for p in found) == sorted(IMAGE_SUFFIXES) and found.unreadable == []
+    for p in found:
+        assert load_rgb(p).shape == (noise().shape[0], noise().shape[1], 3), p.name
+
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "DSC_0003.NEF", "notes.txt"):
+        (phone / name).write_bytes(b"\0" * 64)
+    assert [p.name for p in list_images(phone).unreadable] == ["DSC_0003.NEF", "IMG_0001.HEIC", "IMG_0002.heic"]
+    for fn in (list_photos, lambda f: collect_photos([f])):
+        with pytest.raises(FacepipeError, match=r"skipped 3 photos in a format facepipe cannot read \(\.heic, \.nef"):
+            fn(phone)
+    Image.fromarray(noise()).save(phone / "ok.png")
+    got = collect_photos([phone])
+    assert [p.name for p in got] == ["ok.png"] and len(got.unreadable) == 3

@@ -17,6 +17,7 @@ from facepipe.cli.options import (
 from facepipe.infer.parse import DETECTORS, Parser, collect_photos, parse_photos
 from facepipe.infer.parse_work import OUTPUTS
 from facepipe.util.errors import FacepipeError
+from facepipe.util.images import unreadable_note
 
 
 def _outputs(ctx, param, value):
@@ -101,6 +102,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     files = collect_photos(photos)
     if getattr(files, "dangling", None):
         rep.log(f"[yellow]skipped {len(files.dangling)} link(s) that lead nowhere[/], e.g. {files.dangling[0]}")
+    if files.unreadable:
+        rep.log(f"[yellow]{unreadable_note(files.unreadable)}[/]")
     s = parse_photos(parser, files, out, reporter=rep, **config_kwargs(parse_photos, kw))
     sec = s["stage_seconds"]
     total = sum(sec.values()) or 1.0

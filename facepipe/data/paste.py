@@ -52,7 +52,7 @@ from scipy.ndimage import gaussian_filter
 
 from facepipe.util.atomic import atomic_path, save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
-from facepipe.util.images import list_images, load_ids, load_rgb
+from facepipe.util.images import IMAGE_SUFFIXES, list_images, load_ids, load_rgb
 from facepipe.util.input_norm import LUMA
 from facepipe.util.landmark_txt import read_landmark_txt, write_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict, file_sha256
@@ -200,7 +200,7 @@ def list_backgrounds(folder) -> list[Path]:
         raise FacepipeError(f"backgrounds folder {folder} does not exist or is not a folder.")
     files = list(list_images(folder))
     if not files:
-        raise FacepipeError(f"no background photos in {folder} (looked for .jpg, .png, .bmp, .ppm, .tif, .webp).")
+        raise FacepipeError(f"no background photos in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
     for p in files:
         try:
             with Image.open(p):  # the header only: decoding a dozen wallpapers here would cost seconds

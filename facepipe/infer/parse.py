@@ -55,7 +55,7 @@ from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
-from facepipe.util.images import list_images
+from facepipe.util.images import list_images, unreadable_note
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
 
@@ -120,24 +120,28 @@ class Parser:
 
 
 class PhotoList(list):
-    """The photos found, and the links among them that lead nowhere (`.dangling`)."""
+    """The photos found, the links among them that lead nowhere (`.dangling`) and the photos in folders
+    skipped for their format (`.unreadable`: HEIC, camera raw)."""
     dangling: list
+    unreadable: list
 
 
 def collect_photos(paths) -> list[Path]:
     out = PhotoList()
-    out.dangling = []
+    out.dangling, out.unreadable = [], []
     for p in map(Path, paths):
         if p.is_dir():
             found = list_images(p)
             out += found
-            out.dangling += list(getattr(found, "dangling", []))
+            out.dangling += found.dangling
+            out.unreadable += found.unreadable
         elif p.is_file() or p.is_symlink():
             out.append(p)
         else:
             raise FacepipeError(f"{p} does not exist.")
     if not out:
-        raise FacepipeError("no photos given (files or folders of .jpg/.png/...).")
+        formats = unreadable_note(out.unreadable)
+        raise FacepipeError(f"no photos given (files or folders of .jpg/.png/...){'; ' + formats if formats else ''}.")
     return out
 
 

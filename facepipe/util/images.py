@@ -22,15 +22,31 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Decompression bombs: refuse anything over this many pixels (a 64-megapixel photo passes).
 MAX_PIXELS = int(os.environ.get("FACEPIPE_MAX_PIXELS", 80_000_000))
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp",
+                  ".gif", ".avif"}
+# Photos a folder listing skips because Pillow cannot decode them here (HEIC needs a plugin, camera raw a
+# raw developer): listed so the user hears why their iPhone or camera folder yields nothing.
+UNREADABLE_PHOTO_SUFFIXES = {".heic", ".heif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2",
+                             ".pef", ".srw"}
 
 
 class ImageList(list):
-    """list_images' paths, plus `dangling`: the image-named links it skipped because they lead nowhere."""
+    """list_images' paths, plus `dangling`: the image-named links it skipped because they lead nowhere,
+    and `unreadable`: photos in formats facepipe cannot decode (UNREADABLE_PHOTO_SUFFIXES)."""
 
-    def __init__(self, paths=(), dangling=()):
+    def __init__(self, paths=(), dangling=(), unreadable=()):
         super().__init__(paths)
         self.dangling = list(dangling)
+        self.unreadable = list(unreadable)
+
+
+def unreadable_note(files: list[Path]) -> str:
+    """One line on the photos a listing skipped for their format ("" for none)."""
+    if not files:
+        return ""
+    kinds = sorted({p.suffix.lower() for p in files})
+    return (f"skipped {len(files)} photo{'s' * (len(files) != 1)} in a format facepipe cannot read "
+            f"({', '.join(kinds)}; e.g. {files[0].name}): convert them to JPEG or PNG first")
 
 
 def list_images(folder, outside_links: bool = True) -> ImageList:
@@ -44,9 +60,13 @@ def list_images(folder, outside_links: bool = True) -> ImageList:
     walk; a link to a FIFO or device is no regular file and is skipped (_open would refuse it too).
     """
     folder = Path(folder).resolve()
-    out, dangling = [], []
+    out, dangling, unreadable = [], [], []
     for p in sorted(folder.rglob("*")):
-        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.name.startswith("."):
+            continue
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            if p.suffix.lower() in UNREADABLE_PHOTO_SUFFIXES and _is_file(p):
+                unreadable.append(p)
             continue
         if not _is_file(p):
             # os.path.exists is False for a missing target, a loop and a target we may not stat alike.
@@ -56,7 +76,7 @@ def list_images(folder, outside_links: bool = True) -> ImageList:
         if not outside_links and p.is_symlink() and not _inside(p.resolve(), folder):
             continue
         out.append(p)
-    return ImageList(out, dangling)
+    return ImageList(out, dangling, unreadable)
 
 
 def _is_file(p: Path) -> bool:

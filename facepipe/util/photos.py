@@ -7,7 +7,7 @@ from pathlib import Path
 
 from facepipe.util.errors import FacepipeError
 from facepipe.util.ids import safe_id
-from facepipe.util.images import list_images
+from facepipe.util.images import IMAGE_SUFFIXES, list_images, unreadable_note
 from facepipe.util.manifest import MANIFEST, read_manifest
 
 
@@ -43,7 +43,10 @@ def list_photos(folder) -> tuple[list[Photo], dict | None]:
     if not files:
         n = len(files.dangling)
         broken = f"; skipped {n} dangling link{'s' * (n != 1)}, e.g. {files.dangling[0].name}" if n else ""
-        raise FacepipeError(f"no images found in {folder} (looked for .jpg, .png, .bmp, .ppm, .tif, .webp){broken}.")
+        formats = unreadable_note(files.unreadable)
+        formats = f"; {formats}" if formats else ""
+        raise FacepipeError(f"no images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                            f"{broken}{formats}.")
     photos, seen = [], set()
     for p in files:
         rel = p.relative_to(folder.resolve()) if p.is_absolute() else p.relative_to(folder)
