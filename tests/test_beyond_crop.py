@@ -130,15 +130,18 @@ def astronaut_parsed(tmp_path_factory):
 
 def test_parse_follows_hair_by_default_and_says_so(astronaut_parsed):
     on, off = astronaut_parsed / "on", astronaut_parsed / "off"
-    assert json.loads((on / "manifest.json").read_text())["config"]["beyond_crop"] == {"zoom": 1.5, "far_zoom": 2.25}
+    assert json.loads((on / "manifest.json").read_text())["config"]["beyond_crop"] == {
+        "zoom": 1.5, "far_zoom": 2.25, "skin": {"max_distance": 16.0, "widen": 0.25}}
     assert "beyond_crop" not in json.loads((off / "manifest.json").read_text())["config"]
     rec_on, rec_off = (json.loads((d / "a.json").read_text()) for d in (on, off))
     assert "hair_beyond_crop_pixels" in rec_on and "hair_beyond_crop_pixels" not in rec_off
+    assert "skin_beyond_crop_pixels" in rec_on and "skin_beyond_crop_pixels" not in rec_off
     a, b = (np.asarray(Image.open(d / "a.labels.png")) for d in (off, on))
     changed = a != b
-    # The second pass only adds hair, only where the first crop put nothing.
-    assert changed.sum() == rec_on["hair_beyond_crop_pixels"]
-    assert (b[changed] == HAIR).all() and (a[changed] == 0).all()
+    # The second pass only adds hair and the neck's skin, only where the first crop put nothing.
+    assert changed.sum() == rec_on["hair_beyond_crop_pixels"] + rec_on["skin_beyond_crop_pixels"]
+    assert int((b[changed] == SKIN).sum()) == rec_on["skin_beyond_crop_pixels"]
+    assert np.isin(b[changed], (HAIR, SKIN)).all() and (a[changed] == 0).all()
     assert sum(rec_on["pixel_counts"].values()) == a.size
 
 

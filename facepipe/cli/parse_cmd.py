@@ -56,7 +56,8 @@ def _outputs(ctx, param, value):
               help="Follow hair that runs beyond the face's crop (long hair, the back of a turned head) with a "
                    "second pass of the network over a crop 1.5 times as wide, below and beside the crop, and "
                    "where that hair runs on (long hair to the waist) a third over a crop 2.25 times as wide; "
-                   "only hair that continues the face's own hair is added. --crop-only labels the crop alone "
+                   "only hair that continues the face's own hair is added. The neck below the crop is followed "
+                   "too, by the face's own skin colour (no network pass). --crop-only labels the crop alone "
                    "(half the network's time).")
 @field_option(parse_photos, "face_colours", "--face-colours/--no-face-colours",
               help="Where the network hesitates between background, hair and skin, let the face's own colours "
@@ -81,7 +82,9 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
                            (and each face's branch, color or gray, for a model with a gray branch;
                            colour_pixels and prior_pixels: crop pixels the two face rules changed;
-                           roll: 90 or 270 for a face found on its side and turned upright)
+                           roll: 90 or 270 for a face found on its side and turned upright;
+                           hair_beyond_crop_pixels, skin_beyond_crop_pixels: what the passes
+                           beyond the crop added)
     plus summary.json (counts, failures, seconds per step) and manifest.json. A rerun skips the photos
     already parsed with the same model (--force redoes them). Photos without a face or that cannot be
     read are named on the terminal; the exit code is 1 when no photo at all was parsed.
@@ -94,7 +97,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       facepipe parse ~/album/ --detector hog+cnn --out parsed/    # the CNN only where HOG finds no face
       facepipe parse group.jpg --upsample 1 --out parsed/         # small faces: ~90 px in a 4000x3000 photo
       facepipe parse ~/album/ --tta-flip --out parsed-tta/       # mirror-averaged: a little more accurate
-      facepipe parse ~/album/ --crop-only --out parsed/           # no second pass for hair beyond the crop
+      facepipe parse ~/album/ --crop-only --out parsed/           # no hair or neck beyond the crop
       facepipe parse ~/album/ --no-landmark-prior --no-face-colours --out raw/   # the network alone
     """
     rep = reporter(quiet)

@@ -126,19 +126,27 @@ def _crop_coords(m: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> tuple[np.
 
 
 def paint_beyond(labels: np.ndarray, masks: list, outer_matrices: list, first_matrices: list, size: int,
-                 hair: int) -> int:
-    """Set `labels` (the photo's, in place) to `hair` where a mask (zoomed-out crop; matrix photo -> that
-    crop) says so and no face's first crop reaches (crop coordinates in (-1, size) for any of
-    `first_matrices`: where label_warp labels from the first pass, zeros interpolated at the rim). A
-    strip of rows at a time, over each mask's footprint. Returns how many pixels became hair."""
+                 hair: int, over: int | None = None) -> int:
+    """Set `labels` (the photo's, in place) to `hair` (the class painted) where a mask (zoomed-out crop;
+    matrix photo -> that crop) says so and no face's first crop reaches (crop coordinates in (-1, size)
+    for any of `first_matrices`: where label_warp labels from the first pass, zeros interpolated at the
+    rim), and, with `over`, only where the label is that class. A strip of rows at a time, over each
+    mask's footprint. Returns how many pixels changed."""
     h, w = labels.shape
     painted = 0
+    # Each first crop's footprint, wide enough for its rim (crop coordinates down to -1: one crop pixel,
+    # in photo pixels 1 / the crop's scale).
+    firsts = [(fm, footprint(fm, size, (h, w), margin=2 + int(np.ceil(1 / np.sqrt(abs(np.linalg.det(
+        np.asarray(fm, np.float64)[:2, :2]))))))) for fm in first_matrices]
     for mask, m in zip(masks, outer_matrices):
         if mask is None or not mask.any():
             continue
         y0, y1, x0, x1 = footprint(m, size, (h, w))
         if y1 <= y0 or x1 <= x0:
             continue
+        # Only the first crops that overlap this footprint can keep pixels of it (a group photo's faces
+        # are mostly far apart: testing each against all made the painting quadratic in faces).
+        near = [fm for fm, (a, b, c, d) in firsts if a < y1 and b > y0 and c < x1 and d > x0]
         rows = max(1, STRIP_PIXELS // (x1 - x0))
         for sy in range(y0, y1, rows):
             ey = min(y1, sy + rows)
@@ -149,10 +157,12 @@ def paint_beyond(labels: np.ndarray, masks: list, outer_matrices: list, first_ma
             hit[ok] = mask[r[ok], c[ok]]
             if not hit.any():
                 continue
-            for fm in first_matrices:
+            for fm in near:
                 fr, fc = _crop_coords(fm, sy, ey, x0, x1)
                 hit &= ~((fr > -1) & (fr < size) & (fc > -1) & (fc < size))
             strip = labels[sy:ey, x0:x1]
+            if over is not None:
+                hit &= strip == over
             painted += int((hit & (strip != hair)).sum())  # once per pixel, where masks overlap too
             strip[hit] = hair
     return painted

@@ -14,6 +14,7 @@ from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
+from facepipe.infer.skin_beyond import applies, skin_beyond
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
@@ -29,7 +30,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)].
 
     beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
-    (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only);
+    (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only),
+    and the skin below it (infer.skin_beyond: the neck, by the face's colours);
     beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
     as parse does; face_colours: re-split background, hair and skin by the face's own colours first
@@ -54,7 +56,7 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
             probs = _probs(model, to_input(imgs, hms).to(device), flip_perm, tta_flip, device, f, idx, imgs,
                            colours, prior)
             if beyond_crop:
-                outer, mats = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
+                outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
             for k, j in enumerate(idx):
                 if coords == "aligned":
                     target = f.read("labels", j)
@@ -67,6 +69,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                         _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
                                       beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
                                       (model, flip_perm, tta_flip, device))
+                        if beyond_zoom == ZOOM and applies(schema.classes):  # the neck, as parse paints it
+                            _paint_skin(pred, probs[k], imgs[k], outer_rgb[k], mats[k], schema.classes)
                     image = None
                 cm = confusion(pred, target, n)
                 cm_total += cm
@@ -112,15 +116,24 @@ def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above:
     masks, mats = [hair_beyond(first, second, hair, zoom, above)], [outer_mat]
     seed = far_seed(first, masks[0], hair)
     if seed is not None:
-        third, far = _outer_pass(f, [j], hm, *net, zoom * zoom)
+        third, far, _ = _outer_pass(f, [j], hm, *net, zoom * zoom)
         masks.append(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed))
         mats.append(far[0])
     paint_beyond(pred, masks, mats, [f.read("matrices", j)], first.shape[0], hair)
 
 
+def _paint_skin(pred, probs, crop, outer, outer_mat, classes) -> None:
+    """The skin below a face's crop (infer.skin_beyond) painted into pred over background, as parse does
+    (a cache's photo holds one face: no other crop to keep out of)."""
+    mask = skin_beyond(probs, probs.argmax(0), crop, outer, classes)
+    if mask is not None:
+        paint_beyond(pred, [mask], [outer_mat], [], crop.shape[0], list(classes).index("skin"),
+                     over=list(classes).index("background"))
+
+
 def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM):
     """The zoomed-out second crops of faces `idx`, cut from their source photos, and their
-    probabilities: (probs N x C x S x S, photo -> outer crop matrices)."""
+    probabilities: (probs N x C x S x S, photo -> outer crop matrices, the crops' RGB)."""
     crops, heat, mats = [], [], []
     for k, j in enumerate(idx):
         m = outer_matrix(f.read("matrices", j), f.size, zoom)
@@ -134,7 +147,7 @@ def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom
         heat.append(outer_heatmap(hms[k], zoom) if hms is not None else None)
         mats.append(m)
     x = to_input(np.stack(crops), np.stack(heat) if hms is not None else None).to(device)
-    return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy(), mats
+    return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy(), mats, crops
 
 
 def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:

@@ -40,6 +40,7 @@ from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
+from facepipe.infer.skin_beyond import MAX_DISTANCE as NECK_DISTANCE, WIDEN as NECK_WIDEN, applies, skin_beyond
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
@@ -283,7 +284,7 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     """Probabilities for every face of the photos in `batch`, stored on each photo's job, re-split between
     background, hair and skin by the face's own colours and with the landmark prior laid over them (how
     many crop pixels each changed, per face); with zoomed-out second crops (infer.beyond_crop), each
-    face's mask of hair beyond its crop too. Returns the wall and CPU seconds of the two rules (parse's
+    face's masks of hair and of skin (the neck) beyond its crop too. Returns the wall and CPU seconds of the two rules (parse's
     "face rules" step, so that the network step stays the network's)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
@@ -298,6 +299,7 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     if prior is not None:
         points = (q for r in batch for q in r["crop_points"])
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
+    necks = _skin_beyond(parser, batch, probs, labels, crops)
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
     beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
     k = 0
@@ -308,12 +310,24 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
             r["branches"] = ["gray" if g else "color" for g in gray[k:k + n]]
         if beyond is not None:
             r["beyond"], r["beyond_far"] = beyond[0][k:k + n], beyond[1][k:k + n]
+        if necks is not None:
+            r["skin_beyond"] = necks[k:k + n]
         if colours is not None:
             r["colour_pixels"] = recoloured[k:k + n]
         if prior is not None:
             r["prior_pixels"] = changed[k:k + n]
         k += n
     return rules
+
+
+def _skin_beyond(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np.ndarray, crops: list):
+    """Each face's mask of skin below its crop (infer.skin_beyond: the neck, by the face's own colours,
+    in the zoomed-out crop), None where there is none; None without second crops or for a schema with a
+    neck class or without skin."""
+    if not any(r.get("outer_crops") for r in batch) or not applies(parser.schema.classes):
+        return None
+    outer = [c for r in batch for c in r["outer_crops"]]
+    return [skin_beyond(p, lab, c, o, parser.schema.classes) for p, lab, c, o in zip(probs, labels, crops, outer)]
 
 
 def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool):
@@ -494,7 +508,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
         config["tta_flip"] = True
     if beyond_crop:
-        config["beyond_crop"] = {"zoom": ZOOM, "far_zoom": FAR_ZOOM}
+        config["beyond_crop"] = {"zoom": ZOOM, "far_zoom": FAR_ZOOM,
+                                 "skin": {"max_distance": NECK_DISTANCE, "widen": NECK_WIDEN}}
     if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
         config["landmark_prior"] = {"reach_iod": REACH_IOD}
     if face_colours:
@@ -518,7 +533,8 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     from their box. upsample, max_side: dlib's upsampling (-1: by photo size) and the longest side photos
     are shrunk to for detection; faces narrower than ~80 px after the shrink (~40 at upsample 1) are missed.
     beyond_crop: follow the hair beyond each face's crop with a zoomed-out second pass (infer.beyond_crop;
-    twice the network's time); off by itself for a model without a hair class or with letterbox crops.
+    twice the network's time) and the neck below it by the face's skin colour (infer.skin_beyond); off by
+    itself for a model without a hair class or with letterbox crops.
     landmark_prior: inside the inner lip contour is mouth, and a stray second blob of a part far from its
     landmarks is not that part (infer.landmark_prior); faces without trusted landmarks are left alone;
     off by itself for letterbox crops and schemas without those parts.

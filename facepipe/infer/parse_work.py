@@ -178,13 +178,21 @@ def save_record(path: Path, rec: dict) -> None:
         tmp.write_text(json.dumps(rec, indent=1) + "\n")
 
 
-def _paint_hair_beyond(job: dict, labels: np.ndarray, mats: list, hair: int) -> tuple[int, list]:
-    """The second and third passes' hair painted into the photo's labels; (pixels painted, the matrices of
-    every crop that labelled the photo: where the counts and the tint must look)."""
+def _paint_beyond(job: dict, labels: np.ndarray, mats: list, classes: list) -> tuple[int, int, list]:
+    """The second and third passes' hair, then the skin below the crops (the neck, over background only),
+    painted into the photo's labels; (hair pixels, skin pixels, the matrices of every crop that labelled
+    the photo: where the counts and the tint must look)."""
     far = job.get("beyond_far") or [None] * len(job["beyond"])
-    painted = paint_beyond(labels, list(job["beyond"]) + list(far),
-                           list(job["outer_matrices"]) + list(job["far_matrices"]), mats, job["align"].size, hair)
-    return painted, mats + list(job["outer_matrices"]) + [m for m, q in zip(job["far_matrices"], far) if q is not None]
+    size = job["align"].size
+    hair = paint_beyond(labels, list(job["beyond"]) + list(far),
+                        list(job["outer_matrices"]) + list(job["far_matrices"]), mats, size, classes.index("hair"))
+    skin = 0
+    for i, mask in enumerate(job.get("skin_beyond") or ()):
+        if mask is not None:  # not kept out of its own crop's rim, where warping back leaves background
+            skin += paint_beyond(labels, [mask], [job["outer_matrices"][i]], mats[:i] + mats[i + 1:], size,
+                                 classes.index("skin"), over=classes.index("background"))
+    return hair, skin, mats + list(job["outer_matrices"]) + [m for m, q in zip(job["far_matrices"], far)
+                                                             if q is not None]
 
 
 def write_photo(job: dict) -> dict:
@@ -209,9 +217,11 @@ def write_photo(job: dict) -> dict:
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         reach = mats
-        if job.get("beyond"):  # hair beyond the crops (infer.beyond_crop), where no first crop reaches
-            rec["hair_beyond_crop_pixels"], reach = _paint_hair_beyond(job, labels, mats,
-                                                                       schema["classes"].index("hair"))
+        if job.get("beyond"):  # hair and skin beyond the crops (infer.beyond_crop, infer.skin_beyond)
+            hair, skin, reach = _paint_beyond(job, labels, mats, list(schema["classes"]))
+            rec["hair_beyond_crop_pixels"] = hair
+            if job.get("skin_beyond") is not None:
+                rec["skin_beyond_crop_pixels"] = skin
         clock("warp back")
         # Only the faces' footprints hold labels: count and tint there (two faces in a 24 MP photo are a
         # few percent of it), the rest is background.

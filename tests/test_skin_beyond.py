@@ -1,0 +1,110 @@
+"""Skin below the face's crop (infer.skin_beyond): the neck, followed by the face's own skin colour.
+
+Scenes are drawn here in the zoomed-out crop's coordinates, and the first crop is cut from them the way
+parse cuts it (the same centre, ZOOM times narrower), so the two crops agree as they do on a photo.
+FASSEG's ids: 0 background, 1 hair, 2 skin.
+"""
+import numpy as np
+
+from facepipe.infer.beyond_crop import ZOOM, _inner_box, outer_matrix, paint_beyond
+from facepipe.infer.skin_beyond import applies, bottom_skin, skin_beyond
+
+CLASSES = ("background", "hair", "skin", "eyes", "nose", "mouth")
+BG, HAIR, SKIN, S = 0, 1, 2, 96
+COLOURS = {BG: (90, 110, 150), HAIR: (40, 25, 15), SKIN: (205, 150, 120)}
+LO, HI = _inner_box(S, ZOOM)
+C = (S - 1) / 2
+
+
+def scene(neck=True, below=None):
+    """Class ids over the zoomed-out crop: a face (an ellipse inside the first crop, hair on top), a neck
+    under it down to the crop's bottom, backdrop elsewhere; `below`: a class for rows 88 on, past a collar
+    band (rows 84-87) of backdrop, when given (the first crop ends at row 79)."""
+    y, x = np.mgrid[:S, :S].astype(float)
+    ids = np.full((S, S), BG, np.uint8)
+    face = ((x - C) / 20) ** 2 + ((y - 40) / 30) ** 2 <= 1
+    ids[face] = SKIN
+    ids[face & (y < 22)] = HAIR
+    if neck:
+        ids[(y >= 50) & (abs(x - C) <= 9)] = SKIN
+    if below is not None:
+        ids[84:88] = BG
+        ids[88:] = below
+    return ids
+
+
+def photo(ids, seed=0):
+    rgb = np.zeros(ids.shape + (3,), np.float32)
+    for c, col in COLOURS.items():
+        rgb[ids == c] = col
+    rgb += np.random.default_rng(seed).normal(0, 4, rgb.shape)  # colour needs a spread to fit
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def first_crop(outer):
+    """The first crop as parse cuts it: outer-crop pixel = C + (first-crop pixel - C) / ZOOM, nearest."""
+    idx = np.clip(np.floor(C + (np.arange(S) - C) / ZOOM + 0.5), 0, S - 1).astype(int)
+    return outer[np.ix_(idx, idx)]
+
+
+def one_hot(ids, sure=0.98):
+    p = np.full((len(CLASSES),) + ids.shape, (1 - sure) / (len(CLASSES) - 1), np.float32)
+    for c in range(len(CLASSES)):
+        p[c][ids == c] = sure
+    return p
+
+
+def run(ids, labels=None):
+    outer_rgb = photo(ids)
+    labels = first_crop(ids) if labels is None else labels
+    return skin_beyond(one_hot(labels), labels, first_crop(outer_rgb), outer_rgb, CLASSES)
+
+
+def test_the_neck_below_the_crop_is_skin_and_nothing_else_is():
+    ids = scene()
+    mask = run(ids)
+    assert mask is not None
+    below = mask[HI:]
+    neck = ids[HI:] == SKIN
+    assert below[neck].mean() > 0.9  # the neck under the crop, down to the zoomed-out crop's edge
+    assert not below[~neck].any()  # not the backdrop beside it
+    assert not mask[:HI - 1].any()  # nothing inside the first crop but its last row, the seed
+
+
+def test_a_skin_coloured_thing_past_a_collar_is_not_the_neck():
+    ids = scene(below=SKIN)  # a hand, another face: skin colour, cut off from the neck by a collar band
+    mask = run(ids)
+    assert HI == 80 and mask is not None and mask[HI:84].any() and not mask[88:].any()
+
+
+def test_nothing_without_skin_at_the_crops_bottom_edge():
+    ids = scene(neck=False)
+    assert bottom_skin(first_crop(ids), SKIN) is None and run(ids) is None
+    # Skin on the bottom row that is not the face's own (a speck apart from the main skin) is no seed.
+    labels = first_crop(scene(neck=False))
+    labels[-3:, 5:8] = SKIN
+    assert bottom_skin(labels, SKIN) is None
+
+
+def test_too_few_sure_pixels_of_the_other_classes_say_nothing():
+    ids = scene()
+    labels = first_crop(ids)
+    labels[labels == BG] = SKIN  # no backdrop to compare with: colour cannot decide
+    labels[labels == HAIR] = SKIN
+    assert skin_beyond(one_hot(labels), labels, first_crop(photo(ids)), photo(ids), CLASSES) is None
+
+
+def test_only_schemas_with_skin_and_without_a_neck_class():
+    assert applies(CLASSES)
+    assert not applies(("background", "skin", "neck", "hair"))  # CelebAMask-HQ labels necks apart
+    assert not applies(("background", "face", "hair"))
+
+
+def test_skin_is_painted_over_background_only():
+    m = np.array([[1, 0, -18], [0, 1, -18], [0, 0, 1]], float)
+    om = outer_matrix(m, 64, 1.5)
+    labels = np.zeros((100, 100), np.uint8)
+    labels[90:, :50] = HAIR  # long hair painted there already
+    n = paint_beyond(labels, [np.ones((64, 64), bool)], [om], [m], 64, SKIN, over=BG)
+    assert (labels[92:96, :50] == HAIR).all() and labels[92, 60] == SKIN
+    assert n == int((labels == SKIN).sum())
