@@ -108,18 +108,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     if files.unreadable:
         rep.log(f"[yellow]{unreadable_note(files.unreadable)}[/]")
     s = parse_photos(parser, files, out, reporter=rep, **config_kwargs(parse_photos, kw))
-    sec = s["stage_seconds"]
-    total = sum(sec.values()) or 1.0
-    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
-    if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
-        rows.append(("faces cut from their box (profiles)", s["box_cut"]))
-        rows.append(("faces on their side, turned upright", s["turned"]))
-    if parser.model.gray_branch:  # two-branch model: how many faces its grayscale weights took
-        rows.append(("faces on the gray branch", s["gray_branch"]))
-    rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
-             ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
-             ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
-    rows += [(f"{k} (share of work)", f"{v:.2f} s  {100 * v / total:.0f}%") for k, v in sec.items()]
+    rows = _summary_rows(s, kw, parser.model.gray_branch)
     rep.table(f"parse -> {out}", rows, ("", "value"))
     for p in s["no_face"][:20]:
         rep.log(f"[yellow]no face[/] {p}")
@@ -139,3 +128,19 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
 
 
 COMMANDS = [parse_cmd]
+
+
+def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
+    """The end-of-run table's rows from parse's summary."""
+    sec = s["stage_seconds"]
+    total = sum(sec.values()) or 1.0
+    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
+    if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
+        rows.append(("faces cut from their box (profiles)", s["box_cut"]))
+        rows.append(("faces on their side, turned upright", s["turned"]))
+    if gray_branch:  # two-branch model: how many faces its grayscale weights took
+        rows.append(("faces on the gray branch", s["gray_branch"]))
+    rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
+             ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
+             ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
+    return rows + [(f"{k} (share of work)", f"{v:.2f} s  {100 * v / total:.0f}%") for k, v in sec.items()]

@@ -68,9 +68,7 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                     if beyond_crop:
                         _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
                                       beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
-                                      (model, flip_perm, tta_flip, device))
-                        if beyond_zoom == ZOOM and applies(schema.classes):  # the neck, as parse paints it
-                            _paint_skin(pred, probs[k], imgs[k], outer_rgb[k], mats[k], schema.classes)
+                                      (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema))
                     image = None
                 cm = confusion(pred, target, n)
                 cm_total += cm
@@ -110,9 +108,11 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
     return probs
 
 
-def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above: bool, f, j, hm, net) -> None:
+def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above: bool, f, j, hm, net,
+                  neck) -> None:
     """Hair beyond face j's crop painted into pred (photo labels), as parse does: the second pass's, then,
-    where that hair runs on out of the second crop, a third pass's over a crop zoom**2 as wide."""
+    where that hair runs on out of the second crop, a third pass's over a crop zoom**2 as wide; then the
+    skin below the crop (neck: the face's probs, crop and second crop's RGB, and the schema)."""
     masks, mats = [hair_beyond(first, second, hair, zoom, above)], [outer_mat]
     seed = far_seed(first, masks[0], hair)
     if seed is not None:
@@ -120,6 +120,8 @@ def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above:
         masks.append(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed))
         mats.append(far[0])
     paint_beyond(pred, masks, mats, [f.read("matrices", j)], first.shape[0], hair)
+    if zoom == ZOOM and applies(neck[3].classes):  # at parse's zoom, where the rule was checked
+        _paint_skin(pred, *neck[:3], outer_mat, neck[3].classes)
 
 
 def _paint_skin(pred, probs, crop, outer, outer_mat, classes) -> None:
