@@ -62,8 +62,9 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "face_colours", "--face-colours/--no-face-colours",
               help="Where the network hesitates between background, hair and skin, let the face's own colours "
                    "(learned from the pixels it is sure of) settle it: light, grey and red hair, gray photos, "
-                   "backdrops; and a hair blob apart from the face that looks more like the backdrop than like "
-                   "the face's hair is not hair (fur, foliage, a painting).")
+                   "backdrops; a hair blob apart from the face that looks more like the backdrop than like "
+                   "the face's hair is not hair (fur, foliage, a painting); and background below the chin "
+                   "that the face's skin colour explains is the neck.")
 @field_option(parse_photos, "landmark_prior", "--landmark-prior/--no-landmark-prior",
               help="Lay the face's 68 landmarks over the network's answer: inside the inner lip contour is mouth "
                    "(the teeth of a smile are not skin), and a second blob of eyes, nose or mouth far from its "

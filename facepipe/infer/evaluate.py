@@ -14,7 +14,7 @@ from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.predict import predict_probs, probs_to_photo
-from facepipe.infer.skin_beyond import applies, skin_beyond
+from facepipe.infer.neck import applies, neck_below, neck_in_crop
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
@@ -31,11 +31,11 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
 
     beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
     (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only),
-    and the skin below it (infer.skin_beyond: the neck, by the face's colours);
+    and the skin below it (infer.neck: the neck, by the face's colours);
     beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
     as parse does; face_colours: re-split background, hair and skin by the face's own colours first
-    (infer.face_colours), as parse does."""
+    (infer.face_colours) and follow the neck below the chin by them (infer.neck), as parse does."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
@@ -101,10 +101,13 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
     probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
     for k, j in enumerate(idx if colours is not None or prior is not None else ()):
         labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior
+        points = f.read("landmarks", j)[:int(f.read("n_landmarks", j))]
         if colours is not None:
             colours.apply(probs[k], imgs[k], labels)
+            if applies(colours.names):  # the neck below the chin, by the same colours (infer.neck)
+                neck_in_crop(probs[k], labels, imgs[k], points, colours.names)
         if prior is not None:
-            prior.apply(probs[k], f.read("landmarks", j)[:int(f.read("n_landmarks", j))], labels)
+            prior.apply(probs[k], points, labels)
     return probs
 
 
@@ -125,9 +128,9 @@ def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above:
 
 
 def _paint_skin(pred, probs, crop, outer, outer_mat, classes) -> None:
-    """The skin below a face's crop (infer.skin_beyond) painted into pred over background, as parse does
+    """The skin below a face's crop (infer.neck) painted into pred over background, as parse does
     (a cache's photo holds one face: no other crop to keep out of)."""
-    mask = skin_beyond(probs, probs.argmax(0), crop, outer, classes)
+    mask = neck_below(probs, probs.argmax(0), crop, outer, classes)
     if mask is not None:
         paint_beyond(pred, [mask], [outer_mat], [], crop.shape[0], list(classes).index("skin"),
                      over=list(classes).index("background"))

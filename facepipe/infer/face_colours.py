@@ -49,6 +49,7 @@ class FaceColours:
 
     def __init__(self, schema: LabelSchema, beta: float = BETA, tau: float = TAU, stray_hair: bool = True):
         names = list(schema.classes)
+        self.names = tuple(names)
         self.classes = [names.index(c) for c in CLASSES if c in names]
         self.beta, self.tau = float(beta), float(tau)
         # Stray hair needs both classes it weighs; schemas without them (or a test of the re-split alone) skip it.

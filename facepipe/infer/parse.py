@@ -40,7 +40,7 @@ from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
-from facepipe.infer.skin_beyond import MAX_DISTANCE as NECK_DISTANCE, WIDEN as NECK_WIDEN, applies, skin_beyond
+from facepipe.infer.neck import MAX_DISTANCE as NECK_DISTANCE, WIDEN as NECK_WIDEN, applies, neck_below, neck_in_crop
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
@@ -282,10 +282,11 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
 def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
              colours: FaceColours | None = None, prior: LandmarkPrior | None = None) -> tuple[float, float]:
     """Probabilities for every face of the photos in `batch`, stored on each photo's job, re-split between
-    background, hair and skin by the face's own colours and with the landmark prior laid over them (how
-    many crop pixels each changed, per face); with zoomed-out second crops (infer.beyond_crop), each
-    face's masks of hair and of skin (the neck) beyond its crop too. Returns the wall and CPU seconds of the two rules (parse's
-    "face rules" step, so that the network step stays the network's)."""
+    background, hair and skin by the face's own colours (the neck below the chin too: infer.neck) and with
+    the landmark prior laid over them (how many crop pixels each changed, per face); with zoomed-out
+    second crops (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop
+    too. Returns the wall and CPU seconds of the rules (parse's "face rules" step, so that the network
+    step stays the network's)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
         return 0.0, 0.0
@@ -294,12 +295,15 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     # and the warp back (label_warp.pack_scores) read it.
     labels = probs.argmax(1)
     t0, c0 = time.perf_counter(), time.thread_time()
+    points = [q for r in batch for q in r["crop_points"]]
     if colours is not None:
         recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
+        if applies(parser.schema.classes):  # the neck below the chin, by the same colours
+            recoloured = [n + neck_in_crop(p, lab, c, pts, parser.schema.classes)
+                          for n, p, c, lab, pts in zip(recoloured, probs, crops, labels, points)]
     if prior is not None:
-        points = (q for r in batch for q in r["crop_points"])
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
-    necks = _skin_beyond(parser, batch, probs, labels, crops)
+    necks = _neck_below(parser, batch, probs, labels, crops)
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
     beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
     k = 0
@@ -320,14 +324,14 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     return rules
 
 
-def _skin_beyond(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np.ndarray, crops: list):
-    """Each face's mask of skin below its crop (infer.skin_beyond: the neck, by the face's own colours,
+def _neck_below(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np.ndarray, crops: list):
+    """Each face's mask of skin below its crop (infer.neck: the neck, by the face's own colours,
     in the zoomed-out crop), None where there is none; None without second crops or for a schema with a
     neck class or without skin."""
     if not any(r.get("outer_crops") for r in batch) or not applies(parser.schema.classes):
         return None
     outer = [c for r in batch for c in r["outer_crops"]]
-    return [skin_beyond(p, lab, c, o, parser.schema.classes) for p, lab, c, o in zip(probs, labels, crops, outer)]
+    return [neck_below(p, lab, c, o, parser.schema.classes) for p, lab, c, o in zip(probs, labels, crops, outer)]
 
 
 def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool):
@@ -513,7 +517,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
     if landmark_prior:  # folders parsed before the prior existed are redone, not mixed (--force)
         config["landmark_prior"] = {"reach_iod": REACH_IOD}
     if face_colours:
-        config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU, "stray_margin": STRAY_MARGIN}
+        config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU, "stray_margin": STRAY_MARGIN,
+                                  "neck": {"max_distance": NECK_DISTANCE}}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
@@ -533,14 +538,15 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     from their box. upsample, max_side: dlib's upsampling (-1: by photo size) and the longest side photos
     are shrunk to for detection; faces narrower than ~80 px after the shrink (~40 at upsample 1) are missed.
     beyond_crop: follow the hair beyond each face's crop with a zoomed-out second pass (infer.beyond_crop;
-    twice the network's time) and the neck below it by the face's skin colour (infer.skin_beyond); off by
+    twice the network's time) and the neck below it by the face's skin colour (infer.neck); off by
     itself for a model without a hair class or with letterbox crops.
     landmark_prior: inside the inner lip contour is mouth, and a stray second blob of a part far from its
     landmarks is not that part (infer.landmark_prior); faces without trusted landmarks are left alone;
     off by itself for letterbox crops and schemas without those parts.
     face_colours: before the prior, re-split background, hair and skin where the network hesitates by the
-    face's own colours (infer.face_colours); off by itself for letterbox crops (a crop holds every face)
-    and schemas with fewer than two of those classes."""
+    face's own colours (infer.face_colours) and follow the neck below the chin by them (infer.neck); off
+    by itself for letterbox crops (a crop holds every face) and schemas with fewer than two of those
+    classes."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")

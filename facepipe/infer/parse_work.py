@@ -217,7 +217,7 @@ def write_photo(job: dict) -> dict:
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         reach = mats
-        if job.get("beyond"):  # hair and skin beyond the crops (infer.beyond_crop, infer.skin_beyond)
+        if job.get("beyond"):  # hair and skin beyond the crops (infer.beyond_crop, infer.neck)
             hair, skin, reach = _paint_beyond(job, labels, mats, list(schema["classes"]))
             rec["hair_beyond_crop_pixels"] = hair
             if job.get("skin_beyond") is not None:

@@ -1,4 +1,4 @@
-"""Skin below the face's crop (infer.skin_beyond): the neck, followed by the face's own skin colour.
+"""Skin below the face's crop (infer.neck): the neck, followed by the face's own skin colour.
 
 Scenes are drawn here in the zoomed-out crop's coordinates, and the first crop is cut from them the way
 parse cuts it (the same centre, ZOOM times narrower), so the two crops agree as they do on a photo.
@@ -7,7 +7,7 @@ FASSEG's ids: 0 background, 1 hair, 2 skin.
 import numpy as np
 
 from facepipe.infer.beyond_crop import ZOOM, _inner_box, outer_matrix, paint_beyond
-from facepipe.infer.skin_beyond import applies, bottom_skin, skin_beyond
+from facepipe.infer.neck import applies, bottom_skin, neck_below, neck_in_crop
 
 CLASSES = ("background", "hair", "skin", "eyes", "nose", "mouth")
 BG, HAIR, SKIN, S = 0, 1, 2, 96
@@ -57,7 +57,7 @@ def one_hot(ids, sure=0.98):
 def run(ids, labels=None):
     outer_rgb = photo(ids)
     labels = first_crop(ids) if labels is None else labels
-    return skin_beyond(one_hot(labels), labels, first_crop(outer_rgb), outer_rgb, CLASSES)
+    return neck_below(one_hot(labels), labels, first_crop(outer_rgb), outer_rgb, CLASSES)
 
 
 def test_the_neck_below_the_crop_is_skin_and_nothing_else_is():
@@ -91,7 +91,7 @@ def test_too_few_sure_pixels_of_the_other_classes_say_nothing():
     labels = first_crop(ids)
     labels[labels == BG] = SKIN  # no backdrop to compare with: colour cannot decide
     labels[labels == HAIR] = SKIN
-    assert skin_beyond(one_hot(labels), labels, first_crop(photo(ids)), photo(ids), CLASSES) is None
+    assert neck_below(one_hot(labels), labels, first_crop(photo(ids)), photo(ids), CLASSES) is None
 
 
 def test_only_schemas_with_skin_and_without_a_neck_class():
@@ -108,3 +108,42 @@ def test_skin_is_painted_over_background_only():
     n = paint_beyond(labels, [np.ones((64, 64), bool)], [om], [m], 64, SKIN, over=BG)
     assert (labels[92:96, :50] == HAIR).all() and labels[92, 60] == SKIN
     assert n == int((labels == SKIN).sum())
+
+
+def landmarks(chin_y=70.0, jaw=(28.0, 68.0)):
+    """68 points with only what neck_in_crop reads set apart: the jaw's ends (4, 12) and the chin (8)."""
+    pts = np.tile([[C, 40.0]], (68, 1))
+    pts[4:13, 0] = np.linspace(jaw[0], jaw[1], 9)
+    pts[4:13, 1] = 60.0
+    pts[8] = (C, chin_y)
+    return pts
+
+
+def test_the_neck_the_network_missed_below_the_chin_becomes_skin():
+    ids = scene()  # drawn as the crop itself here: face down to row 70, neck below, backdrop around
+    rgb = photo(ids)
+    labels = ids.copy()
+    missed = (ids == SKIN) & (np.arange(S)[:, None] > 72)  # the network called the lower neck background
+    labels[missed] = BG
+    probs = one_hot(labels)
+    n = neck_in_crop(probs, labels, rgb, landmarks(), CLASSES)
+    assert n == int((labels[missed] == SKIN).sum()) > 0
+    assert (labels[missed] == SKIN).mean() > 0.9  # most of the neck is back
+    assert not ((labels == SKIN) & (ids == BG)).any()  # not the backdrop beside it
+    assert (probs.argmax(0) == labels).all()  # scores and labels agree
+    np.testing.assert_allclose(probs.sum(0), 1, rtol=1e-6)
+
+
+def test_neck_in_crop_needs_landmarks_and_stays_below_the_chin_between_the_jaws_ends():
+    ids = scene()
+    rgb = photo(ids)
+    labels = ids.copy()
+    labels[(ids == SKIN) & (np.arange(S)[:, None] > 72)] = BG
+    before = labels.copy()
+    assert neck_in_crop(one_hot(labels), labels, rgb, None, CLASSES) == 0 and (labels == before).all()
+    assert neck_in_crop(one_hot(labels), labels, rgb, landmarks()[:5], CLASSES) == 0  # 5 points: not trusted
+    assert neck_in_crop(one_hot(labels), labels, rgb, landmarks(chin_y=S + 5.0), CLASSES) == 0  # chin below it
+    # Only between the jaw's ends (the chin, point 8, lies between them): a narrow jaw, a narrow strip.
+    n = neck_in_crop(one_hot(labels), labels, rgb, landmarks(jaw=(44.0, 51.0)), CLASSES)
+    added = np.argwhere(labels != before)
+    assert n == len(added) > 0 and added[:, 1].min() >= 44 and added[:, 1].max() <= 51 and added[:, 0].min() >= 70
