@@ -75,22 +75,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
-def test_ctrl_c_with_dataloader_workers_exits_cleanly_and_resumes(synthetic_cache, tmp_path):
-    out, progress = tmp_path / "r", tmp_path / "progress"
-    args = ["train", synthetic_cache, "--out", out, "--arch", "teacher-small", "--epochs", "4", "--batch-size", "1",
-            "--loss", "ce", "--val-split", "none", "--workers", "2", "--threads", "1", "--device", "cpu", "-q"]
-    env = {**ENV, "FACEPIPE_TEST_PROGRESS": str(progress), "FACEPIPE_TEST_LOADER": "1"}
+def interrupted(args, env, ready, gaps) -> list[int]:
+    """Run the CLI in a process group of its own, wait for `ready(proc)` (it returns the worker pids), then
+    press Ctrl-C once per gap (SIGINT to the whole group, as a terminal sends it, each after sleeping its
+    gap). The run must end with exit code 130 and one line; returns the worker pids."""
     proc = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        wait_for_step(proc, progress, "train", 1)
-        deadline, workers = time.time() + 30, []
-        while len(workers) < 2 and time.time() < deadline:  # epoch 2's workers
-            workers = children(proc.pid)
-            time.sleep(0.01)
-        assert len(workers) >= 2, "the DataLoader path did not start its workers"
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        workers = ready(proc)
+        for gap in gaps:
+            time.sleep(gap)
+            os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -100,6 +95,26 @@ def test_ctrl_c_with_dataloader_workers_exits_cleanly_and_resumes(synthetic_cach
     assert proc.returncode == 130, err
     assert err.strip().count("\n") == 0 and "Traceback" not in err and "rerun the same command" in err, err
     time.sleep(0.5)
+    return workers
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_dataloader_workers_exits_cleanly_and_resumes(synthetic_cache, tmp_path):
+    out, progress = tmp_path / "r", tmp_path / "progress"
+    args = ["train", synthetic_cache, "--out", out, "--arch", "teacher-small", "--epochs", "4", "--batch-size", "1",
+            "--loss", "ce", "--val-split", "none", "--workers", "2", "--threads", "1", "--device", "cpu", "-q"]
+    env = {**ENV, "FACEPIPE_TEST_PROGRESS": str(progress), "FACEPIPE_TEST_LOADER": "1"}
+
+    def ready(proc):
+        wait_for_step(proc, progress, "train", 1)
+        deadline, workers = time.time() + 30, []
+        while len(workers) < 2 and time.time() < deadline:  # epoch 2's workers
+            workers = children(proc.pid)
+            time.sleep(0.01)
+        assert len(workers) >= 2, "the DataLoader path did not start its workers"
+        return workers
+
+    workers = interrupted(args, env, ready, (0.0,))
     assert not [w for w in workers if alive(w)], "DataLoader workers outlived the interrupted run"
     first = (out / "metrics.jsonl").read_text().splitlines()[0]
     assert not (out / "manifest.json").exists()
@@ -126,23 +141,12 @@ def test_ctrl_c_twice_during_parse_with_workers_exits_cleanly_and_resumes(tmp_pa
         save_image(photos / f"p{i:02d}.png", np.roll(a, 4 * i, axis=1))
     args = ["parse", photos, "--out", out, "--workers", "2", "--batch-size", "2", "-q"]
     env = {**ENV, "FACEPIPE_TEST_PROGRESS": str(progress)}
-    proc = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+
+    def ready(proc):
         wait_for_step(proc, progress, "parse", 2)
-        workers = children(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    err = err.decode()
-    assert proc.returncode == 130, err
-    assert err.strip().count("\n") == 0 and "Traceback" not in err and "rerun the same command" in err, err
-    time.sleep(0.5)
+        return children(proc.pid)
+
+    workers = interrupted(args, env, ready, (0.0, 0.2))
     assert len(workers) >= 2 and not [w for w in workers if alive(w)], "parse workers outlived the run"
     done = sorted(p.name for p in out.glob("*.json") if p.name.startswith("p"))
     assert 2 <= len(done) < 24 and not list(out.glob(".*tmp*")), done
