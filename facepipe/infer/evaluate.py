@@ -13,8 +13,8 @@ from facepipe.infer.beyond_crop import ZOOM, far_seed, hair_beyond, outer_heatma
 from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
-from facepipe.infer.predict import predict_probs, probs_to_photo
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
+from facepipe.infer.predict import predict_probs, probs_to_photo
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb

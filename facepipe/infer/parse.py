@@ -40,7 +40,6 @@ from facepipe import __version__
 from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
-from facepipe.infer.neck import MAX_DISTANCE as NECK_DISTANCE, WIDEN as NECK_WIDEN, applies, neck_below, neck_in_crop
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
@@ -49,14 +48,17 @@ from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.landmark_prior import REACH_IOD, LandmarkPrior
 from facepipe.infer.model import LoadedModel
+from facepipe.infer.neck import MAX_DISTANCE as NECK_DISTANCE
+from facepipe.infer.neck import WIDEN as NECK_WIDEN
+from facepipe.infer.neck import applies, neck_below, neck_in_crop
 from facepipe.infer.parse_work import OUTPUTS, align_photo, gray_branch_faces, init_worker, write_photo
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import crop_face
-from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.images import list_images, unreadable_note
+from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
 
