@@ -1,10 +1,11 @@
-"""Faces on their side: FASSEG V2 test turned by 90 and 270 degrees (np.rot90, no EXIF tag), parsed with
+"""Faces on their side: FASSEG V2 test turned by 90 and 270 degrees (np.rot90, no EXIF tag; --turns 2: upside down), parsed with
 `--detector hog+cnn` (or --detector), labels turned back and scored against the upright labels; `--no-turn` parses as
 before faces were turned upright for their landmarks (docs/results.md, "Faces on their side").
 
     python tools/turned_photos_check.py data/fasseg /tmp/turned            # k = 0, 1, 3
     python tools/turned_photos_check.py data/fasseg /tmp/turned --no-turn
     python tools/turned_photos_check.py data/fasseg /tmp/turned --detector hog    # parse's default
+    python tools/turned_photos_check.py data/fasseg /tmp/turned --turns 2         # upside down
 """
 import argparse
 import json
@@ -24,6 +25,7 @@ def main():
     ap.add_argument("work", help="folder for the turned photos and the parses")
     ap.add_argument("--no-turn", action="store_true")
     ap.add_argument("--detector", default="hog+cnn", choices=("hog", "hog+cnn", "cnn"))
+    ap.add_argument("--turns", default="0,1,3", help="quarter turns to try, e.g. 2 for upside down")
     a = ap.parse_args()
     if a.no_turn:
         face_detector.FaceDetector._turned_landmarks = lambda self, rgb, box: None
@@ -31,7 +33,7 @@ def main():
 
     images, labels, work = Path(a.fasseg) / "images", Path(a.fasseg) / "labels", Path(a.work)
     tag = ("noturn" if a.no_turn else "turn") + "-" + a.detector
-    for k in (0, 1, 3):
+    for k in (int(v) for v in a.turns.split(",")):
         src, out = work / f"photos-{k}", work / f"parsed-{k}-{tag}"
         src.mkdir(parents=True, exist_ok=True)
         for f in sorted(images.glob("v2_test_*.png")):

@@ -25,7 +25,8 @@ from facepipe.util.manifest import parse_shard
               help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
                    "hog+cnn (the CNN only on photos where HOG finds no face). A CNN face whose landmarks cannot "
                    "be trusted is marked \"lm_trusted\": false, and align cuts it from its box; a CNN face on its "
-                   "side gets its landmarks from the quarter turn that makes it upright (\"roll\": 90 or 270).")
+                   "side gets its landmarks from the quarter turn that makes it upright (\"roll\": 90 or 270), and "
+                   "a photo where neither finds a face is searched upside down too (\"roll\": 180).")
 @upsample_option(LandmarksConfig)
 @max_side_option(LandmarksConfig)
 @field_option(LandmarksConfig, "threshold", "--threshold", type=FINITE,

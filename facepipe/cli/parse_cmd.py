@@ -40,8 +40,9 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "detector", "--detector", type=click.Choice(list(DETECTORS)),
               help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
                    "hog+cnn (the CNN only on photos where HOG finds no face); a face whose landmarks cannot be "
-                   "trusted (a profile) is cut from its box, and a face on its side (a photo turned without an "
-                   "EXIF tag) gets its landmarks from the quarter turn that makes it upright.")
+                   "trusted (a profile) is cut from its box, a face on its side (a photo turned without an "
+                   "EXIF tag) gets its landmarks from the quarter turn that makes it upright, and a photo with no "
+                   "face either way is searched upside down too.")
 @upsample_option(parse_photos)
 @max_side_option(parse_photos)
 # The CLI's default is 0 (every core); parse_photos' own is 1 (everything in the calling process).
@@ -83,7 +84,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
                            (and each face's branch, color or gray, for a model with a gray branch;
                            colour_pixels and prior_pixels: crop pixels the two face rules changed;
-                           roll: 90 or 270 for a face found on its side and turned upright;
+                           roll: 90, 180 or 270 for a face found on its side or upside down
+                           and turned upright;
                            hair_beyond_crop_pixels, skin_beyond_crop_pixels: what the passes
                            beyond the crop added)
     plus summary.json (counts, failures, seconds per step) and manifest.json. A rerun skips the photos
@@ -117,7 +119,8 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
         rep.log(f"... and {len(s['no_face']) - 20} more without a face (summary.json lists them)")
     if s["no_face"] and kw.get("detector", "hog") == "hog":
         rep.log("HOG finds upright frontal faces only: --detector hog+cnn also finds profiles and faces on their "
-                "side, as in a photo turned without an EXIF tag (dlib's CNN, on the photos HOG finds no face in).")
+                "side or upside down, as in a photo turned without an EXIF tag (dlib's CNN, on the photos HOG "
+                "finds no face in).")
     if s["no_face"] and kw.get("upsample", -1) < 1:
         where = "" if kw.get("upsample", -1) == 0 else ", and from 1200 px on searched without upsampling"
         rep.log(f"Small faces: photos are shrunk to {kw.get('max_side', 1600)} px for detection{where}, where a "
@@ -138,7 +141,7 @@ def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
     rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
     if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
         rows.append(("faces cut from their box (profiles)", s["box_cut"]))
-        rows.append(("faces on their side, turned upright", s["turned"]))
+        rows.append(("faces turned upright (on their side, upside down)", s["turned"]))
     if gray_branch:  # two-branch model: how many faces its grayscale weights took
         rows.append(("faces on the gray branch", s["gray_branch"]))
     rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),

@@ -155,7 +155,7 @@ class Tally:
     parsed: int = 0
     faces: int = 0
     box_cut: int = 0  # faces cut from their detector box (CNN faces whose landmarks are not trusted)
-    turned: int = 0  # faces found on their side and turned upright for their landmarks
+    turned: int = 0  # faces found on their side or upside down and turned upright for their landmarks
     gray_branch: int = 0  # faces a two-branch model ran on its grayscale branch (models.gray_route)
     resumed: int = 0
     no_face: list = field(default_factory=list)
