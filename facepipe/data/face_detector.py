@@ -157,14 +157,17 @@ class FaceDetector:
     def _detect(self, small: np.ndarray):
         """Boxes and scores on the shrunk photo, and whether the CNN found them."""
         if self.hog is not None:
-            up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < 1200 else 0)
-            rects, scores, _ = self.hog.run(small, up, self.threshold)
+            rects, scores, _ = self.hog.run(small, self._hog_upsample(small), self.threshold)
             if len(rects) or self.cnn is None:
                 return rects, scores, False
         return self._detect_cnn(small)
 
+    def _hog_upsample(self, small: np.ndarray) -> int:
+        """HOG's upsampling: the setting, or by size (auto: once below 1200 px, where faces are small)."""
+        return self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < 1200 else 0)
+
     def _detect_cnn(self, small: np.ndarray):
-        """The CNN's boxes and scores (detections with .confidence) on the shrunk photo; True: by the CNN."""
+        """(boxes, confidences, True: found by the CNN) on the shrunk photo."""
         up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < CNN_AUTO_UPSAMPLE_BELOW else 0)
         try:
             dets = self.cnn(np.ascontiguousarray(small), up)
@@ -244,8 +247,7 @@ class FaceDetector:
         180 degrees, and a face kept where HOG and the CNN both find it there (box centres within a quarter
         of the box's width) and its landmarks are trusted. Returned in photo coordinates, with "roll": 180."""
         turned = np.ascontiguousarray(small[::-1, ::-1])
-        up = self.upsample if self.upsample >= 0 else (1 if max(small.shape[:2]) < 1200 else 0)
-        hog_rects, _, _ = self._frontal().run(turned, up, self.threshold)
+        hog_rects, _, _ = self._frontal().run(turned, self._hog_upsample(small), self.threshold)
         if not len(hog_rects):
             return []
         cnn = list(zip(*self._detect_cnn(turned)[:2]))  # (rect, confidence)
@@ -265,9 +267,9 @@ class FaceDetector:
             if not landmarks_trusted([l, t, rr, b], lm5, lm68):
                 continue
             back = [(np.array([w - 1, h - 1]) - np.asarray(p)).round(2).tolist() for p in (lm5, lm68)]
-            faces.append({"box": [round(w - 1 - rr, 1), round(h - 1 - b, 1), round(w - 1 - l, 1), round(h - 1 - t, 1)],
-                          "score": round(float(sc), 4), "lm5": back[0], "lm68": back[1], "lm_trusted": True,
-                          "roll": 180})
+            box = [round(w - 1 - rr, 1), round(h - 1 - b, 1), round(w - 1 - l, 1), round(h - 1 - t, 1)]
+            faces.append({"box": box, "score": round(float(sc), 4), "lm5": back[0], "lm68": back[1],
+                          "lm_trusted": True, "roll": 180})
         faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
         return faces
 
