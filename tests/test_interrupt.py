@@ -144,3 +144,50 @@ def test_stop_pool_waits_for_jobs_in_hand_and_drops_the_rest():
     jobs = [ex.submit(_nap, 0.3) for _ in range(20)]
     stop_pool(ex)
     assert jobs[0].result() == 0.3 and jobs[-1].cancelled()
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from facepipe.util.interrupt import ignore_sigint
+
+def nap(s):
+    time.sleep(s)
+
+if __name__ == "__main__":
+    ctx = get_context(sys.argv[1])
+    ex = ProcessPoolExecutor(2, mp_context=ctx, initializer=ignore_sigint)
+    futs = [ex.submit(nap, 60) for _ in range(2)]
+    time.sleep(3 if sys.argv[1] == "spawn" else 1)
+    print(" ".join(str(p) for p in ex._processes), flush=True)
+    os._exit(0)  # as if killed: no shutdown, no atexit
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_workers_end_with_a_parent_that_was_killed(tmp_path, method):
+    # A parent killed with SIGKILL (or by the OOM killer) left its pool's workers waiting on their call
+    # queue forever; util.interrupt.die_with_parent has the kernel end them with it.
+    import subprocess
+    import sys
+    import time
+
+    script, out = tmp_path / "orphans.py", tmp_path / "pids.txt"
+    script.write_text(_ORPHAN_SCRIPT)
+    with open(out, "w") as fh:  # a file, not a pipe: orphans holding a pipe would keep run() waiting
+        r = subprocess.run([sys.executable, str(script), method], stdout=fh, stderr=subprocess.STDOUT, timeout=120)
+    pids = [int(p) for p in (out.read_text().splitlines() or [""])[0].split() if p.isdigit()]
+    assert r.returncode == 0 and len(pids) == 2, out.read_text()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "pool workers outlived their killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
