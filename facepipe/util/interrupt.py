@@ -18,6 +18,8 @@ KeyboardInterrupt at whichever bytecode the main thread runs next. Two things go
 """
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -48,9 +50,6 @@ def die_with_parent() -> None:
     the main thread, which lives as long as the process.)"""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import multiprocessing
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
