@@ -57,7 +57,7 @@ from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import crop_face
-from facepipe.util.images import list_images, unreadable_note
+from facepipe.util.images import ImageList, list_images, unreadable_note
 from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
@@ -122,16 +122,10 @@ class Parser:
                 "colors": [list(c) for c in self.schema.colors]}
 
 
-class PhotoList(list):
-    """The photos found, the links among them that lead nowhere (`.dangling`) and the photos in folders
-    skipped for their format (`.unreadable`: HEIC, camera raw)."""
-    dangling: list
-    unreadable: list
-
-
-def collect_photos(paths) -> list[Path]:
-    out = PhotoList()
-    out.dangling, out.unreadable = [], []
+def collect_photos(paths) -> ImageList:
+    """The photos given (files, or folders searched by list_images), with the folders' links that lead
+    nowhere (`.dangling`) and photos skipped for their format (`.unreadable`: HEIC, camera raw)."""
+    out = ImageList()
     for p in map(Path, paths):
         if p.is_dir():
             found = list_images(p)
