@@ -26,7 +26,7 @@ from facepipe.util.manifest import parse_shard
                    "hog+cnn (the CNN only on photos where HOG finds no face). A CNN face whose landmarks cannot "
                    "be trusted is marked \"lm_trusted\": false, and align cuts it from its box; a CNN face on its "
                    "side gets its landmarks from the quarter turn that makes it upright (\"roll\": 90 or 270), and "
-                   "a photo where neither finds a face is searched upside down too (\"roll\": 180).")
+                   "a photo where neither finds a face scoring 0.2 is searched upside down too (\"roll\": 180).")
 @upsample_option(LandmarksConfig)
 @max_side_option(LandmarksConfig)
 @field_option(LandmarksConfig, "threshold", "--threshold", type=FINITE,

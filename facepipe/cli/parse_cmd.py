@@ -41,8 +41,8 @@ def _outputs(ctx, param, value):
               help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
                    "hog+cnn (the CNN only on photos where HOG finds no face); a face whose landmarks cannot be "
                    "trusted (a profile) is cut from its box, a face on its side (a photo turned without an "
-                   "EXIF tag) gets its landmarks from the quarter turn that makes it upright, and a photo with no "
-                   "face either way is searched upside down too.")
+                   "EXIF tag) gets its landmarks from the quarter turn that makes it upright, and a photo with no face "
+                   "scoring 0.2 either way is searched upside down too.")
 @upsample_option(parse_photos)
 @max_side_option(parse_photos)
 # The CLI's default is 0 (every core); parse_photos' own is 1 (everything in the calling process).
