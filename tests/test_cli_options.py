@@ -40,6 +40,7 @@ ACCEPTS = {
     ("backgrounds", "--procedural"): ({"0"}, "0 = photos only, no drawings"),
     ("paste", "--workers"): ({"0"}, "0 = all cores"),
     ("paste", "--margin"): ({"0"}, "0 = no margin: the photo's own size"),
+    ("paste", "--defocus"): ({"0"}, "0 = no blur: the background as sharp as its photo"),
     ("import", "--max-bad"): ({"0"}, "0 = fail on the first unreadable image"),
     ("cache", "--compression"): ({"0"}, "gzip level 0 = stored"),
     ("train", "--loss-weight"): ({"0"}, "0 = no center/sc term"),

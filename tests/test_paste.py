@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from facepipe.data.paste import PasteConfig, feather_sigma, run_paste, seam_radius
+from facepipe.data.paste import PasteConfig, defocus, feather_sigma, run_paste, seam_radius
 from facepipe.util.atomic import save_image
 from facepipe.util.images import load_ids, load_rgb
 from facepipe.util.photos import list_photos
@@ -220,8 +220,30 @@ def test_margin_widens_the_photo_with_background_and_shifts_labels_and_landmarks
                            atol=1e-3)
 
 
+def test_defocus_blurs_the_background_only(imported, backgrounds, pasted, tmp_path):
+    """--defocus: the face (away from the seam) as in the pasted variant, on the same background draw;
+    the blur itself smooths a textured background and keeps its mean."""
+    m = _paste(imported, backgrounds, tmp_path / "soft", defocus=0.02)
+    assert m["config"]["defocus"] == 0.02
+    # Recorded only when on: a folder pasted before the option existed resumes rather than being refused.
+    assert "defocus" not in json.loads((pasted / "manifest.json").read_text())["config"]
+    src = {r["id"]: r for r in _items(pasted)}
+    for r in _items(tmp_path / "soft"):
+        lab = load_ids(tmp_path / "soft" / r["label"])
+        a, b = load_rgb(pasted / src[r["id"]]["image"]), load_rgb(tmp_path / "soft" / r["image"])
+        inside, _ = _bands(lab, lab != 0)
+        assert np.array_equal(a[inside], b[inside])
+        assert r["background"] == src[r["id"]]["background"]
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    soft = defocus(noise, 3.0)
+    assert soft.dtype == np.uint8 and soft.std() < 0.2 * noise.std()
+    assert abs(soft.astype(float).mean() - noise.astype(float).mean()) < 1.0
+
+
 def test_margin_with_plain_or_out_of_range_is_one_line(imported, backgrounds, tmp_path):
     for args, said in ((["--variant", "plain", "--margin", "0.5"], "--variant plain copies the photo"),
+                       (["--variant", "plain", "--defocus", "0.01"], "--variant plain copies the photo"),
+                       (["--defocus", "0.2"], "--defocus"),
                        (["--margin", "3"], "--margin")):
         p = subprocess.run([sys.executable, "-m", "facepipe", "paste", str(imported), str(backgrounds),
                             str(tmp_path / "out"), "-q", *args], capture_output=True, text=True, timeout=120)

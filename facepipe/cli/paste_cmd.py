@@ -12,7 +12,7 @@ from facepipe.cli.options import (
     reporter,
     workers_option,
 )
-from facepipe.data.paste import VARIANTS, PasteConfig, run_paste
+from facepipe.data.paste import MAX_DEFOCUS, VARIANTS, PasteConfig, run_paste
 
 # A zoom below 1 would leave the crop smaller than the photo; above 8 a wallpaper is a blur of a few pixels.
 ZOOM = FiniteRange(1, 8)
@@ -36,6 +36,9 @@ ZOOM = FiniteRange(1, 8)
 @field_option(PasteConfig, "margin", "--margin", type=FiniteRange(0, 2),
               help="Widen each photo by this times its height and width on every side, filled with the "
                    "background (labels: background): the face becomes a small part of a cluttered photo.")
+@field_option(PasteConfig, "defocus", "--defocus", type=FiniteRange(0, MAX_DEFOCUS),
+              help="Blur the background by a Gaussian of this times the photo's longer side before pasting "
+                   "(0: sharp): a portrait's backdrop out of focus.")
 @workers_option(PasteConfig)
 @force_option
 @quiet_option
@@ -54,6 +57,7 @@ def paste_cmd(dataset, quiet, **kw):
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-pasted
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-gray --variant gray
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-wide --margin 0.5
+      facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-soft --defocus 0.01
       facepipe landmarks data/fasseg-pasted lm && facepipe align data/fasseg-pasted al --landmarks lm
     """
     rep = reporter(quiet)

@@ -17,6 +17,10 @@ score owes to the backdrop:
            saturation about 0.3, above the gray branch's cut: it measures the colour network on faces
            of one hue)
 
+--defocus S blurs the background crop of every variant but plain by a Gaussian of S times the photo's
+longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a long
+lens), where a smooth field of a hair-like colour touches the head.
+
 --margin K widens every variant but plain by K times the photo's height and width on each side, filled
 with the background (labels: background; dataset landmarks shifted): the face is then a small part of a
 cluttered photo, as in a group photo, and what a parser labels beyond its face crop is scored too.
@@ -84,6 +88,7 @@ class PasteConfig:
     max_zoom: float = 2.0  # background crops are 1..max_zoom times closer than "just covers the photo"
     feather: float = 0.006  # seam sigma as a fraction of the photo's longer side (3 px at 512)
     margin: float = 0.0  # background added on each side, as a fraction of the photo's height / width
+    defocus: float = 0.0  # background blur sigma as a fraction of the photo's longer side (0: sharp)
     workers: int = field(default=0, metadata={"identity": False})
     force: bool = field(default=False, metadata={"identity": False})
 
@@ -177,6 +182,15 @@ def background_crop(path: str, h: int, w: int, zoom: float, fx: float, fy: float
     return np.asarray(im.resize((w, h), Image.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch)))
 
 
+MAX_DEFOCUS = 0.05  # 25 px on a 512 px photo: a backdrop far behind a long lens; beyond, a flat colour
+
+
+def defocus(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """The background out of focus: each channel blurred by a Gaussian of `sigma` px (edges mirrored)."""
+    out = gaussian_filter(rgb.astype(np.float32), (sigma, sigma, 0), mode="reflect", truncate=TRUNCATE)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def paste_photo(rgb: np.ndarray, labels: np.ndarray, variant: str, bg: np.ndarray | None, bg_id: int,
                 hair_id: int | None, hair_colour: str | None, sigma: float) -> np.ndarray:
     """The pure core: one photo's variant. Ignore pixels (255) count as foreground: unknown pixels may be
@@ -259,6 +273,8 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
             rgb_shape = rgb.shape
         h, w = rgb.shape[:2]
         bg = background_crop(bg_path, h, w, 1 + d["zoom"] * (cfg.max_zoom - 1), d["x"], d["y"])
+        if cfg.defocus > 0:
+            bg = defocus(bg, cfg.defocus * max(h, w))
         new = paste_photo(rgb, labels, cfg.variant, bg, bg_id, hair_id, colour, sigma)
         name = f"images/{photo.id}.png"  # lossless: no JPEG ringing added along the seam
         save_image(out / name, new)
@@ -339,6 +355,10 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
         raise FacepipeError(f"--margin {cfg.margin} must be between 0 and {MAX_MARGIN:g}.")
     if cfg.margin > 0 and cfg.variant == "plain":
         raise FacepipeError("--margin widens a pasted photo with background; --variant plain copies the photo.")
+    if not 0 <= cfg.defocus <= MAX_DEFOCUS:
+        raise FacepipeError(f"--defocus {cfg.defocus} must be between 0 and {MAX_DEFOCUS:g}.")
+    if cfg.defocus > 0 and cfg.variant == "plain":
+        raise FacepipeError("--defocus blurs a pasted photo's background; --variant plain copies the photo.")
     # Everything is checked before OUT is claimed, so a wrong argument leaves no folder behind.
     photos, in_man = list_photos(cfg.src)
     if in_man is None:
@@ -350,6 +370,8 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
     digest, listing = _backgrounds_digest(bg_files, bg_root)
     # The backgrounds' content, not just their folder's name, decides the output.
     config = {**config_dict(cfg), "backgrounds_sha256": digest}
+    if not cfg.defocus:  # recorded only when on: folders pasted before the option existed still resume
+        del config["defocus"]
 
     out = Path(cfg.out)
     with StageOutput(out, "paste", config, force=cfg.force) as so:
