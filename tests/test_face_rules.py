@@ -13,12 +13,14 @@ from PIL import Image
 
 from conftest import parse_astronaut
 from facepipe.cli import cli
+from facepipe.infer.edges import EPS, RADIUS
 from facepipe.infer.face_colours import BETA, STRAY_MARGIN, TAU
 from facepipe.infer.landmark_prior import REACH_IOD
 from facepipe.infer.neck import MAX_DISTANCE
 
 RULES = [("face-colours", "face_colours", "colour_pixels", {"beta": BETA, "tau": TAU, "stray_margin": STRAY_MARGIN,
-                                                             "neck": {"max_distance": MAX_DISTANCE}}),
+                                                             "neck": {"max_distance": MAX_DISTANCE},
+                                                             "edges": {"radius": RADIUS, "eps": EPS}}),
          ("landmark-prior", "landmark_prior", "prior_pixels", {"reach_iod": REACH_IOD})]
 
 

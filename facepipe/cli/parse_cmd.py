@@ -61,7 +61,9 @@ def _outputs(ctx, param, value):
                    "too, by the face's own skin colour (no network pass). --crop-only labels the crop alone "
                    "(half the network's time).")
 @field_option(parse_photos, "face_colours", "--face-colours/--no-face-colours",
-              help="Where the network hesitates between background, hair and skin, let the face's own colours "
+              help="Move the boundaries between background, hair and skin onto the photo's own edges (a "
+                   "guided filter; for the students, the default among them, not for `accurate`); where the "
+                   "network hesitates between them, let the face's own colours "
                    "(learned from the pixels it is sure of) settle it: light, grey and red hair, gray photos, "
                    "backdrops; a hair blob apart from the face that looks more like the backdrop than like "
                    "the face's hair is not hair (fur, foliage, a painting); and background below the chin "

@@ -10,6 +10,7 @@ import numpy as np
 
 from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.infer.beyond_crop import ZOOM, far_seed, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
+from facepipe.infer.edges import coarse_head, snap_to_edges
 from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
@@ -34,8 +35,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     and the skin below it (infer.neck: the neck, by the face's colours);
     beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
-    as parse does; face_colours: re-split background, hair and skin by the face's own colours first
-    (infer.face_colours) and follow the neck below the chin by them (infer.neck), as parse does."""
+    as parse does; face_colours: first, as parse does, infer.edges (coarse heads), infer.face_colours's
+    re-split of background, hair and skin and the neck below the chin by those colours (infer.neck)."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
@@ -99,10 +100,13 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
     """The network's probabilities for faces `idx` (N x C x S x S), re-split by the faces' own colours and
     with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order."""
     probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+    edges = colours is not None and coarse_head(model)
     for k, j in enumerate(idx if colours is not None or prior is not None else ()):
         labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior
         points = f.read("landmarks", j)[:int(f.read("n_landmarks", j))]
         if colours is not None:
+            if edges:  # onto the crop's edges first (infer.edges)
+                snap_to_edges(probs[k], imgs[k], colours.classes, labels)
             colours.apply(probs[k], imgs[k], labels)
             if applies(colours.names):  # the neck below the chin, by the same colours (infer.neck)
                 neck_in_crop(probs[k], labels, imgs[k], points, colours.names)

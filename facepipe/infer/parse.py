@@ -41,6 +41,9 @@ from facepipe.data.face_cache import to_input
 from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
+from facepipe.infer.edges import EPS as EDGE_EPS
+from facepipe.infer.edges import RADIUS as EDGE_RADIUS
+from facepipe.infer.edges import coarse_head, snap_to_edges
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
 from facepipe.infer.face_colours import TAU as COLOUR_TAU
@@ -276,12 +279,13 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
 
 
 def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
-             colours: FaceColours | None = None, prior: LandmarkPrior | None = None) -> tuple[float, float]:
-    """Probabilities for every face of the photos in `batch`, stored on each photo's job, re-split between
-    background, hair and skin by the face's own colours (the neck below the chin too: infer.neck) and with
-    the landmark prior laid over them (how many crop pixels each changed, per face); with zoomed-out
-    second crops (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop
-    too. Returns the wall and CPU seconds of the rules (parse's "face rules" step, so that the network
+             colours: FaceColours | None = None, prior: LandmarkPrior | None = None,
+             edges: bool = False) -> tuple[float, float]:
+    """Probabilities for every face of the photos in `batch`, stored on each photo's job, moved onto the
+    crop's edges between background, hair and skin when `edges` (infer.edges), re-split between them by
+    the face's own colours (the neck below the chin too: infer.neck) and with the landmark prior laid
+    over them (how many crop pixels each changed, per face); with zoomed-out second crops
+    (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop too. Returns the wall and CPU seconds of the rules (parse's "face rules" step, so that the network
     step stays the network's)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
@@ -293,7 +297,9 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     t0, c0 = time.perf_counter(), time.thread_time()
     points = [q for r in batch for q in r["crop_points"]]
     if colours is not None:
-        recoloured = [colours.apply(p, c, lab) for p, c, lab in zip(probs, crops, labels)]
+        # Onto the crop's edges first (infer.edges), then the colours' re-split: one count for both.
+        recoloured = [(snap_to_edges(p, c, colours.classes, lab) if edges else 0) + colours.apply(p, c, lab)
+                      for p, c, lab in zip(probs, crops, labels)]
         if applies(parser.schema.classes):  # the neck below the chin, by the same colours
             recoloured = [n + neck_in_crop(p, lab, c, pts, parser.schema.classes)
                           for n, p, c, lab, pts in zip(recoloured, probs, crops, labels, points)]
@@ -376,6 +382,7 @@ class _Pipeline:
         self.window = 2 * st.workers + 2 if self.pooled else 1
         self.prior = LandmarkPrior(parser.schema) if st.landmark_prior else None
         self.colours = FaceColours(parser.schema) if st.face_colours else None
+        self.edges = st.face_colours and coarse_head(parser.model.net)
         self.writing, self.batch = deque(), []
         self.t0, self.finished = time.perf_counter(), 0
 
@@ -402,7 +409,7 @@ class _Pipeline:
     def flush(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         rules, rules_cpu = _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.colours,
-                                    self.prior)
+                                    self.prior, self.edges)
         t1, cpu = time.perf_counter(), time.thread_time() - c0 - rules_cpu
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
             r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]), r.pop("labels", None))
@@ -515,6 +522,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
     if face_colours:
         config["face_colours"] = {"beta": COLOUR_BETA, "tau": COLOUR_TAU, "stray_margin": STRAY_MARGIN,
                                   "neck": {"max_distance": NECK_DISTANCE}}
+        if coarse_head(parser.model.net):  # only where it runs: the teacher's folders keep their config
+            config["face_colours"]["edges"] = {"radius": EDGE_RADIUS, "eps": EDGE_EPS}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
