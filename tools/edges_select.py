@@ -11,20 +11,22 @@ import argparse
 import functools
 
 import facepipe.infer.evaluate as evaluate_mod
-from facepipe.infer.edges import snap_to_edges
+from facepipe.infer.edges import coarse_head, snap_to_edges
 from facepipe.infer.model import LoadedModel
 
 GRID = "4:0.001,4:0.0001,6:0.001,6:0.0001,8:0.001,8:0.0001"
 
 
 def _score(m, path: str, split: str, setting) -> dict:
-    """eval as parse answers, the filter at `setting` (radius, eps), or off for None."""
+    """eval as parse answers, the filter at `setting` (radius, eps), or off for None; tried whatever the
+    model's head (parse runs it for coarse heads only: edges.coarse_head)."""
     evaluate_mod.snap_to_edges = (lambda *a, **k: 0) if setting is None else functools.partial(
         snap_to_edges, radius=int(setting[0]), eps=setting[1])
+    evaluate_mod.coarse_head = lambda net: True
     try:
         return evaluate_mod.evaluate_model(m, path, split=split, face_colours=True, landmark_prior=True)
     finally:
-        evaluate_mod.snap_to_edges = snap_to_edges
+        evaluate_mod.snap_to_edges, evaluate_mod.coarse_head = snap_to_edges, coarse_head
 
 
 def main():
