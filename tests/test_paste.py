@@ -139,6 +139,20 @@ def test_hair_changes_only_hair(imported, backgrounds, pasted, tmp_path):
 
 
 
+def test_hair_backdrop_takes_the_hair_s_colours_and_keeps_the_face(imported, backgrounds, pasted, tmp_path):
+    """The background recoloured to the face's hair: away from the seam its mean colour is the hair's (to
+    a few grey levels: clipping at 0 and 255), and the face is the pasted variant's, pixel for pixel."""
+    _paste(imported, backgrounds, tmp_path / "hb", variant="hair-backdrop")
+    for r in _items(tmp_path / "hb"):
+        lab = load_ids(tmp_path / "hb" / r["label"])
+        b, p = load_rgb(tmp_path / "hb" / r["image"]), load_rgb(pasted / r["image"])
+        inside, outside = _bands(lab, lab != 0)
+        assert np.array_equal(b[inside], p[inside])
+        hair = load_rgb(r["source"])[lab == HAIR]
+        assert len(hair) >= 100  # the synthetic faces all have hair: the rule is exercised, not skipped
+        assert np.abs(b[outside].mean(0) - hair.mean(0)).max() < 4
+
+
 def test_hair_gray_is_the_hair_photo_in_grayscale(imported, backgrounds, tmp_path):
     _paste(imported, backgrounds, tmp_path / "hair", variant="hair")
     m = _paste(imported, backgrounds, tmp_path / "hg", variant="hair-gray")

@@ -25,7 +25,8 @@ ZOOM = FiniteRange(1, 8)
 @field_option(PasteConfig, "variant", "--variant", type=click.Choice(VARIANTS),
               help="plain: the photos copied (the reference); pasted: background class replaced by a "
                    "background photo; gray: pasted, in grayscale; hair: pasted, hair recoloured; "
-                   "sepia: pasted, toned brown like an old print; hair-gray: hair, then in grayscale.")
+                   "sepia: pasted, toned brown like an old print; hair-gray: hair, then in grayscale; "
+                   "hair-backdrop: pasted onto the background recoloured to the face's own hair.")
 @field_option(PasteConfig, "split", "--split", help="Which split of DATASET to write.")
 @field_option(PasteConfig, "seed", "--seed", type=SEED,
               help="Picks each photo's background, zoom, crop and hair colour (with its id).")

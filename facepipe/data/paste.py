@@ -16,6 +16,9 @@ score owes to the backdrop:
   sepia    pasted, then toned like an old print: luma mapped onto a brown ramp (a face's mean
            saturation about 0.3, above the gray branch's cut: it measures the colour network on faces
            of one hue)
+  hair-backdrop  pasted onto the background photo recoloured to the face's own hair: each channel's
+           mean and spread moved to those of the hair pixels, so its texture stays and its colours are
+           the hair's (a dark wall behind dark hair, a brown painting behind brown hair)
 
 --defocus S blurs the background crop of every variant but plain by a Gaussian of S times the photo's
 longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a long
@@ -65,7 +68,7 @@ from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.schema import load_schema
 
-VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray")
+VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray", "hair-backdrop")
 RECOLOURED = ("hair", "hair-gray")  # the variants that recolour the hair
 # Target hair colours as (tint, darkest, lightest lightness): the photo's own hair luminance, stretched
 # into that range, keeps the strands' texture; the tint sets the colour.
@@ -191,6 +194,17 @@ def defocus(rgb: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def hair_coloured(bg: np.ndarray, rgb: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """The background with each channel's mean and standard deviation moved to those of rgb's hair pixels
+    (unchanged when the photo has fewer than 100 of them: nothing to match)."""
+    if hair.sum() < 100:
+        return bg
+    src = bg.reshape(-1, 3).astype(np.float64)
+    want = rgb[hair].astype(np.float64)
+    out = (src - src.mean(0)) / np.maximum(src.std(0), 1.0) * want.std(0) + want.mean(0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(bg.shape)
+
+
 def paste_photo(rgb: np.ndarray, labels: np.ndarray, variant: str, bg: np.ndarray | None, bg_id: int,
                 hair_id: int | None, hair_colour: str | None, sigma: float) -> np.ndarray:
     """The pure core: one photo's variant. Ignore pixels (255) count as foreground: unknown pixels may be
@@ -198,6 +212,8 @@ def paste_photo(rgb: np.ndarray, labels: np.ndarray, variant: str, bg: np.ndarra
     if variant == "plain":
         return rgb
     fg = rgb
+    if variant == "hair-backdrop":
+        bg = hair_coloured(bg, rgb, labels == hair_id)
     if variant in RECOLOURED:
         fg = recolour_hair(rgb, labels == hair_id, hair_colour, sigma)
     out = blend(fg, bg, soft_mask(labels != bg_id, sigma))
@@ -317,7 +333,7 @@ def _schema_ids(cfg: PasteConfig):
         raise FacepipeError(f"schema {schema.name}: class 0 is {schema.classes[0]!r}, not background; "
                             "cannot tell which pixels to replace.")
     hair_id = schema.index("hair") if "hair" in schema.classes else None
-    if cfg.variant in RECOLOURED and hair_id is None:
+    if cfg.variant in RECOLOURED + ("hair-backdrop",) and hair_id is None:
         raise FacepipeError(f"schema {schema.name} has no hair class; --variant {cfg.variant} needs one.")
     return schema, bg_id, hair_id
 
