@@ -1,8 +1,8 @@
 """Choose the weight and clip of the face's own colours (facepipe/infer/face_colours.py): score a model
 on cache splits without the rule and with each (BETA, TAU) of a grid, and print the change in pixel
-accuracy / overall F1 per setting (for a student, the edges filter of infer.edges runs with the colours,
-as in parse, since this session's filter came after the setting was chosen). The bundled setting is the one whose smallest gain over the
-selection sets (training splits only) is largest.
+accuracy / overall F1 per setting (for a student the edges filter, infer.edges, runs with the colours
+as in parse; the bundled setting was chosen before it existed). The bundled setting is the one whose
+smallest gain over the selection sets (training splits only) is largest.
 
     python tools/face_colours_select.py default data/robust-wide-train-t4.h5:train \
         data/fasseg-hc-b2.0-t4.h5:train data/robust-hair-train-t4.h5:train
