@@ -75,6 +75,21 @@ def test_paste_replaces_the_background_and_keeps_face_and_labels():
     assert torch.allclose(xn, x, atol=1e-5)
 
 
+def test_hair_coloured_backdrop_takes_the_hair_s_colours_and_leaves_the_rest_of_the_draws_alone():
+    """hairbg: the pasted photo's colours moved to the face's hair (flat dark brown here, so the wall becomes
+    that brown); the face and labels are those of the same paste without it, draw for draw."""
+    x, y = face_batch()
+    run = lambda p: augment(x, y, PERM, replace(ONLY, paste=1.0, hairbg=p), torch.Generator().manual_seed(0),  # noqa: E731
+                            bank=bank(), ids=(BG, (HAIR,)))
+    (plain, yp), (coloured, yc) = run(0.0), run(1.0)
+    assert torch.equal(yp, yc)
+    a, b = rgb(plain), rgb(coloured)
+    face, wall = interior(y, SKIN).numpy(), interior(y, BG).numpy()
+    assert np.abs(a[face] - b[face]).max() < 1e-3
+    assert np.abs(b[wall] - np.array([30, 20, 15])).max() < 2  # the hair's colour, its spread (none) too
+    assert np.abs(a[wall] - np.array([30, 20, 15])).mean() > 40  # without it: the random photo
+
+
 def test_hair_recolouring_touches_hair_only():
     x, y = face_batch()
     xo, yo = augment(x, y, PERM, replace(ONLY, hair=1.0), torch.Generator().manual_seed(3), ids=(BG, (HAIR,)))

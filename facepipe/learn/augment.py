@@ -13,6 +13,9 @@ background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
     but are no longer black: parse never shows the network a black border, it crops from the whole photo;
   - hair recolouring: the hair class (labels, or the teacher's argmax for soft targets) moved to a random
     lightness and tint, keeping its texture, so light, grey and red hair are hair;
+  - hair-coloured backdrops (`hairbg`, off in wild): a pasted background's colours moved to the face's own
+    hair (each channel's mean and spread), so that a wall or painting of the hair's colour next to the head
+    is still background (the benchmark's `paste --variant hair-backdrop`, on other photos);
   - grayscale, hue rotation and saturation, a shadow (a linear brightness ramp across the face), blur,
     sensor noise and JPEG compression;
   - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
@@ -53,6 +56,7 @@ class AugmentConfig:
     blur: float = 0.0  # probability of a Gaussian blur, sigma 0.5..1.5 px at 256
     noise: float = 0.0  # probability of Gaussian noise, sigma up to 4 grey levels
     jpeg: float = 0.0  # probability of JPEG compression at quality 30..90
+    hairbg: float = 0.0  # probability that a pasted background takes the face's hair colours
 
 
 BASIC = AugmentConfig()
@@ -202,6 +206,8 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
         keep = torch.where(pick[:, 0], (cls != bg_id) & (cls != 255), cls != 255)
         alpha = gauss_blur(keep.float()[:, None], 1.2).clamp(0, 1)
         back = bank.draw(n, h, w, r_bank, dev)
+        if cfg.hairbg:  # u[:, 7] was drawn all along: the other draws stay where they were
+            back = _hair_coloured(back, img, hair & (u[:, 7] < cfg.hairbg)[:, None, None])
         img = alpha * img + (1 - alpha) * back
     if cfg.hue or cfg.saturation:
         img = _hue_sat(img, (rand(n) * 2 - 1) * math.radians(cfg.hue), 1 + (rand(n) * 2 - 1) * cfg.saturation)
@@ -221,6 +227,20 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     if cfg.jpeg and (u[:, 6] < cfg.jpeg).any():
         img = torch.stack([_jpeg(img[i], int(q[i])) if u[i, 6] < cfg.jpeg else img[i] for i in range(n)])
     return (img.clamp(0, 1) - mean) / std
+
+
+def _hair_coloured(back, img, hair, min_pixels: int = 100):
+    """Each background whose face has at least min_pixels of `hair` (N,H,W bool) with its channels'
+    means and standard deviations moved to those of the hair in img, as paste.hair_coloured; the rest
+    as they were."""
+    w = hair.to(img.dtype)[:, None]  # (N,1,H,W)
+    cnt = w.sum((2, 3))  # (N,1)
+    mu_h = (img * w).sum((2, 3)) / cnt.clamp_min(1)
+    sd_h = ((img - mu_h[..., None, None]) ** 2 * w).sum((2, 3)).div(cnt.clamp_min(1)).sqrt()
+    mu_b, sd_b = back.mean((2, 3)), back.std((2, 3)).clamp_min(1 / 255)
+    moved = ((back - mu_b[..., None, None]) / sd_b[..., None, None] * sd_h[..., None, None]
+             + mu_h[..., None, None]).clamp(0, 1)
+    return torch.where((cnt >= min_pixels)[..., None, None], moved, back)
 
 
 def _luma(img):
