@@ -92,7 +92,10 @@ def interrupted(args, env, ready, gaps) -> list[int]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     err = err.decode()
-    assert proc.returncode == 130, err
+    # 130 when the last Ctrl-C landed before the message (the run absorbed it); killed by SIGINT when it
+    # landed after (cli: exit_on_next_sigint ends a process on its way out the kernel's way, which a
+    # shell also shows as 130). Which one depends on the run's timing; both are one line and no hang.
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().count("\n") == 0 and "Traceback" not in err and "rerun the same command" in err, err
     time.sleep(0.5)
     return workers
