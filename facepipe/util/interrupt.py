@@ -120,11 +120,14 @@ def exit_on_next_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+GRACE_S = 5.0  # stop_pool: how long the jobs in hand may take after a Ctrl-C during its wait
+
+
 def stop_pool(ex) -> None:
     """Shut a concurrent.futures ProcessPoolExecutor down after its loop, whatever ended the loop: pending
-    jobs are dropped and the jobs in hand waited for. A Ctrl-C during that wait ends the workers at once
-    (the user has pressed it twice) instead of raising inside the wait; it is raised afterwards, unless an
-    exception is already on its way out.
+    jobs are dropped and the jobs in hand waited for. A Ctrl-C during that wait (the user has pressed it
+    twice) does not raise inside the wait: the jobs in hand get GRACE_S more, then the workers are ended
+    (at once on a third press); it is raised afterwards, unless an exception is already on its way out.
 
     Why not ex.shutdown alone: in CPython 3.11, a KeyboardInterrupt that lands in Thread.join can leave
     the joined thread marked stopped while it still runs (threading's bpo-45274 cleanup tests
@@ -139,18 +142,32 @@ def stop_pool(ex) -> None:
         ex.shutdown(wait=True, cancel_futures=True)
         return
     workers = list((getattr(ex, "_processes", None) or {}).values())
-    pressed = []
+    pressed, timers = [], []
 
-    def end_workers(signum, frame):
-        pressed.append(signum)
+    def terminate():
         for p in workers:  # the manager thread sees them die, fails their jobs and ends: the wait returns
             if p.is_alive():
                 p.terminate()
+
+    def end_workers(signum, frame):
+        # Not at once: a worker ended while it writes its result leaves half a message in the result pipe,
+        # and the manager thread then waits for the rest forever (seen under CPU load), and one ended
+        # while it writes a file leaves its temporary behind. The jobs in hand (a photo each) get
+        # GRACE_S to finish; a further Ctrl-C ends them now.
+        pressed.append(signum)
+        if len(pressed) > 1:
+            terminate()
+        else:
+            timers.append(threading.Timer(GRACE_S, terminate))
+            timers[-1].daemon = True
+            timers[-1].start()
 
     old = signal.signal(signal.SIGINT, end_workers)
     try:
         ex.shutdown(wait=True, cancel_futures=True)
     finally:
         signal.signal(signal.SIGINT, old)
+        for t in timers:
+            t.cancel()
     if pressed and sys.exc_info()[1] is None:
         raise KeyboardInterrupt
