@@ -79,8 +79,9 @@ def test_hair_coloured_backdrop_takes_the_hair_s_colours_and_leaves_the_rest_of_
     """hairbg: the pasted photo's colours moved to the face's hair (flat dark brown here, so the wall becomes
     that brown); the face and labels are those of the same paste without it, draw for draw."""
     x, y = face_batch()
-    run = lambda p: augment(x, y, PERM, replace(ONLY, paste=1.0, hairbg=p), torch.Generator().manual_seed(0),  # noqa: E731
-                            bank=bank(), ids=(BG, (HAIR,)))
+    def run(p):
+        return augment(x, y, PERM, replace(ONLY, paste=1.0, hairbg=p), torch.Generator().manual_seed(0),
+                       bank=bank(), ids=(BG, (HAIR,)))
     (plain, yp), (coloured, yc) = run(0.0), run(1.0)
     assert torch.equal(yp, yc)
     a, b = rgb(plain), rgb(coloured)

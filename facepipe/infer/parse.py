@@ -285,8 +285,9 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     crop's edges between background, hair and skin when `edges` (infer.edges), re-split between them by
     the face's own colours (the neck below the chin too: infer.neck) and with the landmark prior laid
     over them (how many crop pixels each changed, per face); with zoomed-out second crops
-    (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop too. Returns the wall and CPU seconds of the rules (parse's "face rules" step, so that the network
-    step stays the network's)."""
+    (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop too. Returns
+    the wall and CPU seconds of the rules (parse's "face rules" step, so that the network step stays
+    the network's)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
         return 0.0, 0.0
