@@ -29,9 +29,10 @@ from facepipe.util.atomic import write_json
               help="Lay each face's landmarks over the network's answer, as `parse` does by default: inside the "
                    "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it.")
 @click.option("--face-colours", is_flag=True,
-              help="Move background, hair and skin onto each crop's own edges, re-split them where the network "
-                   "hesitates by each face's own colours, and drop hair blobs apart from the face that look "
-                   "like the backdrop, as `parse` does by default.")
+              help="Move background, hair and skin onto each crop's own edges (students such as the default; "
+                   "not the teacher), re-split them where the network hesitates by each face's own colours, "
+                   "and drop hair blobs apart from the face that look like the backdrop, as `parse` does by "
+                   "default.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
