@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from facepipe.models import layers
-from facepipe.models.gray_route import mean_saturation
+from facepipe.models.gray_route import TONED_RESIDUAL, mean_saturation, toned_residual
 from facepipe.models.layers import DilatedDepthwise, resize_logits
-from facepipe.util.input_norm import MEAN, STD
+from facepipe.util.input_norm import LUMA, MEAN, STD
 
 
 def _pair(cin, cout, d, groups, bias):
@@ -82,3 +82,24 @@ def test_mean_saturation_is_hsv_saturation_over_bright_pixels():
     sat = np.where(bright, (hi - lo) / np.maximum(hi, 1e-6), 0)
     want = sat.sum((1, 2)) / np.maximum(bright.sum((1, 2)), 1)
     np.testing.assert_allclose(mean_saturation(x).numpy(), want, atol=1e-5)
+
+
+def test_toned_residual_is_the_within_band_chroma_spread_over_bright_pixels():
+    """Against a plain numpy statement of the toned rule (models.gray_route), in both memory layouts."""
+    rng = np.random.default_rng(1)
+    rgb = rng.uniform(-0.2, 1.2, (3, 3, 64, 64)).astype(np.float32)
+    rgb[1, :, :40] *= 0.05  # most of one crop dark
+    rgb[2] = rgb[2].mean(0, keepdims=True) * np.array([1.0, 0.8, 0.6], np.float32)[:, None, None]  # toned
+    x = torch.from_numpy((rgb * 255 - MEAN[:, None, None]) / STD[:, None, None])
+    want = []
+    for c in np.clip(rgb[:, :, ::4, ::4], 0, 1).astype(np.float64):
+        bright = c.max(0) > 0.1
+        y = np.tensordot(np.asarray(LUMA, np.float64), c, 1)[bright]
+        chroma = np.stack([c[2][bright] - y, c[0][bright] - y], 1)
+        band = np.minimum((y * 16).astype(int), 15)
+        within = sum(((chroma[band == k] - chroma[band == k].mean(0)) ** 2).sum() for k in set(band.tolist()))
+        want.append(np.sqrt(within / max(bright.sum(), 1)) * 255)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        got = toned_residual(x.contiguous(memory_format=fmt)).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-3)
+    assert want[2] < TONED_RESIDUAL < want[0]  # the toned crop reads as toned, the colour one does not
