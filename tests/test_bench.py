@@ -1,5 +1,6 @@
 """`bench`: speed rows side by side with the baseline, MACs counted from the real layers."""
 import json
+import time
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from click.testing import CliRunner
 from facepipe.analysis.macs import count_macs, count_params
 from facepipe.cli import cli
 from facepipe.infer.bench import BASELINE, BenchConfig, arch_entry, bench_speed
+from facepipe.util.timing import timeit_in_turns
 
 KEYS = {"model", "size", "batch", "fps", "latency_ms_p50", "latency_ms_p95", "params", "macs", "ratio_to_baseline"}
 TINY = dict(sizes=(64,), batches=(1,), threads=1, seconds=0.05, min_iters=2, warmup=1)
@@ -72,14 +74,14 @@ def test_spread_and_unreliability_from_synthetic_timings():
     from facepipe.infer.bench import SPREAD_MAX, WAIT_MAX, repeat_spread, unreliable, warning
     from facepipe.util.timing import cpu_wait_share
 
-    steady = [0.010] * 50
+    steady = [[0.010] * 10] * 5
     assert repeat_spread(steady) == pytest.approx(0.0)
     # One iteration's hiccup averages out within its slice of ten...
-    assert repeat_spread([0.010] * 49 + [0.030]) < SPREAD_MAX
-    # ...a neighbour taking the cores for the second half of the window does not.
-    loaded = [0.010] * 25 + [0.040] * 25
-    assert repeat_spread(loaded) > 1.0
-    assert repeat_spread([0.01]) == 0.0
+    assert repeat_spread([[0.010] * 10] * 4 + [[0.010] * 9 + [0.030]]) < SPREAD_MAX
+    # ...a neighbour taking the cores for the last three slices does not.
+    loaded = [[0.010] * 10] * 2 + [[0.040] * 10] * 3
+    assert repeat_spread(loaded) == pytest.approx((100 - 25) / 25)
+    assert repeat_spread([[0.01]]) == 0.0
 
     # Kernel counters per thread: (ns on a CPU, ns waiting for one); a thread born mid-window counts from 0.
     before = {"1": (1_000, 0), "2": (1_000, 0)}
@@ -188,3 +190,29 @@ def test_a_two_branch_model_reports_its_colour_branch():
     assert r["params"] == count_params(color)
     assert r["macs"] == count_macs(color, torch.zeros(1, e.in_channels, 64, 64))
     assert r["macs"] < count_macs(e.model.gray, torch.zeros(1, e.in_channels, 64, 64))
+
+
+def test_rows_are_timed_in_turns_so_a_slow_spell_meets_every_row(monkeypatch):
+    """A machine that slows down for a while (our VM does, for seconds at a time) must slow every row
+    alike: timed one after the other, the spell fell on whichever row's window it met."""
+    clock, log, slices = [0.0], [], []
+
+    def machine_factor():  # 3x slower from 0.06 s on, whatever is running then
+        return 3.0 if clock[0] > 0.06 else 1.0
+
+    def work(name, cost):
+        def fn():
+            log.append(name)
+            clock[0] += cost * machine_factor()
+        return fn
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])  # a simulated clock the work advances
+    out = timeit_in_turns([work("a", 0.001), work("b", 0.010)], warmup=1, seconds=0.05, min_iters=5,
+                          sync=lambda: None, turns=5, advance=lambda: slices.append(log[-1]))
+    (sa, _), (sb, _) = out
+    assert len(sa) == len(sb) == 5 and all(len(t) >= 1 for t in sa + sb)
+    assert slices == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]  # the order reversed every other round
+    # Both rows met the slow spell, so their ratio stays near the true 10x (one after the other, b's
+    # whole window fell in it: 30x).
+    ratio = (sum(map(sum, sb)) / sum(map(len, sb))) / (sum(map(sum, sa)) / sum(map(len, sa)))
+    assert 7 < ratio < 13

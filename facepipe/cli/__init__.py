@@ -17,6 +17,7 @@ from facepipe.cli.commands import MODULES, register_all
 from facepipe.cli.options import CONTEXT
 from facepipe.util.distributed import cleanup, leave_finished
 from facepipe.util.errors import FacepipeError
+from facepipe.util.heap import keep_freed_memory
 from facepipe.util.interrupt import exit_on_next_sigint
 
 
@@ -76,6 +77,7 @@ register_all(cli)
 
 
 def main():
+    keep_freed_memory()  # before any tensor: why in util/heap.py
     ok = False
     try:
         _main()

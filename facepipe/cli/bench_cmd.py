@@ -61,9 +61,10 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
     and inputs in channels_last as `parse` runs them (every model; --contiguous for NCHW); MACs and
     parameters are counted from the real layers; ratio_to_baseline is FPS / bisenet-r18's FPS at the
     same size and batch, in this same run.
-    spread is how much the throughput of five slices of a row's timing window differs, cpu_wait the
-    share of it spent waiting for a CPU another process held; a yellow line says when these or the
-    load average make the figures unrepeatable.
+    The rows are timed in turns: each row's window (--seconds) is cut into five slices, taken one
+    row after another, so that a model and its baseline meet the same machine. spread is how much the
+    throughput of a row's slices differs, cpu_wait the share of them spent waiting for a CPU another
+    process held; a yellow line says when these or the load average make the figures unrepeatable.
 
     \b
     Examples:

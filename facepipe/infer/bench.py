@@ -4,10 +4,13 @@ A speed claim is a ratio measured in the same run against a named baseline (bise
 with input size, batch, threads, device, dtype and backend stated. Weights do not change speed, so
 `--arch` models are benchmarked freshly initialised; `--model RUN` uses a trained checkpoint.
 
-Every row also says how far to trust it: `spread` (how much the throughput of consecutive slices of the
-timing window differs), `cpu_wait` (the share of time the timing threads were ready to run but another
-process had the CPU) and `load` (the 1-minute load average before timing). On a shared machine absolute
-FPS swings by an order of magnitude between runs; `unreliable` turns these into one verdict.
+The rows are timed in turns (util.timing.timeit_in_turns), so that a model and its baseline meet the
+same machine: each row's window is cut into TURNS slices, taken one row after another.
+
+Every row also says how far to trust it: `spread` (how much the throughput of its slices differs),
+`cpu_wait` (the share of time the timing threads were ready to run but another process had the CPU)
+and `load` (the 1-minute load average before timing). On a shared machine absolute FPS swings by an
+order of magnitude between runs; `unreliable` turns these into one verdict.
 """
 from __future__ import annotations
 
@@ -30,14 +33,15 @@ from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import one_branch
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.errors import FacepipeError
+from facepipe.util.heap import heap_setting
 from facepipe.util.progress import SILENT
-from facepipe.util.timing import timeit
+from facepipe.util.timing import timeit_in_turns
 
 BASELINE = "bisenet-r18"
 # What `bench --fps` times when no model is named (and CI prints): the bundled models users get, trained,
 # so the ratio is the default parser's own rather than an untrained network of the registered width.
 DEFAULT_MODELS = ("default", "accurate")
-REPEATS = 5  # slices of each timing window whose throughputs give the row's spread
+TURNS = 5  # slices of each row's timing window, taken in turns with the other rows'; their rates give the spread
 # (max - min) / median of the slices' throughput. Our 2-core VM shows 10-30% with no CPU wait at all
 # (neighbours on the host), so only a swing past 50% is taken as interference rather than noise.
 SPREAD_MAX = 0.5
@@ -83,16 +87,15 @@ def run_entry(run: str) -> Entry:
     return Entry(name=name, model=m.net, in_channels=m.in_channels, schema=m.schema, run=run, heatmap=m.heatmap)
 
 
-def repeat_spread(times, repeats: int = REPEATS) -> float:
-    """(max - min) / median of the throughput of `repeats` consecutive slices of one timing window.
+def repeat_spread(slices: list[list[float]]) -> float:
+    """(max - min) / median of the throughput of a row's slices (lists of per-iteration seconds).
 
     Slices rather than single iterations: one iteration's jitter (a page fault, a timer tick) averages
     out within a slice, while a neighbour starting or stopping mid-window does not.
     """
-    t = np.asarray(times, dtype=float)
-    if len(t) < 2:
+    rate = np.array([len(t) / sum(t) for t in slices if len(t)])
+    if len(rate) < 2:
         return 0.0
-    rate = np.array([len(c) / c.sum() for c in np.array_split(t, min(repeats, len(t)))])
     return float((rate.max() - rate.min()) / np.median(rate))
 
 
@@ -153,6 +156,17 @@ def _checked(cfg: BenchConfig, dev: torch.device) -> BenchConfig:
     return cfg
 
 
+@dataclass
+class _Job:
+    """One row to time: its callable and what the row says besides the timing."""
+    name: str
+    size: int
+    batch: int
+    fn: object
+    params: int
+    macs: int
+
+
 def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[dict]:
     """One row per (entry, size, batch): fps, latencies, params, MACs, how far to trust it, and the ratio to
     the baseline's row of the same size and batch when the baseline is among the entries."""
@@ -162,17 +176,19 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     # Read before any timing: only this process's one loading thread is in it yet, so it is the others'.
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     where = _Where(dev, threads, load, os.cpu_count() or 1)
-    rows = []
-    with (reporter or SILENT).task("bench", len(entries) * len(cfg.sizes) * len(cfg.batches)) as advance:
-        for e in entries:
-            rows += _bench_entry(e, cfg, where, advance)
+    with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:  # ONNX files, kept until all are timed
+        jobs = [j for i, e in enumerate(entries) for j in _jobs(e, cfg, where, Path(tmp) / f"m{i}.onnx")]
+        with (reporter or SILENT).task("bench", len(jobs) * TURNS) as advance:
+            timed = timeit_in_turns([j.fn for j in jobs], cfg.warmup, cfg.seconds, cfg.min_iters, where.sync,
+                                    where.threads, on_cpu=dev.type == "cpu", turns=TURNS, advance=advance)
+    rows = [_row(j, slices, wait, where) for j, (slices, wait) in zip(jobs, timed)]
     for r in rows:
         base = [q for q in rows if q["model"].split(" ")[0] == BASELINE and q["size"] == r["size"]
                 and q["batch"] == r["batch"]]
         r["ratio_to_baseline"] = float(r["fps"] / base[0]["fps"]) if base else None
     env = environment(dev, threads, cfg)
     for r in rows:
-        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded", "channels_last")})
+        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded", "channels_last", "heap")})
     return rows
 
 
@@ -187,31 +203,26 @@ def _prepared(model: torch.nn.Module, cfg: BenchConfig, dev: torch.device) -> to
     return model
 
 
-def _bench_entry(e: Entry, cfg: BenchConfig, where: _Where, advance) -> list[dict]:
+def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_Job]:
     # As trained (folding would drop the BatchNorm parameters); a two-branch model (models.gray_route) runs
     # one branch per face: its torch timing includes the choice, its ONNX graph is the colour branch.
     params = count_params(one_branch(e.model))
     model, dev = _prepared(e.model, cfg, where.dev), where.dev
     onnx = cfg.backend == "onnxruntime"
-    rows = []
-    with (tempfile.TemporaryDirectory(prefix="facepipe-bench-") if onnx else nullcontext()) as tmp:
-        onnx_path = Path(tmp) / "m.onnx" if onnx else None
-        if onnx:
-            export_model(one_branch(e.model).cpu(), e.in_channels, cfg.sizes[0], onnx_path)
-        for s in cfg.sizes:
-            # The colour branch's, like params: a constant input is colourless, so a two-branch model would
-            # route it to its gray branch and count that.
-            macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
-            for b in cfg.batches:
-                x = torch.randn(b, e.in_channels, s, s, device=dev)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                fn = _onnx_call(onnx_path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
-                times, wait = timeit(fn, cfg.warmup, cfg.seconds, cfg.min_iters, where.sync, where.threads,
-                                     on_cpu=dev.type == "cpu")
-                rows.append(_row(e.name, s, b, np.array(times), wait, params, macs, where))
-                advance()
-    return rows
+    if onnx:
+        export_model(one_branch(e.model).cpu(), e.in_channels, cfg.sizes[0], onnx_path)
+    jobs = []
+    for s in cfg.sizes:
+        # The colour branch's, like params: a constant input is colourless, so a two-branch model would
+        # route it to its gray branch and count that.
+        macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
+        for b in cfg.batches:
+            x = torch.randn(b, e.in_channels, s, s, device=dev)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            fn = _onnx_call(onnx_path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
+            jobs.append(_Job(e.name, s, b, fn, params, macs))
+    return jobs
 
 
 def _onnx_call(onnx_path: Path, x: torch.Tensor, threads: int):
@@ -231,12 +242,13 @@ def _torch_call(model: torch.nn.Module, x: torch.Tensor, dtype: str, dev: torch.
     return fn
 
 
-def _row(name: str, size: int, batch: int, t: np.ndarray, wait, params: int, macs: int, where: _Where) -> dict:
-    spread = repeat_spread(t)
-    return {"model": name, "size": size, "batch": batch, "fps": float(batch * len(t) / t.sum()),
+def _row(job: _Job, slices: list[list[float]], wait, where: _Where) -> dict:
+    t = np.concatenate(slices)
+    spread = repeat_spread(slices)
+    return {"model": job.name, "size": job.size, "batch": job.batch, "fps": float(job.batch * len(t) / t.sum()),
             "latency_ms_p50": float(np.percentile(t, 50) * 1000),
             "latency_ms_p95": float(np.percentile(t, 95) * 1000),
-            "params": params, "macs": macs, "iters": len(t),
+            "params": job.params, "macs": job.macs, "iters": len(t),
             "spread": spread, "cpu_wait": wait, "load": where.load, "cores": where.cores,
             "unreliable": bool(unreliable(spread, wait, where.load, where.cores))}
 
@@ -246,4 +258,5 @@ def environment(dev, threads, cfg) -> dict:
     return {"device": f"{dev.type}:{name}", "threads": threads, "dtype": cfg.dtype, "backend": cfg.backend,
             "bn_folded": cfg.fold_bn, "channels_last": cfg.channels_last,
             "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "facepipe": __version__,
+            "heap": heap_setting(),
             "python": platform.python_version(), "cpu_count": os.cpu_count()}

@@ -23,6 +23,7 @@ from facepipe.util.align_spec import AlignSpec, align_face
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import BadImage
 from facepipe.util.geometry import STRIP_PIXELS, crop_face
+from facepipe.util.heap import keep_freed_memory
 from facepipe.util.heatmap import draw_heatmap
 from facepipe.util.images import load_rgb
 from facepipe.util.interrupt import ignore_sigint
@@ -46,9 +47,11 @@ class Clock:
 
 def init_worker(det_args: tuple, pooled: bool = False) -> None:
     """Load dlib's models once per worker, not once per photo. In a pool worker, Ctrl-C is left to the
-    parent, which stops the pool: otherwise every worker prints its own KeyboardInterrupt traceback."""
+    parent, which stops the pool: otherwise every worker prints its own KeyboardInterrupt traceback.
+    A spawned worker is a fresh interpreter: it fixes its allocator's thresholds as the command did."""
     if pooled:
         ignore_sigint()
+    keep_freed_memory()
     detector(det_args)
 
 
