@@ -67,7 +67,7 @@ def _grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     Why this shape: the router runs before every face's network, and its cost is the number and kind of
     small operations. Copied out of the batch first, the grid's channels are three planes, so elementwise
     maxima and sums replace reductions over a 3-wide channel axis (ATen's aminmax and a batched matmul
-    there took 60 us of the router's 230: docs/results.md, "The router in fewer operations")."""
+    there took 60 us of the router's 230: docs/results.md, "Speed: the rows timed in turns...")."""
     v = x[:, :3, ::_STEP, ::_STEP].float().contiguous()
     mean, std = _stats(v.dtype, v.device)
     rgb = torch.addcmul(mean.view(1, 3, 1), v.view(v.shape[0], 3, -1), std.view(1, 3, 1)).clamp_(0, 1)

@@ -5,8 +5,9 @@ kernel once more than M_TRIM_THRESHOLD of it is free. Both thresholds move with 
 happens to free first, so the same network, run the same way, touches fresh pages on some runs and not on
 others: the bundled default at 256x256 page-faulted 0 or 15-170 times a call, depending on the process
 (5 of 8 processes on a loaded machine), at 1.7 us a fault on our VM, up to 0.3 ms of its 3.1 ms
-(docs/results.md, "Speed: fresh pages on every call"). Fixed thresholds make every process the one that
-reuses its memory. The price is memory kept: a process holds on to up to TRIM_THRESHOLD of freed heap.
+(docs/results.md, "Speed: the rows timed in turns, freed memory kept..."). Fixed thresholds make every
+process the one that reuses its memory. The price is memory kept: a process holds on to up to
+TRIM_THRESHOLD of freed heap.
 """
 from __future__ import annotations
 

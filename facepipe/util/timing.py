@@ -96,7 +96,7 @@ def timeit_in_turns(fns, warmup: int, seconds: float, min_iters: int, sync, thre
     Why in turns: the machine's speed changes over seconds (our 2-core VM: the second core's threads run
     fast for a while, then 30% slower for a small network, with nothing else running). Timed one after the
     other, a model and its baseline each land in whichever state their own window met, and their ratio
-    swung 8.4-12.5x between runs; timed in turns, both meet the same mix. The untimed call puts the
+    swung 9.0-15.1x over 12 runs; timed in turns, both meet the same mix. The untimed call puts the
     callable's weights back in the caches the others used.
     """
     for fn in fns:
