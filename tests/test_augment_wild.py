@@ -1,4 +1,5 @@
-"""The wild recipe: faces on other backgrounds, hair recoloured, grayscale; labels never change."""
+"""The wild recipe: faces on other backgrounds, hair recoloured, grayscale; labels change only where a
+scalp is made bald."""
 import json
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ from facepipe.util.errors import FacepipeError
 from facepipe.util.schema import FASSEG
 
 PERM = torch.as_tensor(FASSEG.flip_permutation().astype(np.int64))
-BG, HAIR, SKIN = 0, FASSEG.index("hair"), FASSEG.index("skin")
+BG, HAIR, SKIN, EYES = 0, FASSEG.index("hair"), FASSEG.index("skin"), FASSEG.index("eyes")
 # Only the wild parts: no flip, no geometry, no brightness, so pixels can be compared one for one.
 ONLY = replace(NONE, paste=0, hair=0, gray=0, hue=0, saturation=0, shadow=0, blur=0, noise=0, jpeg=0)
 
@@ -102,6 +103,51 @@ def test_hair_recolouring_touches_hair_only():
     assert np.abs(a[rest] - b[rest]).max() < 1e-3
 
 
+def bald_batch(n=2, s=48):
+    """A head: a skin disc, eyes across its middle, brows and a hair cap above them, hair down the sides."""
+    yy, xx = np.mgrid[:s, :s]
+    y = np.zeros((s, s), np.int64)
+    disc = (yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (s / 3) ** 2
+    y[disc] = SKIN
+    y[disc & (yy < 16)] = HAIR  # the cap
+    y[(yy >= 16) & (yy < 30) & disc & ((xx < 12) | (xx > 35))] = HAIR  # down the sides
+    y[(yy >= 22) & (yy < 25) & (((xx >= 17) & (xx < 21)) | ((xx >= 27) & (xx < 31)))] = EYES
+    y[(yy >= 20) & (yy < 21) & (((xx >= 17) & (xx < 21)) | ((xx >= 27) & (xx < 31)))] = HAIR  # brows
+    rgb_ = np.full((s, s, 3), 128.0)
+    rgb_[y == SKIN] = (220, 170, 140)
+    rgb_[y == HAIR] = (30, 20, 15)
+    rgb_[y == EYES] = (20, 20, 60)
+    x = torch.from_numpy(((rgb_ - MEAN) / STD).astype(np.float32)).permute(2, 0, 1)
+    x = torch.cat([x, torch.zeros(1, s, s)])[None].repeat(n, 1, 1, 1)
+    return x, torch.from_numpy(y)[None].repeat(n, 1, 1)
+
+
+def test_bald_scalps_take_the_cap_not_the_brows_nor_the_hair_below_the_eyes():
+    x, y = bald_batch()
+    soft = torch.nn.functional.one_hot(y, FASSEG.num_classes).permute(0, 3, 1, 2).float()
+    ids = (BG, (HAIR,), SKIN)
+    xo, yo, so = augment(x, y, PERM, replace(ONLY, bald=1.0), torch.Generator().manual_seed(0), soft=soft,
+                         bank=bank(48), ids=ids)
+    cap = (y == HAIR) & (torch.arange(48).view(48, 1) < 16)
+    assert (yo[cap] != HAIR).all() and (yo[cap] == SKIN).float().mean() > 0.5  # mostly scalp, the rest backdrop
+    rows, cols = torch.arange(48).view(48, 1), torch.arange(48).view(1, 48)
+    brows, below = (y == HAIR) & (rows == 20) & (cols >= 17) & (cols < 31), (y == HAIR) & (rows >= 22)
+    assert (yo[brows] == HAIR).all() and (yo[below] == HAIR).all()
+    assert torch.equal(yo[y == EYES], y[y == EYES])
+    # The teacher's probabilities follow the labels and still sum to one.
+    assert torch.equal(so.argmax(1), yo) and torch.allclose(so.sum(1), torch.ones_like(so.sum(1)))
+    # The scalp is the face's own skin colour (lit from above: within a third of it), not the hair's.
+    scalp = (yo == SKIN) & cap
+    got, skin = rgb(xo)[scalp.numpy()].mean(0), np.array([220, 170, 140])
+    assert np.abs(got / skin - 1).max() < 0.34 and np.abs(got - np.array([30, 20, 15])).min() > 60
+    # Without backdrops the hair outside the scalp could not be taken away: then nothing is made bald.
+    xn, yn = augment(x, y, PERM, replace(ONLY, bald=1.0), torch.Generator().manual_seed(0), ids=ids)
+    assert torch.equal(yn, y)
+    # A schema without skin (ids without its id): nothing either.
+    assert torch.equal(augment(x, y, PERM, replace(ONLY, bald=1.0), torch.Generator().manual_seed(0),
+                               bank=bank(48), ids=(BG, (HAIR,)))[1], y)
+
+
 def test_grayscale_gives_equal_channels_and_the_heatmap_is_untouched():
     x, y = face_batch()
     x[:, 3] = torch.rand(x.shape[0], 32, 32)
@@ -171,7 +217,7 @@ def test_backgrounds_stage_dedupes_sizes_excludes_reserved_drops_faces(tmp_path)
     b = load_bank(out, 32, tiles_per_photo=3)
     assert b.tiles.shape == (6, 3, 32, 32) and b.tiles.dtype == torch.uint8
     cfg, bk, ids = training_recipe("wild", str(out), 32, 0, FASSEG)
-    assert cfg == WILD and len(bk) == 8 and ids == (BG, (HAIR,))
+    assert cfg == WILD and len(bk) == 8 and ids == (BG, (HAIR,), SKIN)
     with pytest.raises(FacepipeError, match="backgrounds"):
         load_bank(tmp_path / "src", 32)  # not a backgrounds output
 

@@ -51,11 +51,14 @@ def test_bench_cli_writes_json(tmp_path):
     assert "student-tiny" in r.output
 
 
-def test_onnxruntime_backend_row():
-    rows = bench_speed([arch_entry("student-tiny")], BenchConfig(backend="onnxruntime", **TINY))
-    (row,) = rows
-    assert row["backend"] == "onnxruntime" and row["fps"] > 0 and row["macs"] > 0
-    assert row["ratio_to_baseline"] is None  # no baseline in this run
+def test_onnxruntime_backend_rows_one_fixed_size_graph_per_size():
+    # Each size gets its own graph with height and width fixed (export --fixed-size): a graph fixed at the
+    # first size would refuse the second.
+    rows = bench_speed([arch_entry("student-tiny")], BenchConfig(backend="onnxruntime", **dict(TINY, sizes=(32, 64))))
+    assert [r["size"] for r in rows] == [32, 64]
+    for row in rows:
+        assert row["backend"] == "onnxruntime" and row["fps"] > 0 and row["macs"] > 0
+        assert row["ratio_to_baseline"] is None  # no baseline in this run
 
 
 def test_bench_run_cache_adds_accuracy_to_the_speed_row(tmp_path, synthetic_cache, train_tiny):

@@ -44,6 +44,33 @@ def test_export_run_matches_torch_and_takes_any_batch(run, tmp_path):
         assert np.abs(got - model(torch.from_numpy(x)).numpy()).max() < 1e-3
 
 
+def test_fixed_size_export_resizes_by_constant_scales_and_keeps_a_free_batch(run, tmp_path):
+    import onnx
+
+    free, fixed = tmp_path / "free.onnx", tmp_path / "fixed.onnx"
+    export_run(run, free)
+    r = export_run(run, fixed, fixed_size=True)
+    assert r["input"].startswith("image (batch, 4, 64, 64)") and r["max_abs_diff"] < 1e-3
+    g = onnx.load(str(fixed)).graph
+    dims = [d.dim_param or d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 4, 64, 64]
+    # Every Resize reads a constant scales input and no sizes; the shape arithmetic before them is gone.
+    consts = {i.name for i in g.initializer}
+    resizes = [n for n in g.node if n.op_type == "Resize"]
+    assert resizes and all(len(n.input) == 3 and n.input[2] in consts for n in resizes)
+    assert not {"Shape", "Gather", "Slice"} & {n.op_type for n in g.node}
+    assert any(n.op_type == "Shape" for n in onnx.load(str(free)).graph.node)  # what it replaced
+    x = np.random.default_rng(1).normal(size=(3, 4, 64, 64)).astype(np.float32)
+    a, b = _session(fixed).run(None, {"image": x})[0], _session(free).run(None, {"image": x})[0]
+    assert a.shape == (3, 6, 64, 64) and np.abs(a - b).max() < 1e-4
+    with pytest.raises(Exception, match="(?i)dimension"):
+        _session(fixed).run(None, {"image": x[:, :, :48, :48]})
+    # The CLI flag reaches it.
+    res = CliRunner().invoke(cli, ["export", str(run), "--onnx", str(tmp_path / "c.onnx"), "--fixed-size"])
+    assert res.exit_code == 0, res.output
+    assert [d.dim_value for d in onnx.load(str(tmp_path / "c.onnx")).graph.input[0].type.tensor_type.shape.dim][2:] == [64, 64]
+
+
 def test_export_without_cache_or_face_says_random(run, tmp_path, monkeypatch):
     import facepipe.infer.export as ex
 

@@ -1,5 +1,6 @@
 """The landmark prior (infer.landmark_prior): inside the inner lip contour is mouth; a stray second blob of
-a part far from its landmarks is not that part; where the landmarks and the network disagree, nothing.
+a part far from its landmarks is not that part; skin far from the face and ringed by background is
+background; where the landmarks and the network disagree, nothing.
 
 Probabilities and 68 landmarks are drawn here on a 64 px crop (FASSEG's ids: 0 background, 1 hair,
 2 skin, 3 eyes, 4 nose, 5 mouth); one test parses a real smile when ../shared is there, and parse's and
@@ -166,3 +167,30 @@ def test_the_teeth_of_a_real_smile_become_mouth(tmp_path):
     changed = a != b
     assert changed.sum() > 50
     assert (b[changed] == MOUTH).all() and (a[changed] == SKIN).mean() > 0.8
+
+
+def test_skin_far_from_the_face_and_ringed_by_background_becomes_background():
+    """On a 96 px crop: a skin blob in a corner of the backdrop (a lamp, a hand) is background; the same
+    blob inside the hair (a scalp seen through it), or beside the jaw (an ear), stays skin."""
+    pts = face_points(16, 16)
+    lab = np.zeros((96, 96), np.uint8)
+    lab[polygon_mask(pts[:27][[*range(17), *range(26, 16, -1)]], lab.shape)] = SKIN  # jaw and brows
+    lab[polygon_mask(pts[36:42], lab.shape) | polygon_mask(pts[42:48], lab.shape)] = EYES
+    lab[polygon_mask(pts[48:60], lab.shape)] = MOUTH
+    lab[0:22, 10:86] = HAIR
+    lamp, scalp, ear = (slice(84, 90), slice(4, 10)), (slice(4, 10), slice(44, 50)), (slice(48, 54), slice(70, 74))
+    for blob in (lamp, scalp, ear):
+        lab[blob] = SKIN
+    iod = 20.0
+    assert hull_distance(pts, np.argwhere(lab[lamp] == SKIN) + [84, 4]).min() > 0.5 * iod  # far from the face
+    assert hull_distance(pts, np.argwhere(lab[scalp] == SKIN) + [4, 44]).min() > 0.5 * iod
+    assert hull_distance(pts, np.argwhere(lab[ear] == SKIN) + [48, 70]).min() < 0.5 * iod
+    p = probs_of(lab, second=HAIR)  # the network's runner-up is hair: the rule still gives background
+    changed = LandmarkPrior(FASSEG).apply(p, pts)
+    after = p.argmax(0)
+    assert (after[lamp] == BG).all() and changed == 36
+    assert (after[scalp] == SKIN).all() and (after[ear] == SKIN).all()
+    assert np.allclose(p.sum(0)[lamp], probs_of(lab, second=HAIR).sum(0)[lamp])  # probability moved, not lost
+    # Off, or a schema without background: nothing.
+    q = probs_of(lab, second=HAIR)
+    assert LandmarkPrior(FASSEG, skin_islands=False).apply(q, pts) == 0

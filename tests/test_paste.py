@@ -16,7 +16,7 @@ from facepipe.util.atomic import save_image
 from facepipe.util.images import load_ids, load_rgb
 from facepipe.util.photos import list_photos
 
-HAIR = 1  # FASSEG schema: background, hair, skin, eyes, nose, mouth
+HAIR, SKIN = 1, 2  # FASSEG schema: background, hair, skin, eyes, nose, mouth
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,28 @@ def test_hair_backdrop_takes_the_hair_s_colours_and_keeps_the_face(imported, bac
         hair = load_rgb(r["source"])[lab == HAIR]
         assert len(hair) >= 100  # the synthetic faces all have hair: the rule is exercised, not skipped
         assert np.abs(b[outside].mean(0) - hair.mean(0)).max() < 4
+
+
+def test_bald_draws_a_scalp_labelled_skin_and_changes_nothing_else(imported, backgrounds, pasted, tmp_path):
+    """The hair above the eyes becomes a scalp labelled skin (or backdrop around it); eyes, nose and mouth
+    keep their labels; away from the changed pixels the photo is the pasted variant's, pixel for pixel."""
+    _paste(imported, backgrounds, tmp_path / "bald", variant="bald")
+    made = 0
+    for r in _items(tmp_path / "bald"):
+        src, lab = load_ids(pasted / r["label"]), load_ids(tmp_path / "bald" / r["label"])
+        changed = src != lab
+        assert set(np.unique(src[changed])) <= {0, HAIR} and set(np.unique(lab[changed])) <= {0, SKIN}
+        assert np.array_equal(src[src >= 3], lab[src >= 3])  # the parts
+        scalp = changed & (lab == SKIN)
+        if scalp.sum() < 50:
+            continue
+        made += 1
+        b, p = load_rgb(tmp_path / "bald" / r["image"]), load_rgb(pasted / r["image"])
+        kept, _ = _bands(lab, (lab != 0) & ~binary_dilation(changed, iterations=3))
+        assert np.array_equal(b[kept], p[kept])
+        skin = load_rgb(r["source"])[src == SKIN].astype(float).mean(0)
+        assert np.abs(b[scalp].astype(float).mean(0) - skin).max() < 0.35 * skin.max()
+    assert made >= 2  # the synthetic faces have hair above their eyes: the variant is exercised
 
 
 def test_hair_gray_is_the_hair_photo_in_grayscale(imported, backgrounds, tmp_path):

@@ -33,7 +33,8 @@ from facepipe.util.device import set_threads
 @click.option("--batch", "batches", multiple=True, callback=int_list(BATCH, "1,8"), help="Batch size(s).")
 @field_option(BenchConfig, "threads", "--threads", type=THREADS, help="CPU threads (0 = all cores).")
 @field_option(BenchConfig, "device", "--device", help="cpu or cuda.")
-@field_option(BenchConfig, "backend", "--backend", type=click.Choice(["torch", "onnxruntime"]))
+@field_option(BenchConfig, "backend", "--backend", type=click.Choice(["torch", "onnxruntime"]),
+              help="torch, or onnxruntime on each model's graph as `export --fixed-size` writes it (one per --size).")
 @field_option(BenchConfig, "dtype", "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]))
 @field_option(BenchConfig, "seconds", "--seconds", type=POSITIVE, help="Timing window per row.")
 @click.option("--no-baseline", is_flag=True, help="Do not add bisenet-r18 automatically.")

@@ -27,7 +27,8 @@ from facepipe.util.atomic import write_json
                    "(needs --coords original).")
 @click.option("--landmark-prior", is_flag=True,
               help="Lay each face's landmarks over the network's answer, as `parse` does by default: inside the "
-                   "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it.")
+                   "inner lip contour is mouth, a stray second blob of a part far from its landmarks is not it, "
+                   "skin far from the face and ringed by background is background.")
 @click.option("--face-colours", is_flag=True,
               help="Move background, hair and skin onto each crop's own edges (students such as the default; "
                    "not the teacher), re-split them where the network hesitates by each face's own colours, "

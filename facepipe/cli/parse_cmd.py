@@ -70,8 +70,9 @@ def _outputs(ctx, param, value):
                    "that the face's skin colour explains is the neck.")
 @field_option(parse_photos, "landmark_prior", "--landmark-prior/--no-landmark-prior",
               help="Lay the face's 68 landmarks over the network's answer: inside the inner lip contour is mouth "
-                   "(the teeth of a smile are not skin), and a second blob of eyes, nose or mouth far from its "
-                   "landmarks is not that part. Faces without trusted landmarks (profiles cut from their box) "
+                   "(the teeth of a smile are not skin), a second blob of eyes, nose or mouth far from its "
+                   "landmarks is not that part, and skin far from the face and ringed by background (a lamp, "
+                   "a hand) is background. Faces without trusted landmarks (profiles cut from their box) "
                    "are left as the network says.")
 @field_option(Parser.load, "device", "--device")
 @force_option

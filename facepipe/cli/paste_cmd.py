@@ -26,7 +26,8 @@ ZOOM = FiniteRange(1, 8)
               help="plain: the photos copied (the reference); pasted: background class replaced by a "
                    "background photo; gray: pasted, in grayscale; hair: pasted, hair recoloured; "
                    "sepia: pasted, toned brown like an old print; hair-gray: hair, then in grayscale; "
-                   "hair-backdrop: pasted onto the background recoloured to the face's own hair.")
+                   "hair-backdrop: pasted onto the background recoloured to the face's own hair; "
+                   "bald: pasted, the hair above the brows drawn as a bald scalp (its labels: skin).")
 @field_option(PasteConfig, "split", "--split", help="Which split of DATASET to write.")
 @field_option(PasteConfig, "seed", "--seed", type=SEED,
               help="Picks each photo's background, zoom, crop and hair colour (with its id).")
@@ -49,7 +50,8 @@ def paste_cmd(dataset, quiet, **kw):
     \b
     DATASET is an imported set (facepipe import); its label maps' background class marks the pixels
     replaced by a crop of a photo from BACKGROUNDS, with a feathered seam. OUT is an imported set in
-    the same layout (same ids, labels, schema; only --split), so the usual chain runs on it.
+    the same layout (same ids, labels, schema; only --split), so the usual chain runs on it. Only
+    --variant bald changes labels: the scalp it draws is skin, the hair around it background.
     BACKGROUNDS are for evaluation only: never train on them.
 
     \b

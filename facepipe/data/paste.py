@@ -19,6 +19,10 @@ score owes to the backdrop:
   hair-backdrop  pasted onto the background photo recoloured to the face's own hair: each channel's
            mean and spread moved to those of the hair pixels, so its texture stays and its colours are
            the hair's (a dark wall behind dark hair, a brown painting behind brown hair)
+  bald     pasted, with the hair above the brows drawn as a bald scalp in the face's own skin colour
+           (data/bald.py, as training's `bald` draws it, from this photo's own draws): the scalp is
+           labelled skin and the hair around it background; the only variant whose labels change
+           (written to labels/, not copied)
 
 --defocus S blurs the background crop of every variant but plain by a Gaussian of S times the photo's
 longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a long
@@ -55,8 +59,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+import torch
 from scipy.ndimage import gaussian_filter
 
+from facepipe.data.bald import bald_scalps
 from facepipe.util.atomic import atomic_path, save_image, write_json, write_text
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import IMAGE_SUFFIXES, list_images, load_ids, load_rgb
@@ -68,7 +74,7 @@ from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.schema import load_schema
 
-VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray", "hair-backdrop")
+VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray", "hair-backdrop", "bald")
 RECOLOURED = ("hair", "hair-gray")  # the variants that recolour the hair
 # Target hair colours as (tint, darkest, lightest lightness): the photo's own hair luminance, stretched
 # into that range, keeps the strands' texture; the tint sets the colour.
@@ -164,8 +170,11 @@ def draws(seed: int, photo_id: str) -> dict:
     rng = np.random.default_rng(int.from_bytes(h[:8], "little"))
     # Always the same draws in the same order, whatever the variant: pasted, gray and hair of one
     # photo then share their background, so their scores differ by the variant alone.
-    return {"bg": float(rng.random()), "zoom": float(rng.random()), "x": float(rng.random()),
-            "y": float(rng.random()), "hair": int(rng.integers(len(HAIR_COLOURS)))}
+    d = {"bg": float(rng.random()), "zoom": float(rng.random()), "x": float(rng.random()),
+         "y": float(rng.random()), "hair": int(rng.integers(len(HAIR_COLOURS)))}
+    d["bald"] = [float(v) for v in rng.random(3)]  # drawn after the others: theirs stay as they were
+    d["bald_seed"] = int(rng.integers(2 ** 31))
+    return d
 
 
 @lru_cache(maxsize=4)
@@ -262,8 +271,23 @@ def widen(rgb: np.ndarray, labels: np.ndarray, margin: float, bg_id: int):
     return big, lab, (dx, dy)
 
 
+def bald_photo(rgb: np.ndarray, labels: np.ndarray, bg_id: int, hair_id: int, skin_id: int, r, seed: int):
+    """The photo with a bald scalp drawn over its hair (data.bald.bald_scalps) and its labels to match: the
+    scalp skin, the hair above the eyes around it background (pasted over next). Unchanged when the face
+    has too little hair or no visible part."""
+    img = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    cls = torch.from_numpy(labels.astype(np.int64))[None]
+    grain = torch.rand(labels.shape, generator=torch.Generator().manual_seed(seed))[None]
+    img, scalp, out = bald_scalps(img, cls, cls == hair_id, torch.ones(1, dtype=torch.bool),
+                                  torch.tensor([r], dtype=torch.float32), grain, bg_id, skin_id)
+    new = labels.copy()
+    new[scalp[0].numpy()], new[out[0].numpy()] = skin_id, bg_id
+    rgb = (img[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return rgb, new
+
+
 def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: int, hair_id: int | None,
-               out: Path) -> dict:
+               out: Path, skin_id: int | None = None) -> dict:
     """Write one photo's variant into OUT; returns its items.jsonl record. Raises BadImage."""
     d = draws(cfg.seed, photo.id)
     bg_path = backgrounds[min(int(d["bg"] * len(backgrounds)), len(backgrounds) - 1)]
@@ -283,6 +307,8 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
             raise BadImage(f"{photo.id}: label is {labels.shape[1]}x{labels.shape[0]} but image is "
                            f"{rgb.shape[1]}x{rgb.shape[0]}")
         sigma = feather_sigma(*rgb.shape[:2], cfg.feather)  # the face photo's seam, margin or not
+        if cfg.variant == "bald":
+            rgb, labels = bald_photo(rgb, labels, bg_id, hair_id, skin_id, d["bald"], d["bald_seed"])
         shift = (0, 0)
         if cfg.margin > 0:
             rgb, labels, shift = widen(rgb, labels, cfg.margin, bg_id)
@@ -307,7 +333,7 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
             with atomic_path(out / f"landmarks/{photo.id}.txt") as tmp:
                 shutil.copyfile(photo.landmarks, tmp)
         rec["landmarks"] = f"landmarks/{photo.id}.txt"
-    if widened:
+    if widened or cfg.variant == "bald":
         save_image(out / f"labels/{photo.id}.png", labels)
     else:
         with atomic_path(out / f"labels/{photo.id}.png") as tmp:
@@ -318,24 +344,27 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
 
 
 def _work(args):
-    photo, cfg, backgrounds, bg_id, hair_id, out = args
+    photo, cfg, backgrounds, bg_id, hair_id, skin_id, out = args
     try:
-        return photo.id, paste_item(photo, cfg, backgrounds, bg_id, hair_id, Path(out)), None
+        return photo.id, paste_item(photo, cfg, backgrounds, bg_id, hair_id, Path(out), skin_id), None
     except BadImage as e:
         return photo.id, None, str(e)
 
 
 def _schema_ids(cfg: PasteConfig):
-    """The source's label schema, the background class id and the hair class id (None without one)."""
+    """The source's label schema, the background class id and the hair and skin class ids (None without)."""
     schema = load_schema(Path(cfg.src) / "schema.json")
     bg_id = 0
     if schema.classes[bg_id] != "background":
         raise FacepipeError(f"schema {schema.name}: class 0 is {schema.classes[0]!r}, not background; "
                             "cannot tell which pixels to replace.")
     hair_id = schema.index("hair") if "hair" in schema.classes else None
-    if cfg.variant in RECOLOURED + ("hair-backdrop",) and hair_id is None:
+    skin_id = schema.index("skin") if "skin" in schema.classes else None
+    if cfg.variant in RECOLOURED + ("hair-backdrop", "bald") and hair_id is None:
         raise FacepipeError(f"schema {schema.name} has no hair class; --variant {cfg.variant} needs one.")
-    return schema, bg_id, hair_id
+    if cfg.variant == "bald" and skin_id is None:
+        raise FacepipeError(f"schema {schema.name} has no skin class; --variant bald needs one.")
+    return schema, bg_id, hair_id, skin_id
 
 
 def _chosen(cfg: PasteConfig, photos: list[Photo]) -> tuple[list[Photo], list[dict]]:
@@ -379,7 +408,7 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
     photos, in_man = list_photos(cfg.src)
     if in_man is None:
         raise FacepipeError(f"{cfg.src} is not an imported dataset; make it with `facepipe import FORMAT SRC OUT`.")
-    schema, bg_id, hair_id = _schema_ids(cfg)
+    schema, bg_id, hair_id, skin_id = _schema_ids(cfg)
     chosen, unlabelled = _chosen(cfg, photos)
     bg_root = Path(cfg.backgrounds)
     bg_files = list_backgrounds(bg_root)
@@ -395,7 +424,7 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
             return so.manifest
         todo = [p for p in chosen if not (out / "records" / f"{p.id}.json").exists()]
         skipped, workers = [], cfg.workers or min(os.cpu_count() or 1, 8)
-        jobs = [(p, cfg, [str(f) for f in bg_files], bg_id, hair_id, str(out)) for p in todo]
+        jobs = [(p, cfg, [str(f) for f in bg_files], bg_id, hair_id, skin_id, str(out)) for p in todo]
         with reporter.task(f"paste {cfg.variant}", len(chosen)) as advance:
             advance(len(chosen) - len(todo))
             for pid, rec, err in run_jobs(_work, jobs, workers, chunksize=2):

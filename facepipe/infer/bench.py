@@ -209,18 +209,19 @@ def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_J
     params = count_params(one_branch(e.model))
     model, dev = _prepared(e.model, cfg, where.dev), where.dev
     onnx = cfg.backend == "onnxruntime"
-    if onnx:
-        export_model(one_branch(e.model).cpu(), e.in_channels, cfg.sizes[0], onnx_path)
     jobs = []
     for s in cfg.sizes:
         # The colour branch's, like params: a constant input is colourless, so a two-branch model would
         # route it to its gray branch and count that.
         macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
+        path = onnx_path.with_name(f"{onnx_path.stem}-{s}.onnx")
+        if onnx:  # one file per size, as `export --fixed-size` writes it: parse's crops have one size
+            export_model(one_branch(e.model).cpu(), e.in_channels, s, path, fixed_size=True)
         for b in cfg.batches:
             x = torch.randn(b, e.in_channels, s, s, device=dev)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            fn = _onnx_call(onnx_path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
+            fn = _onnx_call(path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
             jobs.append(_Job(e.name, s, b, fn, params, macs))
     return jobs
 

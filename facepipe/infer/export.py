@@ -6,7 +6,9 @@ only the .onnx file can prepare its input and read its output: classes with name
 layout, channel order and normalisation, how the heatmap channel is drawn, the alignment template, the
 architecture, the source checkpoint's sha256 and the facepipe version. Input `image` is
 [batch, channels, height, width], output `logits` is [batch, classes, height, width]; batch, height and
-width are dynamic (the networks are fully convolutional), channels and classes are fixed.
+width are dynamic (the networks are fully convolutional), channels and classes are fixed. With
+fixed_size, height and width are the model's size and its resizes constant scales (onnx_io), which
+onnxruntime's CPU provider runs faster.
 """
 from __future__ import annotations
 
@@ -179,7 +181,7 @@ def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
     return color, gray
 
 
-def export_run(run, out, cache=None, n_check: int = 8) -> dict:
+def export_run(run, out, cache=None, n_check: int = 8, fixed_size: bool = False) -> dict:
     model = LoadedModel.load(run)
     size, cin, ck_path = model.size, model.in_channels, model.path
     # Name the source without the exporting machine's paths: the bundled name or the run folder's name.
@@ -195,7 +197,7 @@ def export_run(run, out, cache=None, n_check: int = 8) -> dict:
         files = [(Path(out), branches[0][1], color_meta, x), (gray_file(out), branches[1][1], gray_meta, xg)]
     checks = []
     for path, net, md, xin in files:
-        export_model(net, cin, size, path, metadata=md)
+        export_model(net, cin, size, path, metadata=md, fixed_size=fixed_size)
         r = check_onnx(path, net, xin)
         if not r["max_abs_diff"] < 1e-2:
             for p, *_ in files:
@@ -204,11 +206,12 @@ def export_run(run, out, cache=None, n_check: int = 8) -> dict:
                                 f"{checked_on}; the export is not trustworthy and was removed.")
         checks.append(r)
     r = {k: max(c[k] for c in checks) if k == "max_abs_diff" else min(c[k] for c in checks) for k in checks[0]}
+    hw = f"{size}, {size}" if fixed_size else "height, width"
     extra = {"gray_onnx": str(files[1][0]), "gray_rule": "mean saturation below "
              f"{model.gray_branch.get('threshold')}" + ("" if model.gray_branch.get("toned") is None else
              f" or chroma residual below {model.gray_branch['toned']}") + " (see the files' gray_branch metadata)"} if len(files) > 1 else {}
     return {"onnx": str(out), **extra, "checkpoint": str(ck_path), "source": source, "arch": model.arch, **r,
             "checked_on": checked_on,
-            "opset": OPSET, "input": f"{INPUT} (batch, {cin}, height, width), trained at {size}",
-            "output": f"{OUTPUT} (batch, {model.schema.num_classes}, height, width)",
+            "opset": OPSET, "input": f"{INPUT} (batch, {cin}, {hw}), trained at {size}",
+            "output": f"{OUTPUT} (batch, {model.schema.num_classes}, {hw})",
             "size": size, "in_channels": cin, "bytes": sum(p.stat().st_size for p, *_ in files)}

@@ -9,6 +9,11 @@ crop (parse does it by default; `eval --landmark-prior` scores it). Two rules:
 - A second blob of eyes, brows, nose or mouth that comes nowhere near the landmarks of that part, while
   the part is found at them (a nose on a scalp, eyes on a grey head, a mouth on a chin), is not that
   part: the class is ruled out on the blob's pixels, which take the network's next choice.
+- A blob of skin that comes nowhere near the face (SKIN_REACH_IOD from the hull of all 68 points) and
+  is ringed by background (SKIN_RING of the pixels just around it) is not this face's skin: a lamp, a
+  hand or a skin-coloured object in the clutter. Its skin probability goes to background (what rings
+  it). Skin apart from the face but ringed by hair (a bald patch in thin hair, a scalp seen through it)
+  stays.
 
 The reach of the second rule was set from FASSEG's own labels (tools/landmark_prior_check.py): every
 labelled part there lies within it of its landmarks. Faces without trusted landmarks (cut from a CNN
@@ -39,13 +44,18 @@ INNER_MOUTH_NAMES = ("inner_mouth", "mouth")  # the first the schema has takes t
 # hull of its landmarks. FASSEG's labelled parts touch their hulls, but for one-pixel label specks and the
 # parts of two faces with wrong landmarks (tools/landmark_prior_check.py); a nose on a scalp is 1-2 away.
 REACH_IOD = 0.35
+# A skin blob is the face's when any of its pixels lies within this many inter-ocular distances of the
+# hull of all 68 points (ears and a neck below a beard lie within a third of one), or when less than
+# SKIN_RING of the pixels ringing it (2 px around) are background.
+SKIN_REACH_IOD = 0.5
+SKIN_RING = 0.9
 
 
 class LandmarkPrior:
     """The two rules for one schema; `apply(probs, points)` changes probs (C x S x S) in place."""
 
     def __init__(self, schema: LabelSchema, reach_iod: float = REACH_IOD, inner_mouth: bool = True,
-                 strays: bool = True):
+                 strays: bool = True, skin_islands: bool = True):
         names = list(schema.classes)
         self.parts = [(names.index(c), PART_POINTS[c]) for c in names if c in PART_POINTS]
         mouth_group = [names.index(c) for c in names if PART_POINTS.get(c) is MOUTH]
@@ -54,10 +64,12 @@ class LandmarkPrior:
         self.inner = names.index(inner) if inner is not None and inner_mouth else None
         self.donors = [i for i in range(len(names)) if i not in mouth_group]
         self.reach_iod, self.strays = float(reach_iod), bool(strays)
+        self.islands = (names.index("skin"), names.index("background")) if (
+            skin_islands and {"skin", "background"} <= set(names)) else None
 
     @property
     def active(self) -> bool:
-        return self.inner is not None or (self.strays and bool(self.parts))
+        return self.inner is not None or (self.strays and bool(self.parts)) or self.islands is not None
 
     def apply(self, probs: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None = None) -> int:
         """Lay the rules over one crop's probabilities (C x S x S, changed in place) given its 68 landmarks
@@ -91,6 +103,13 @@ class LandmarkPrior:
                 if blobs is not None:
                     probs[c][blobs] = 0
                     now[blobs] = probs[:, blobs].argmax(0)
+        if self.islands is not None:
+            skin, bg = self.islands
+            blobs = skin_islands(now == skin, now == bg, points, SKIN_REACH_IOD * iod)
+            if blobs is not None:  # ringed by background, it is background: skin's probability goes there
+                probs[bg][blobs] += probs[skin][blobs]
+                probs[skin][blobs] = 0
+                now[blobs] = probs[:, blobs].argmax(0)
         changed = int((now != labels).sum())
         if given:
             labels[...] = now
@@ -141,3 +160,29 @@ def stray_blobs(mask: np.ndarray, pts: np.ndarray, reach: float) -> np.ndarray |
     stray = np.zeros_like(mask)
     stray[yx[~kept, 0], yx[~kept, 1]] = True
     return stray
+
+
+def skin_islands(skin: np.ndarray, background: np.ndarray, pts: np.ndarray, reach: float) -> np.ndarray | None:
+    """The pixels of skin's 8-connected blobs none of whose pixels comes within `reach` pixels of the convex
+    hull of pts (all 68 landmarks) and whose ring (the pixels within 2 of the blob, in the crop) is at least
+    SKIN_RING background; None when there are none."""
+    if not skin.any():
+        return None
+    blobs, n = ndimage.label(skin, structure=np.ones((3, 3), bool))
+    # Blobs under a landmark are the face's (the face's own skin always is): only the others are measured.
+    h, w = skin.shape
+    at = np.clip(np.rint(pts).astype(int), 0, [w - 1, h - 1])
+    face = set(np.unique(blobs[at[:, 1], at[:, 0]]).tolist())
+    if face >= set(range(1, n + 1)):
+        return None
+    out = np.zeros_like(skin)
+    for k, sl in enumerate(ndimage.find_objects(blobs), start=1):
+        if k in face or (hull_distance(pts, np.argwhere(blobs[sl] == k) + [sl[0].start, sl[1].start]) <= reach).any():
+            continue
+        # The blob's box grown by the ring's width, clipped to the crop.
+        sl = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in sl)
+        blob = blobs[sl] == k
+        ring = ndimage.binary_dilation(blob, iterations=2) & ~blob
+        if ring.any() and background[sl][ring].mean() >= SKIN_RING:
+            out[sl] |= blob
+    return out if out.any() else None

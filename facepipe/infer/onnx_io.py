@@ -3,12 +3,16 @@ onnxruntime` share.
 
 Input `image` is [batch, channels, height, width], output `logits` is [batch, classes, height, width];
 batch, height and width are dynamic (the networks are fully convolutional), channels and classes fixed.
+With fixed_size, height and width are fixed at the export size and every Resize takes constant scales
+instead of sizes computed from the input's shape: onnxruntime's CPU provider then runs it in its blocked
+(NCHWc) layout next to the convolutions, with no shape arithmetic and no layout copies around it.
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from facepipe.util.atomic import atomic_path
@@ -29,8 +33,9 @@ class _Logits(torch.nn.Module):
 
 
 def export_model(model: torch.nn.Module, in_channels: int, size: int, path, opset: int = OPSET,
-                 metadata: dict | None = None) -> Path:
-    """Write `model` as ONNX with named axes (and `metadata` as metadata_props), atomically."""
+                 metadata: dict | None = None, fixed_size: bool = False) -> Path:
+    """Write `model` as ONNX with named axes (and `metadata` as metadata_props), atomically. fixed_size:
+    height and width fixed at `size`, resizes by constant scales (the batch stays dynamic)."""
     import onnx  # heavy, and only export and bench's onnxruntime backend need it
 
     model = model.eval()
@@ -38,7 +43,7 @@ def export_model(model: torch.nn.Module, in_channels: int, size: int, path, opse
     with torch.no_grad():
         classes = int(model(x).shape[1])
     path = Path(path)
-    dyn = {0: "batch", 2: "height", 3: "width"}
+    dyn = {0: "batch"} if fixed_size else {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no onnxscript; the graph is checked by the caller.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -52,11 +57,52 @@ def export_model(model: torch.nn.Module, in_channels: int, size: int, path, opse
             d = value.type.tensor_type.shape.dim[1]
             d.ClearField("dim_param")
             d.dim_value = n
+        if fixed_size:
+            m = constant_resize_scales(m)
         if metadata:
             onnx.helper.set_model_props(m, {k: str(v) for k, v in metadata.items()})
             m.doc_string = metadata.get("description", "")
         onnx.save(m, str(tmp))
     return path
+
+
+def constant_resize_scales(m):
+    """The ONNX model m with each Resize whose output size the exporter computes from its input's shape
+    (Shape -> Slice -> Concat) given constant scales instead, where shape inference fixes both sides'
+    height and width and the ratio is exact; the shape arithmetic left unused is dropped. onnxruntime moves
+    a Resize into its blocked layout only when its scales are a constant (graph_transformers: NchwcTransformer)."""
+    import onnx  # heavy, and only exports with fixed_size come here
+    from onnx import numpy_helper  # part of onnx, imported with it
+
+    known = onnx.shape_inference.infer_shapes(m, data_prop=True).graph
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in [*known.value_info, *known.input, *known.output]}
+    for k, node in enumerate(m.graph.node):
+        if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
+            continue
+        a, b = dims.get(node.input[0]), dims.get(node.output[0])
+        if not a or not b or len(a) != 4 or None in a[2:] + b[2:]:
+            continue
+        scales = np.array([1, 1, b[2] / a[2], b[3] / a[3]], np.float32)
+        # onnxruntime sizes the output as floor(input x scale): keep only ratios that give the same size back.
+        if any(int(np.floor(np.float32(n) * s)) != o for n, s, o in zip(a[2:], scales[2:], b[2:])):
+            continue
+        name = f"{node.name or 'resize'}_scales_{k}"
+        m.graph.initializer.append(numpy_helper.from_array(scales, name))
+        node.input[:] = [node.input[0], node.input[1], name]
+    _drop_unused(m.graph)
+    return m
+
+
+def _drop_unused(graph) -> None:
+    """Remove nodes none of whose outputs is read by another node or is a graph output, until none is left."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)
 
 
 def ort_session(path, threads: int = 0, inter_op_threads: int = 0):

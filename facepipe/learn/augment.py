@@ -16,6 +16,9 @@ background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
   - hair-coloured backdrops (`hairbg`, off in wild): a pasted background's colours moved to the face's own
     hair (each channel's mean and spread), so that a wall or painting of the hair's colour next to the head
     is still background (the benchmark's `paste --variant hair-backdrop`, on other photos);
+  - bald scalps (`bald`, off in wild): the hair above the brows becomes a shaded dome in the face's own
+    skin colour and its labels skin (the teacher's hair probability moves to skin too), so that a bald
+    head is skin: every FASSEG face has hair, and the networks put hair on top of every head;
   - grayscale, hue rotation and saturation, a shadow (a linear brightness ramp across the face), blur,
     sensor noise and JPEG compression;
   - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
@@ -34,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facepipe.data.bald import bald_scalps
 from facepipe.learn.background_bank import BackgroundBank, gauss_blur, load_bank
 from facepipe.util.input_norm import LUMA, MEAN, STD
 
@@ -57,6 +61,7 @@ class AugmentConfig:
     noise: float = 0.0  # probability of Gaussian noise, sigma up to 4 grey levels
     jpeg: float = 0.0  # probability of JPEG compression at quality 30..90
     hairbg: float = 0.0  # probability that a pasted background takes the face's hair colours
+    bald: float = 0.0  # probability that the hair above the brows becomes a bald scalp (labelled skin)
 
 
 BASIC = AugmentConfig()
@@ -109,14 +114,13 @@ def saw_grayscale(spec: str | None) -> bool | None:
 def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cfg: AugmentConfig,
             generator: torch.Generator | None = None, soft: torch.Tensor | None = None,
             part: tuple[int, int] | None = None, bank: BackgroundBank | None = None,
-            ids: tuple[int, tuple[int, ...]] = (0, ())):
+            ids: tuple = (0, ())):
     """x: (N,C,H,W) float (normalised RGB [+ heatmap]), y: (N,H,W) long or None, soft: (N,K,H,W) class
     probabilities or None (teacher outputs for distillation; they follow the same flip, with left/right
-    channels swapped, and the same warp). Returns (x, y) or (x, y, soft) when soft is given.
-    part = (first row, global batch size) when x is one rank's rows of a global batch: the random draws
-    are made for the whole global batch and this rank's rows taken, so N ranks augment every face as one
-    process would and their generators stay in step.
-    bank: background photos for cfg.paste; ids: (background class id, hair class ids) of the schema."""
+    channels swapped, and the same warp; bald scalps change them and y). Returns (x, y[, soft]). part =
+    (first row, global batch size) when x is one rank's rows of a global batch: the random draws
+    are made for the whole global batch and this rank's rows taken: N ranks augment as one process would.
+    bank: photos for cfg.paste; ids: the schema's (background id, hair ids[, skin id: for bald scalps])."""
     labelled = y is not None
     if y is None:
         y = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.long, device=x.device)
@@ -164,17 +168,19 @@ def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cf
         mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
         x = torch.cat([(rgb - mean) * c + mean + b, x[:, 3:]], 1)
     if _wild(cfg):
-        x = torch.cat([_wild_rgb(x[:, :3], y, soft, labelled, cfg, rand, bank, ids), x[:, 3:]], 1)
+        rgb, y, soft = _wild_rgb(x[:, :3], y, soft, labelled, cfg, rand, bank, ids)
+        x = torch.cat([rgb, x[:, 3:]], 1)
     return (x, y) if soft is None else (x, y, soft)
 
 
 def _wild(cfg: AugmentConfig) -> bool:
     return any((cfg.paste, cfg.hair, cfg.gray, cfg.hue, cfg.saturation, cfg.shadow, cfg.blur, cfg.noise,
-                cfg.jpeg))
+                cfg.jpeg, cfg.bald))
 
 
 def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
-    """The wild recipe on the normalised RGB channels; works in [0, 1] RGB and normalises back.
+    """The wild recipe on the normalised RGB channels; works in [0, 1] RGB and normalises back. Returns
+    (rgb, y, soft): only bald scalps change the labels and the teacher's probabilities.
     Every draw is made for the whole batch, used or not, so the generator advances the same way
     whatever the probabilities pick (ranks stay in step)."""
     n, _, h, w = xn.shape
@@ -182,25 +188,30 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     mean = torch.as_tensor(MEAN / 255, device=dev).view(1, 3, 1, 1)
     std = torch.as_tensor(STD / 255, device=dev).view(1, 3, 1, 1)
     img = (xn * std + mean).clamp(0, 1)
-    bg_id, hair_ids = ids
+    bg_id, hair_ids, *rest = ids
+    skin_id = rest[0] if rest else -1
     if soft is not None and not labelled:
         # Pseudo-labelled faces: the teacher's argmax; where it said nothing (outside the crop), ignore.
         cls = torch.where(soft.sum(1) > 0, soft.argmax(1), torch.full_like(y, 255))
     else:
         cls = y
     u = rand(n, 8)  # one column per decision below
+    bald_faces = torch.zeros(n, dtype=torch.bool, device=dev)
     # Hair first: it recolours the face's own pixels, before the backdrop changes around them.
     hair = torch.zeros_like(cls, dtype=torch.bool)
     for k in hair_ids:
         hair |= cls == k
+    if cfg.bald:  # drawn only when asked for, so recipes without it keep the draws they always had
+        img, y, soft, cls, hair, bald_faces = _bald(img, y, soft, cls, hair, cfg.bald, rand, bank,
+                                                    (bg_id, hair_ids, skin_id), labelled)
     # Draws depend on the config only, never on what this rank's rows picked (ranks stay in step).
     r_hair = rand(n, 5) if cfg.hair else None
     pick = (u[:, 0] < cfg.hair)[:, None, None, None]
     if cfg.hair and pick.any():
         img = _recolour(img, hair & pick[:, 0], r_hair)
-    r_bank = rand(n, 4) if cfg.paste else None
-    pick = (u[:, 1] < cfg.paste)[:, None, None, None]
-    if cfg.paste and bank is not None:
+    r_bank = rand(n, 4) if cfg.paste or cfg.bald else None
+    pick = ((u[:, 1] < cfg.paste) | bald_faces)[:, None, None, None]
+    if (cfg.paste or bald_faces.any()) and bank is not None:
         # Picked faces lose their whole background; the others keep their studio wall but not the black
         # border jitter brought in from outside the crop, which parse never shows the network.
         keep = torch.where(pick[:, 0], (cls != bg_id) & (cls != 255), cls != 255)
@@ -226,7 +237,38 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     q = (30 + rand(n) * 60).round()
     if cfg.jpeg and (u[:, 6] < cfg.jpeg).any():
         img = torch.stack([_jpeg(img[i], int(q[i])) if u[i, 6] < cfg.jpeg else img[i] for i in range(n)])
-    return (img.clamp(0, 1) - mean) / std
+    return (img.clamp(0, 1) - mean) / std, y, soft
+
+
+def _bald(img, y, soft, cls, hair, p: float, rand, bank, ids, labelled: bool):
+    """bald_scalps on the faces picked with probability p, with the labels (when labelled), the teacher's
+    probabilities and cls following: the scalp is skin, the hair outside it background. Returns (img, y,
+    soft, cls, hair, faces): hair what is left of it, faces which were made bald. Without backdrops to
+    paste (bank None) the hair outside the scalp could not be taken away, and without a skin class there
+    is no scalp: then nothing changes (the draws are made all the same)."""
+    bg_id, hair_ids, skin_id = ids
+    n, _, h, w = img.shape
+    r, grain = rand(n, 4), rand(n, h, w)
+    if skin_id < 0 or bg_id < 0 or bank is None:
+        return img, y, soft, cls, hair, torch.zeros(n, dtype=torch.bool, device=img.device)
+    img, scalp, out = bald_scalps(img, cls, hair, r[:, 0] < p, r[:, 1:], grain, bg_id, skin_id)
+    y, cls = y.clone(), cls.clone()
+    if labelled:
+        y[scalp], y[out] = skin_id, bg_id
+    cls[scalp], cls[out] = skin_id, bg_id
+    if soft is not None:
+        soft = soft.clone()
+        # The hair's probability goes where the label went; background turned scalp gives its own to skin.
+        for mask, to in ((scalp, skin_id), (out, bg_id)):
+            m = mask[:, None].to(soft.dtype)
+            moved = soft[:, list(hair_ids)].sum(1, keepdim=True) * m
+            for k in hair_ids:
+                soft[:, k:k + 1] *= 1 - m
+            soft[:, to:to + 1] += moved
+        m = scalp[:, None].to(soft.dtype)
+        soft[:, skin_id:skin_id + 1] += soft[:, bg_id:bg_id + 1] * m
+        soft[:, bg_id:bg_id + 1] *= 1 - m
+    return img, y, soft, cls, hair & ~(scalp | out), (scalp | out).flatten(1).any(1)
 
 
 def _hair_coloured(back, img, hair, min_pixels: int = 100):
@@ -309,14 +351,16 @@ def _jpeg(img, quality: int):
 def training_recipe(name: str, backgrounds: str | None, size: int, seed: int, schema, reporter=None):
     """(AugmentConfig, BackgroundBank or None, ids) for train and distill: the recipe `name` (a spec of
     recipe_config), the bank of a `backgrounds` output, and the schema's (background id, hair ids) the
-    wild recipe needs."""
+    wild recipe needs (and its skin id, for bald scalps)."""
     cfg = recipe_config(name)
     bank = None
-    if backgrounds and cfg.paste:
+    if backgrounds and (cfg.paste or cfg.bald):
         bank = load_bank(backgrounds, size, seed=seed)
-    elif cfg.paste and reporter is not None:
+    elif (cfg.paste or cfg.bald) and reporter is not None:
         reporter.log(f"[yellow]note[/]: --augment {name} without --backgrounds pastes no faces onto other "
-                     "backgrounds; make a set with `facepipe backgrounds` (see its --help).")
+                     "backgrounds" + (" and draws no bald scalps" if cfg.bald else "") +
+                     "; make a set with `facepipe backgrounds` (see its --help).")
     bg = 0 if schema.classes[0] == "background" else -1  # -1: no class is replaced
     hair = tuple(i for i, c in enumerate(schema.classes) if c == "hair")
-    return cfg, bank, (bg, hair)
+    skin = schema.classes.index("skin") if "skin" in schema.classes else -1
+    return cfg, bank, (bg, hair, skin)
