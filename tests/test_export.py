@@ -68,7 +68,8 @@ def test_fixed_size_export_resizes_by_constant_scales_and_keeps_a_free_batch(run
     # The CLI flag reaches it.
     res = CliRunner().invoke(cli, ["export", str(run), "--onnx", str(tmp_path / "c.onnx"), "--fixed-size"])
     assert res.exit_code == 0, res.output
-    assert [d.dim_value for d in onnx.load(str(tmp_path / "c.onnx")).graph.input[0].type.tensor_type.shape.dim][2:] == [64, 64]
+    shape = onnx.load(str(tmp_path / "c.onnx")).graph.input[0].type.tensor_type.shape
+    assert [d.dim_value for d in shape.dim][2:] == [64, 64]
 
 
 def test_export_without_cache_or_face_says_random(run, tmp_path, monkeypatch):

@@ -59,8 +59,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-import torch
 from scipy.ndimage import gaussian_filter
+import torch
 
 from facepipe.data.bald import bald_scalps
 from facepipe.util.atomic import atomic_path, save_image, write_json, write_text

@@ -1,5 +1,5 @@
 """Where a face's parts can be, read from its 68 landmarks, laid over the network's probabilities in the
-crop (parse does it by default; `eval --landmark-prior` scores it). Two rules:
+crop (parse does it by default; `eval --landmark-prior` scores it). Three rules:
 
 - Inside the inner lip contour (points 60-67) is the mouth: the inner mouth, or the lips where the points
   fall short, in every schema facepipe knows, never skin. FASSEG, the only labelled faces here, has no
@@ -52,7 +52,7 @@ SKIN_RING = 0.9
 
 
 class LandmarkPrior:
-    """The two rules for one schema; `apply(probs, points)` changes probs (C x S x S) in place."""
+    """The rules for one schema; `apply(probs, points)` changes probs (C x S x S) in place."""
 
     def __init__(self, schema: LabelSchema, reach_iod: float = REACH_IOD, inner_mouth: bool = True,
                  strays: bool = True, skin_islands: bool = True):
