@@ -35,7 +35,9 @@ from facepipe.util.device import set_threads
 @field_option(BenchConfig, "device", "--device", help="cpu or cuda.")
 @field_option(BenchConfig, "backend", "--backend", type=click.Choice(["torch", "onnxruntime"]),
               help="torch, or onnxruntime on each model's graph as `export --fixed-size` writes it (one per --size).")
-@field_option(BenchConfig, "dtype", "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]))
+@field_option(BenchConfig, "dtype", "--dtype", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="int8: each model's graph quantized as `export --int8` does (with --backend onnxruntime); the "
+                   "baseline is timed in int8 and in fp32, and each row gets both ratios.")
 @field_option(BenchConfig, "seconds", "--seconds", type=POSITIVE, help="Timing window per row.")
 @click.option("--no-baseline", is_flag=True, help="Do not add bisenet-r18 automatically.")
 @click.option("--no-fold-bn", is_flag=True, help="Time models as trained, without folding BatchNorm into convs.")
@@ -72,6 +74,7 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
       facepipe bench --fps
       facepipe bench --fps --arch bisenet-r18 --model runs/t1 --model runs/s1 --size 256 --size 512
       facepipe bench --fps --model runs/s1 --backend onnxruntime
+      facepipe bench --fps --model default --backend onnxruntime --dtype int8
       facepipe bench runs/s1 data/fasseg.h5          # speed + accuracy in one table
       facepipe bench --parse ~/album/                # where parse's seconds go, end to end
     """

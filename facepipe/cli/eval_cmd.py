@@ -34,6 +34,10 @@ from facepipe.util.atomic import write_json
                    "not the teacher), re-split them where the network hesitates by each face's own colours, "
                    "and drop hair blobs apart from the face that look like the backdrop, as `parse` does by "
                    "default.")
+@click.option("--int8", is_flag=True,
+              help="Score the networks as int8 ONNX graphs under onnxruntime (CPU), as `export --int8` writes them.")
+@click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
+              help="With --int8: the cache whose training faces set the int8 ranges (default: the run's own cache).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
@@ -52,6 +56,7 @@ def eval_cmd(json_path, sheet, quiet, **kw):
       facepipe eval runs/t1 data/fasseg.h5 --coords aligned --json t1-aligned.json
       facepipe eval default data/fasseg.h5 --beyond-crop       # as parse labels long hair
       facepipe eval default data/fasseg.h5 --face-colours --landmark-prior   # as parse answers
+      facepipe eval default data/fasseg.h5 --int8 --calibrate data/fasseg.h5  # the int8 export's networks
     """
     cfg = config_from(EvalConfig, kw)
     rep = reporter(quiet)

@@ -13,7 +13,13 @@ from facepipe.util.progress import Reporter
 @field_option(export_run, "fixed_size", "--fixed-size/--any-size",
               help="Fix height and width at the model's size (the batch stays free): onnxruntime then runs the "
                    "resizes in its blocked layout, faster on a CPU; other sizes are refused.")
-def export_cmd(run, onnx_path, cache, fixed_size):
+@field_option(export_run, "int8", "--int8/--float",
+              help="Quantize to int8 (weights per channel, activations per tensor) for onnxruntime on a CPU: "
+                   "calibrated on real faces (--calibrate), checked by the pixels whose class agrees with torch.")
+@field_option(export_run, "calibrate", "--calibrate", type=click.Path(dir_okay=False),
+              help="With --int8: the cache whose training faces set the int8 ranges (default: the run's own cache; "
+                   "a bundled model needs one).")
+def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate):
     """Export a run, checkpoint or bundled model (default, fast, accurate) to ONNX and check it against torch.
 
     \b
@@ -33,8 +39,9 @@ def export_cmd(run, onnx_path, cache, fixed_size):
       facepipe export fast --onnx facepipe-fast.onnx
       facepipe export runs/s1 --onnx s1.onnx
       facepipe export fast --onnx fast-256.onnx --fixed-size   # aligned crops only: faster in onnxruntime
+      facepipe export default --onnx int8.onnx --fixed-size --int8 --calibrate data/fasseg.h5
     """
-    r = export_run(run, onnx_path, cache, fixed_size=fixed_size)
+    r = export_run(run, onnx_path, cache, fixed_size=fixed_size, int8=int8, calibrate=calibrate)
     Reporter(quiet=False).table(f"export -> {onnx_path}", list(r.items()), ("", "value"))
 
 

@@ -28,6 +28,7 @@ from facepipe import __version__
 from facepipe.analysis.macs import count_macs, count_params
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import export_model, onnxruntime_version, ort_session
+from facepipe.infer.quantize import quantize_file
 from facepipe.models import create_model, default_in_channels
 from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import one_branch
@@ -65,7 +66,7 @@ class BenchConfig:
     threads: int = 2
     device: str = "cpu"
     backend: str = "torch"  # torch | onnxruntime
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 (autocast on CUDA; bf16 also on CPU)
+    dtype: str = "fp32"  # fp32 | fp16 | bf16 (autocast on CUDA; bf16 also on CPU) | int8 (onnxruntime: infer.quantize)
     warmup: int = 5
     seconds: float = 2.0  # timing window per (model, size, batch); at least `min_iters` iterations
     min_iters: int = 10
@@ -151,6 +152,8 @@ def _checked(cfg: BenchConfig, dev: torch.device) -> BenchConfig:
     cfg = replace(cfg, channels_last=cfg.channels_last and cfg.backend == "torch")
     if cfg.backend == "onnxruntime" and dev.type != "cpu":
         raise FacepipeError("--backend onnxruntime is measured on the CPU here; use --device cpu.")
+    if cfg.dtype == "int8" and cfg.backend != "onnxruntime":
+        raise FacepipeError("--dtype int8 is timed under onnxruntime (export --int8's graphs): add --backend onnxruntime.")
     if cfg.dtype == "fp16" and dev.type == "cpu":
         raise FacepipeError("fp16 on the CPU is not a fair measurement in torch; use --dtype bf16 or fp32.")
     return cfg
@@ -165,6 +168,7 @@ class _Job:
     fn: object
     params: int
     macs: int
+    dtype: str
 
 
 def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[dict]:
@@ -178,18 +182,28 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     where = _Where(dev, threads, load, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:  # ONNX files, kept until all are timed
         jobs = [j for i, e in enumerate(entries) for j in _jobs(e, cfg, where, Path(tmp) / f"m{i}.onnx")]
+        if cfg.dtype == "int8":  # the baseline also as users run it, in float: both ratios from one run
+            jobs += [replace(j, name=f"{j.name} (fp32)") for i, e in enumerate(entries) if e.name == BASELINE
+                     for j in _jobs(e, replace(cfg, dtype="fp32"), where, Path(tmp) / f"f{i}.onnx")]
         with (reporter or SILENT).task("bench", len(jobs) * TURNS) as advance:
             timed = timeit_in_turns([j.fn for j in jobs], cfg.warmup, cfg.seconds, cfg.min_iters, where.sync,
                                     where.threads, on_cpu=dev.type == "cpu", turns=TURNS, advance=advance)
     rows = [_row(j, slices, wait, where) for j, (slices, wait) in zip(jobs, timed)]
     for r in rows:
-        base = [q for q in rows if q["model"].split(" ")[0] == BASELINE and q["size"] == r["size"]
-                and q["batch"] == r["batch"]]
-        r["ratio_to_baseline"] = float(r["fps"] / base[0]["fps"]) if base else None
+        r["ratio_to_baseline"] = _ratio(r, rows, r["dtype"])
+        if cfg.dtype == "int8":
+            r["ratio_to_fp32_baseline"] = _ratio(r, rows, "fp32")
     env = environment(dev, threads, cfg)
     for r in rows:
-        r.update({k: env[k] for k in ("device", "threads", "dtype", "backend", "bn_folded", "channels_last", "heap")})
+        r.update({k: env[k] for k in ("device", "threads", "backend", "bn_folded", "channels_last", "heap")})
     return rows
+
+
+def _ratio(r: dict, rows: list[dict], dtype: str) -> float | None:
+    """r's FPS over the baseline's at the same size and batch, the baseline in `dtype`; None without one."""
+    base = [q for q in rows if q["model"].split(" ")[0] == BASELINE and q["size"] == r["size"]
+            and q["batch"] == r["batch"] and q["dtype"] == dtype]
+    return float(r["fps"] / base[0]["fps"]) if base else None
 
 
 def _prepared(model: torch.nn.Module, cfg: BenchConfig, dev: torch.device) -> torch.nn.Module:
@@ -217,17 +231,22 @@ def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_J
         path = onnx_path.with_name(f"{onnx_path.stem}-{s}.onnx")
         if onnx:  # one file per size, as `export --fixed-size` writes it: parse's crops have one size
             export_model(one_branch(e.model).cpu(), e.in_channels, s, path, fixed_size=True)
+            if cfg.dtype == "int8":  # the ranges do not change the speed: random input sets them
+                x8 = np.random.default_rng(0).normal(size=(4, e.in_channels, s, s)).astype(np.float32)
+                path = quantize_file(path, path.with_name(f"{path.stem}-int8.onnx"), x8)
         for b in cfg.batches:
             x = torch.randn(b, e.in_channels, s, s, device=dev)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             fn = _onnx_call(path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
-            jobs.append(_Job(e.name, s, b, fn, params, macs))
+            jobs.append(_Job(e.name, s, b, fn, params, macs, cfg.dtype))
     return jobs
 
 
 def _onnx_call(onnx_path: Path, x: torch.Tensor, threads: int):
-    sess = ort_session(onnx_path, threads, inter_op_threads=1)
+    # Each row's threads stop spinning when its call returns: left spinning, they took the cores from the
+    # next row's session (results.md "onnxruntime in int8": the default 1.70 -> 2.29 ms after another row).
+    sess = ort_session(onnx_path, threads, inter_op_threads=1, stop_spinning=True)
     # The input's name comes from the file (`image` since export names its axes).
     feed = {sess.get_inputs()[0].name: x.cpu().numpy()}
     return lambda: sess.run(None, feed)
@@ -246,7 +265,8 @@ def _torch_call(model: torch.nn.Module, x: torch.Tensor, dtype: str, dev: torch.
 def _row(job: _Job, slices: list[list[float]], wait, where: _Where) -> dict:
     t = np.concatenate(slices)
     spread = repeat_spread(slices)
-    return {"model": job.name, "size": job.size, "batch": job.batch, "fps": float(job.batch * len(t) / t.sum()),
+    return {"model": job.name, "size": job.size, "batch": job.batch, "dtype": job.dtype,
+            "fps": float(job.batch * len(t) / t.sum()),
             "latency_ms_p50": float(np.percentile(t, 50) * 1000),
             "latency_ms_p95": float(np.percentile(t, 95) * 1000),
             "params": job.params, "macs": job.macs, "iters": len(t),

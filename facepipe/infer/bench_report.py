@@ -64,6 +64,9 @@ def bench_title(rows: list[dict]) -> str:
 def bench_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """(columns, formatted rows); the accuracy columns when a row has scores."""
     cols = SPEED_COLUMNS + (ACCURACY_COLUMNS if any("overall_f1" in r for r in rows) else ())
+    if any("ratio_to_fp32_baseline" in r for r in rows):  # int8 runs: against the baseline in float too
+        k = cols.index("ratio_to_baseline") + 1
+        cols = cols[:k] + ("ratio_to_fp32_baseline",) + cols[k:]
     table = [tuple(f"{r[c]:.0%}" if c in PERCENT and r.get(c) is not None else fmt(r.get(c)) for c in cols)
              for r in rows]
     return cols, table

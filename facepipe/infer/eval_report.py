@@ -4,12 +4,16 @@ run_eval loads the run's checkpoint and scores it (infer.evaluate); score_rows a
 result into the summary table and the --json document; default_sheet names the best/worst sheet."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import torch
 
 from facepipe.data.face_cache import CacheFile
 from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
 from facepipe.infer.model import LoadedModel
+from facepipe.infer.quantize import calibration_cache, calibration_faces, int8_net
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import save_image
 from facepipe.util.progress import SILENT, Reporter
@@ -29,6 +33,8 @@ class EvalConfig:
     landmark_prior: bool = False  # lay the landmark prior over each face (infer.landmark_prior), as parse does
     face_colours: bool = False  # re-split background, hair, skin by the face's colours (infer.face_colours), as parse
     device: str = "auto"
+    int8: bool = False  # the networks as int8 ONNX graphs under onnxruntime (infer.quantize), as `export --int8` writes
+    calibrate: str | None = None  # the int8 calibration faces' cache (default: the run's own)
 
 
 @dataclass
@@ -38,21 +44,30 @@ class EvalReport:
     schema: object
     result: dict  # evaluate()'s scores, with the faces kept for the best/worst sheet
     crop_note: str | None = None  # the cache's crops are not cut the way `parse` cuts them for this model
+    int8: str | None = None  # what the int8 graphs were calibrated on
 
     @property
     def title(self) -> str:
         beyond = ", with hair beyond the crop" if self.config.beyond_crop else ""
         prior = ", with the landmark prior" if self.config.landmark_prior else ""
         colours = ", with the face's colours" if self.config.face_colours else ""
-        return f"{self.checkpoint} on {self.config.split} ({self.config.coords} coordinates{beyond}{colours}{prior})"
+        int8 = ", int8 under onnxruntime" if self.int8 else ""
+        return (f"{self.checkpoint}{int8} on {self.config.split} "
+                f"({self.config.coords} coordinates{beyond}{colours}{prior})")
 
 
 def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
-    m = LoadedModel.load(cfg.run, cfg.which, cfg.device)
-    r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
-                       keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
-                       face_colours=cfg.face_colours)
-    return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align))
+    cal = calibration_cache(cfg.run, cfg.calibrate, cfg.int8)  # first: a wrong option costs no model load
+    m = LoadedModel.load(cfg.run, cfg.which, "cpu" if cfg.int8 else cfg.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrated = None
+        if cfg.int8:  # onnxruntime's CPU provider: the graphs `export --int8` writes, on the path parse takes
+            x, calibrated = calibration_faces(cal, m.heatmap, m.size)
+            m = replace(m, net=int8_net(m.net, m.in_channels, m.size, x, tmp), device=torch.device("cpu"))
+        r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
+                           keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
+                           face_colours=cfg.face_colours)
+    return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated)
 
 
 def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
@@ -87,6 +102,7 @@ def score_json(report: EvalReport) -> dict:
             "beyond_crop": cfg.beyond_crop, "landmark_prior": cfg.landmark_prior,
             "face_colours": cfg.face_colours,
             "crop_note": report.crop_note,
+            "int8": report.int8,  # None, or the int8 graphs' calibration faces
             # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
             # pixel counts) and which faces carry the errors
             "classes": list(report.schema.classes), "confusion": r["confusion"],

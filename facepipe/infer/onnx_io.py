@@ -105,15 +105,20 @@ def _drop_unused(graph) -> None:
             graph.node.remove(n)
 
 
-def ort_session(path, threads: int = 0, inter_op_threads: int = 0):
-    """A CPU onnxruntime session on the ONNX file `path`; 0 threads: onnxruntime's own choice."""
-    import onnxruntime as ort  # heavy, and only export's check and bench's onnxruntime backend need it
+def ort_session(path, threads: int = 0, inter_op_threads: int = 0, stop_spinning: bool = False):
+    """A CPU onnxruntime session on the ONNX file `path`; 0 threads: onnxruntime's own choice.
+
+    stop_spinning: the session's threads stop spinning as soon as a run returns (they spin on by default,
+    waiting for more work, and hold the cores another session in the same process needs next)."""
+    import onnxruntime as ort  # heavy, and only export's check, eval --int8 and bench's onnxruntime backend need it
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
     if inter_op_threads:
         so.inter_op_num_threads = inter_op_threads
+    if stop_spinning:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

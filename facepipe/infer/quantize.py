@@ -1,0 +1,131 @@
+"""int8 ONNX graphs: static quantization by onnxruntime's own tools, calibrated on real faces, and a module
+that runs such a graph where a torch network was, so `eval` scores it on the path `parse` takes.
+
+The scheme (chosen on FASSEG's training faces, results.md "onnxruntime in int8"): QDQ format, weights int8
+per output channel, activations uint8 per tensor, ranges from the 99.999th percentile of each tensor's
+values over the calibration faces (min-max let a few outliers widen the ranges: 0.2-0.4 points of
+accuracy lost, against about none). The Resize that makes the graph's output stays in float: quantizing
+the logits only adds a quantize and dequantize pair at full resolution and rounds the scores `parse` ranks.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facepipe.data.face_cache import CacheFile, to_input
+from facepipe.infer.onnx_io import export_model, ort_session
+from facepipe.models.gray_route import GrayRoute, luma_input
+from facepipe.util.atomic import atomic_path
+from facepipe.util.errors import FacepipeError
+
+CALIBRATION_FACES = 100  # evenly spaced over the split: onnxruntime keeps a histogram of every tensor
+PERCENTILE = 99.999
+SCHEME = ("int8 QDQ (onnxruntime.quantization.quantize_static): weights int8 per output channel, activations "
+          f"uint8 per tensor, ranges at the {PERCENTILE}th percentile of the calibration faces; the output Resize in float")
+
+
+def calibration_cache(run, given: str | None, int8: bool = True) -> str | None:
+    """The cache int8 calibration reads: the one given, else the run's own training cache; None when not int8."""
+    if not int8:
+        if given:
+            raise FacepipeError("--calibrate sets the ranges of int8 graphs: add --int8, or leave it out.")
+        return None
+    if given:
+        return given
+    cfg = Path(run) / "config.json"
+    own = json.loads(cfg.read_text()).get("cache") if cfg.is_file() else None
+    if own and Path(own).is_file():
+        return own
+    raise FacepipeError(f"int8 needs real faces to calibrate on, and {run} has no cache here: give --calibrate "
+                        "CACHE.h5 (faces like the ones you will parse, e.g. a `facepipe cache` of your photos).")
+
+
+def calibration_faces(cache, heatmap: bool, size: int, n: int = CALIBRATION_FACES) -> tuple[np.ndarray, str]:
+    """Up to n network inputs (n, C, size, size) from the cache's training faces (all its faces when it has
+    no `train` split), evenly spaced, and a line saying which."""
+    if not Path(cache).is_file():
+        raise FacepipeError(f"calibration cache {cache} does not exist.")
+    with CacheFile(cache) as cf:
+        if cf.size != size:
+            raise FacepipeError(f"calibration cache {cache} holds {cf.size} px faces; the model takes {size} px: "
+                                "give a cache made at the model's size.")
+        split = "train" if "train" in cf.split_names() else None
+        rows = cf.rows(split)
+        rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)]
+        x = to_input(cf.read("images", rows), cf.read("heatmaps", rows) if heatmap else None).numpy()
+    return x, f"{len(rows)} faces of {cache}" + (" (train split)" if split else "")
+
+
+class _Faces:
+    """onnxruntime's CalibrationDataReader protocol: one face at a time, then None."""
+
+    def __init__(self, name: str, x: np.ndarray):
+        self.name, self.rows = name, iter(x)
+
+    def get_next(self):
+        row = next(self.rows, None)
+        return None if row is None else {self.name: row[None].astype(np.float32)}
+
+
+def quantize_file(src, dst, x: np.ndarray) -> Path:
+    """The float ONNX file src as an int8 graph at dst (atomically), calibrated on the inputs x (N, C, s, s)."""
+    import onnx  # heavy, and only int8 export, eval and bench need it
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # part of onnxruntime
+
+    if not len(x):
+        raise FacepipeError("int8 calibration needs at least one face.")
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(dst, suffix=".onnx") as out:
+        pre = Path(tmp) / "pre.onnx"
+        # onnxruntime's advice before quantizing: its graph optimisations and shape inference first.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        m = onnx.load(str(pre))
+        outputs = {o.name for o in m.graph.output}
+        keep = [n.name for n in m.graph.node if n.op_type == "Resize" and set(n.output) & outputs]
+        # The calibrator prints its histogram settings; the stage's own table says what was done.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(pre), str(out), _Faces(m.graph.input[0].name, x), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep,
+                            extra_options={"CalibPercentile": PERCENTILE})
+        q = onnx.load(str(out))
+        for p in m.metadata_props:  # quantize_static drops the file's self-description
+            q.metadata_props.add(key=p.key, value=p.value)
+        q.doc_string = m.doc_string
+        onnx.save(q, str(out))
+    return dst
+
+
+class OrtNet(nn.Module):
+    """An ONNX file run by onnxruntime behind a torch module's call: (N, C, s, s) float in, logits out."""
+
+    def __init__(self, path, threads: int = 0):
+        super().__init__()
+        self.sess = ort_session(path, threads)
+        self.input = self.sess.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().float().cpu().contiguous().numpy()
+        return torch.from_numpy(self.sess.run(None, {self.input: x})[0])
+
+
+def int8_net(net: nn.Module, in_channels: int, size: int, x: np.ndarray, folder, threads: int = 0) -> nn.Module:
+    """net with each of its networks (both branches of a GrayRoute) replaced by its int8 graph under
+    onnxruntime, written to folder and calibrated on x: the gray branch on x's luma, as it is fed."""
+    def one(name: str, branch: nn.Module, xb: np.ndarray) -> OrtNet:
+        fp32, int8 = Path(folder) / f"{name}.onnx", Path(folder) / f"{name}-int8.onnx"
+        export_model(branch, in_channels, size, fp32, fixed_size=True)
+        return OrtNet(quantize_file(fp32, int8, xb), threads)
+
+    if isinstance(net, GrayRoute):
+        gray = one("gray", net.gray, luma_input(torch.from_numpy(x)).numpy())
+        return GrayRoute(one("color", net.color, x), gray, net.threshold, net.toned)
+    return one("net", net, x)
