@@ -111,3 +111,38 @@ def test_bench_sessions_stop_spinning_when_a_call_returns(monkeypatch):
     bench_speed([arch_entry("student-tiny")], BenchConfig(backend="onnxruntime", **TINY))
     key = "session.force_spinning_stop"
     assert made and all(s.get_session_options().get_session_config_entry(key) == "1" for s in made)
+
+
+def test_equalized_keeps_the_function_and_evens_the_depthwise_ranges():
+    import torch
+
+    from facepipe.infer.quantize import _depthwise_pairs, equalized
+    from facepipe.models import create_model
+    from facepipe.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = create_model("student", num_classes=6, in_channels=4).eval()
+    with torch.no_grad():  # channels of very different ranges, as training leaves them
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand_like(m.weight) * 20 + 0.1)
+    x = torch.randn(6, 4, 64, 64)
+    eq = equalized(net, x.numpy())
+    with torch.no_grad():
+        ref, got = net(x), eq(x)
+    assert (got - ref).abs().max() < 1e-3 * ref.abs().max()
+    folded = fold_batchnorm(net)
+    assert len(_depthwise_pairs(folded)) == len(_depthwise_pairs(eq)) >= 4  # down4, down8, context, fuse4
+
+    def spread(model):  # per pair: the widest depthwise output channel's range over the narrowest
+        out = []
+        for dw, _ in _depthwise_pairs(model):
+            seen = []
+            h = dw.register_forward_hook(lambda _m, _i, o: seen.append(o.abs().amax((0, 2, 3))))
+            with torch.no_grad():
+                model(x)
+            h.remove()
+            out.append(float(seen[0].max() / seen[0].min().clamp_min(1e-6)))
+        return out
+
+    assert all(a < b for a, b in zip(spread(eq), spread(folded)))

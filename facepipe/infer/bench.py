@@ -28,7 +28,7 @@ from facepipe import __version__
 from facepipe.analysis.macs import count_macs, count_params
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import export_model, onnxruntime_version, ort_session
-from facepipe.infer.quantize import quantize_file
+from facepipe.infer.quantize import equalized, quantize_file
 from facepipe.models import create_model, default_in_channels
 from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import one_branch
@@ -230,9 +230,12 @@ def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_J
         macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
         path = onnx_path.with_name(f"{onnx_path.stem}-{s}.onnx")
         if onnx:  # one file per size, as `export --fixed-size` writes it: parse's crops have one size
-            export_model(one_branch(e.model).cpu(), e.in_channels, s, path, fixed_size=True)
-            if cfg.dtype == "int8":  # the ranges do not change the speed: random input sets them
-                x8 = np.random.default_rng(0).normal(size=(4, e.in_channels, s, s)).astype(np.float32)
+            int8 = cfg.dtype == "int8"
+            # int8 as `export --int8` makes it; the ranges do not change the speed: random input sets them
+            x8 = np.random.default_rng(0).normal(size=(4, e.in_channels, s, s)).astype(np.float32) if int8 else None
+            net = one_branch(e.model).cpu()
+            export_model(equalized(net, x8) if int8 else net, e.in_channels, s, path, fixed_size=True)
+            if int8:
                 path = quantize_file(path, path.with_name(f"{path.stem}-int8.onnx"), x8)
         for b in cfg.batches:
             x = torch.randn(b, e.in_channels, s, s, device=dev)

@@ -25,7 +25,7 @@ from facepipe.data.face_detector import PARSE_DETECTOR, detector
 from facepipe.infer.checkpoint import BUNDLED
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
-from facepipe.infer.quantize import SCHEME, calibration_cache, calibration_faces, quantize_file
+from facepipe.infer.quantize import SCHEME, calibration_cache, calibration_faces, equalized, quantize_file
 from facepipe.models.gray_route import luma_input
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
 from facepipe.util.errors import FacepipeError
@@ -233,7 +233,8 @@ def _export_one(net, cin: int, size: int, path: Path, meta: dict, x, xq, fixed_s
     graph's max |difference| is then reported beside the int8 graph's class agreement."""
     fp32 = path if xq is None else path.with_name(f".{path.stem}-fp32.onnx")
     try:
-        export_model(net, cin, size, fp32, metadata=meta, fixed_size=fixed_size)
+        # int8: equalised first (the same function, checked against the network as it is just below)
+        export_model(net if xq is None else equalized(net, xq), cin, size, fp32, metadata=meta, fixed_size=fixed_size)
         r = check_onnx(fp32, net, x)
         if not r["max_abs_diff"] < 1e-2:
             raise FacepipeError(f"ONNX output of {path.name} differs from torch by {r['max_abs_diff']:.3g} on "

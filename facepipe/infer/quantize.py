@@ -6,6 +6,14 @@ per output channel, activations uint8 per tensor, ranges from the 99.999th perce
 values over the calibration faces (min-max let a few outliers widen the ranges: 0.2-0.4 points of
 accuracy lost, against about none). The Resize that makes the graph's output stays in float: quantizing
 the logits only adds a quantize and dequantize pair at full resolution and rounds the scores `parse` ranks.
+
+Before export the network is equalised (`equalized`): a depthwise conv's output channels span ranges 5-20
+times apart, and one uint8 scale per tensor leaves the narrow ones a few levels. Each depthwise conv read
+by a 1x1 conv alone (nothing nonlinear between them) has its output channel c scaled by s_c and the 1x1
+conv's input channel c by 1 / s_c, the same function, with s_c chosen so that channel c's activation
+range and its largest 1x1 weight meet at their geometric mean (cross-layer equalisation, Nagel et al.
+2019, "Data-free quantization through weight equalization and bias correction", here on measured
+activation ranges): about an eighth less probability change under int8.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from torch import nn
 
 from facepipe.data.face_cache import CacheFile, to_input
 from facepipe.infer.onnx_io import export_model, ort_session
+from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import GrayRoute, luma_input
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
@@ -28,7 +37,8 @@ from facepipe.util.errors import FacepipeError
 CALIBRATION_FACES = 100  # evenly spaced over the split: onnxruntime keeps a histogram of every tensor
 PERCENTILE = 99.999
 SCHEME = ("int8 QDQ (onnxruntime.quantization.quantize_static): weights int8 per output channel, activations "
-          f"uint8 per tensor, ranges at the {PERCENTILE}th percentile of the calibration faces; the output Resize in float")
+          f"uint8 per tensor, ranges at the {PERCENTILE}th percentile of the calibration faces; the output Resize in "
+          "float; depthwise -> 1x1 conv pairs equalised before (facepipe.infer.quantize.equalized)")
 
 
 def calibration_cache(run, given: str | None, int8: bool = True) -> str | None:
@@ -104,6 +114,61 @@ def quantize_file(src, dst, x: np.ndarray) -> Path:
     return dst
 
 
+def equalized(net: nn.Module, x: np.ndarray, batch: int = 10) -> nn.Module:
+    """A copy of net with BatchNorm folded and every depthwise -> 1x1 conv pair equalised on the inputs x
+    (module docstring); the same function up to float rounding. A network torch.fx cannot trace is
+    returned folded as far as it goes, not equalised."""
+    g = fold_batchnorm(net)
+    pairs = _depthwise_pairs(g)
+    if not pairs:
+        return g
+    peak: list[torch.Tensor | None] = [None] * len(pairs)
+
+    def hook(k):
+        def keep(_m, _i, out):
+            a = out.detach().abs().amax((0, 2, 3))
+            peak[k] = a if peak[k] is None else torch.maximum(peak[k], a)
+        return keep
+
+    hooks = [dw.register_forward_hook(hook(k)) for k, (dw, _) in enumerate(pairs)]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                g(torch.from_numpy(x[i:i + batch]))
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for (dw, pw), act in zip(pairs, peak):
+            act = act.clamp_min(1e-6)
+            w = pw.weight.abs().amax((0, 2, 3)).clamp_min(1e-6)
+            s = (act * w).sqrt() / act
+            dw.weight.mul_(s.view(-1, 1, 1, 1))
+            if dw.bias is not None:
+                dw.bias.mul_(s)
+            pw.weight.div_(s.view(1, -1, 1, 1))
+    return g
+
+
+def _depthwise_pairs(g: nn.Module) -> list[tuple[nn.Conv2d, nn.Conv2d]]:
+    """(depthwise conv, the 1x1 conv that alone reads its output) in an fx GraphModule; [] for another module."""
+    graph = getattr(g, "graph", None)
+    if graph is None:
+        return []
+    mods = dict(g.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        dw = mods.get(node.target) if node.op == "call_module" else None
+        if not (isinstance(dw, nn.Conv2d) and dw.groups > 1 and dw.groups == dw.in_channels == dw.out_channels
+                and len(node.users) == 1):
+            continue
+        user = next(iter(node.users))
+        pw = mods.get(user.target) if user.op == "call_module" else None
+        if isinstance(pw, nn.Conv2d) and pw.groups == 1 and pw.kernel_size == (1, 1) and user.args[0] is node:
+            pairs.append((dw, pw))
+    return pairs
+
+
 class OrtNet(nn.Module):
     """An ONNX file run by onnxruntime behind a torch module's call: (N, C, s, s) float in, logits out."""
 
@@ -122,7 +187,7 @@ def int8_net(net: nn.Module, in_channels: int, size: int, x: np.ndarray, folder,
     onnxruntime, written to folder and calibrated on x: the gray branch on x's luma, as it is fed."""
     def one(name: str, branch: nn.Module, xb: np.ndarray) -> OrtNet:
         fp32, int8 = Path(folder) / f"{name}.onnx", Path(folder) / f"{name}-int8.onnx"
-        export_model(branch, in_channels, size, fp32, fixed_size=True)
+        export_model(equalized(branch, xb), in_channels, size, fp32, fixed_size=True)
         return OrtNet(quantize_file(fp32, int8, xb), threads)
 
     if isinstance(net, GrayRoute):
