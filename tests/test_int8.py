@@ -58,11 +58,11 @@ def test_int8_needs_a_cache_to_calibrate_on_and_writes_nothing_without_one(tiny_
         export_run(run, out, int8=True)
     assert not list(tmp_path.glob("*.onnx"))
     res = CliRunner().invoke(cli, ["export", str(run), "--onnx", str(out), "--int8", "--calibrate", "/nope.h5"])
-    assert isinstance(res.exception, FacepipeError) and "/nope.h5 does not exist" in str(res.exception)
+    assert isinstance(res.exception, FacepipeError) and "/nope.h5 do not exist" in str(res.exception)
     assert not out.exists()  # (the real CLI prints a FacepipeError as one line: tests/test_bad_input.py)
     with pytest.raises(FacepipeError, match="add --int8"):
         export_run(run, out, calibrate=cfg["cache"])  # ranges for a float graph: a mistake, said so
-    with pytest.raises(FacepipeError, match="holds 64 px faces; the model takes 256 px"):
+    with pytest.raises(FacepipeError, match="holds 64 px faces; the model takes 256 px"):  # photos would do
         export_run("default", out, int8=True, calibrate=cfg["cache"])
     with pytest.raises(FacepipeError, match="add --int8"):
         run_eval(EvalConfig(run=str(run), cache=cfg["cache"], calibrate=cfg["cache"]))
@@ -146,3 +146,24 @@ def test_equalized_keeps_the_function_and_evens_the_depthwise_ranges():
         return out
 
     assert all(a < b for a, b in zip(spread(eq), spread(folded)))
+
+
+def test_int8_calibrates_on_a_folder_of_photos_cut_as_parse_cuts_them(tmp_path):
+    from PIL import Image
+    from skimage import data as skimage_data
+
+    from facepipe.infer.quantize import calibration_faces
+    from facepipe.util.align_spec import AlignSpec
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(skimage_data.astronaut()).save(photos / "sub" / "astronaut.png")
+    Image.fromarray(np.full((80, 120, 3), 128, np.uint8)).save(photos / "wall.png")  # no face
+    (photos / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    x, line = calibration_faces(photos, True, AlignSpec(64))
+    assert x.shape == (1, 4, 64, 64) and line.startswith("1 face in 2 photos of") and "1 unreadable skipped" in line
+    x3, _ = calibration_faces(photos, False, AlignSpec(64))
+    assert x3.shape == (1, 3, 64, 64) and np.allclose(x3, x[:, :3])
+    (photos / "sub" / "astronaut.png").unlink()
+    with pytest.raises(FacepipeError, match="no face found in the 1 photo"):
+        calibration_faces(photos, True, AlignSpec(64))

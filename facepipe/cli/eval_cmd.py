@@ -36,8 +36,9 @@ from facepipe.util.atomic import write_json
                    "default.")
 @click.option("--int8", is_flag=True,
               help="Score the networks as int8 ONNX graphs under onnxruntime (CPU), as `export --int8` writes them.")
-@click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
-              help="With --int8: the cache whose training faces set the int8 ranges (default: the run's own cache).")
+@click.option("--calibrate", type=click.Path(), default=None,
+              help="With --int8: the faces that set the int8 ranges, a folder of photos or a cache (its training "
+                   "faces), as `export --calibrate` takes them (default: the run's own cache).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")

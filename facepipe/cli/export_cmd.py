@@ -16,9 +16,10 @@ from facepipe.util.progress import Reporter
 @field_option(export_run, "int8", "--int8/--float",
               help="Quantize to int8 (weights per channel, activations per tensor) for onnxruntime on a CPU: "
                    "calibrated on real faces (--calibrate), checked by the pixels whose class agrees with torch.")
-@field_option(export_run, "calibrate", "--calibrate", type=click.Path(dir_okay=False),
-              help="With --int8: the cache whose training faces set the int8 ranges (default: the run's own cache; "
-                   "a bundled model needs one).")
+@field_option(export_run, "calibrate", "--calibrate", type=click.Path(),
+              help="With --int8: the faces that set the int8 ranges: a folder of photos like the ones you will parse "
+                   "(their faces cut as parse cuts them, up to 100) or a cache (its training faces). Default: the "
+                   "run's own cache; a bundled model needs one.")
 def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate):
     """Export a run, checkpoint or bundled model (default, fast, accurate) to ONNX and check it against torch.
 
@@ -33,16 +34,20 @@ def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate):
     The check compares onnxruntime with torch on real faces: the cache's, or without one the astronaut
     photo that ships with scikit-image, detected and aligned as `parse` does (random input only if no
     face is found, and the table says so).
+    --int8 writes int8 graphs for onnxruntime (input and output stay float32), about 1.5x faster on a
+    CPU with VNNI; the default loses 0.04-0.69 points of pixel accuracy that way on FASSEG's benchmark
+    variants (docs/results.md, "onnxruntime in int8"); `facepipe eval RUN CACHE --int8` scores them.
 
     \b
     Examples:
       facepipe export fast --onnx facepipe-fast.onnx
       facepipe export runs/s1 --onnx s1.onnx
       facepipe export fast --onnx fast-256.onnx --fixed-size   # aligned crops only: faster in onnxruntime
-      facepipe export default --onnx int8.onnx --fixed-size --int8 --calibrate data/fasseg.h5
+      facepipe export default --onnx int8.onnx --fixed-size --int8 --calibrate ~/photos/
     """
-    r = export_run(run, onnx_path, cache, fixed_size=fixed_size, int8=int8, calibrate=calibrate)
-    Reporter(quiet=False).table(f"export -> {onnx_path}", list(r.items()), ("", "value"))
+    rep = Reporter(quiet=False)
+    r = export_run(run, onnx_path, cache, fixed_size=fixed_size, int8=int8, calibrate=calibrate, reporter=rep)
+    rep.table(f"export -> {onnx_path}", list(r.items()), ("", "value"))
 
 
 COMMANDS = [export_cmd]

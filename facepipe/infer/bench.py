@@ -153,7 +153,8 @@ def _checked(cfg: BenchConfig, dev: torch.device) -> BenchConfig:
     if cfg.backend == "onnxruntime" and dev.type != "cpu":
         raise FacepipeError("--backend onnxruntime is measured on the CPU here; use --device cpu.")
     if cfg.dtype == "int8" and cfg.backend != "onnxruntime":
-        raise FacepipeError("--dtype int8 is timed under onnxruntime (export --int8's graphs): add --backend onnxruntime.")
+        raise FacepipeError("--dtype int8 is timed under onnxruntime (export --int8's graphs): "
+                            "add --backend onnxruntime.")
     if cfg.dtype == "fp16" and dev.type == "cpu":
         raise FacepipeError("fp16 on the CPU is not a fair measurement in torch; use --dtype bf16 or fp32.")
     return cfg

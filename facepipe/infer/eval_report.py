@@ -13,7 +13,7 @@ import torch
 from facepipe.data.face_cache import CacheFile
 from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
 from facepipe.infer.model import LoadedModel
-from facepipe.infer.quantize import calibration_cache, calibration_faces, int8_net
+from facepipe.infer.quantize import calibration_source, calibration_faces, int8_net
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import save_image
 from facepipe.util.progress import SILENT, Reporter
@@ -34,7 +34,7 @@ class EvalConfig:
     face_colours: bool = False  # re-split background, hair, skin by the face's colours (infer.face_colours), as parse
     device: str = "auto"
     int8: bool = False  # the networks as int8 ONNX graphs under onnxruntime (infer.quantize), as `export --int8` writes
-    calibrate: str | None = None  # the int8 calibration faces' cache (default: the run's own)
+    calibrate: str | None = None  # the int8 calibration faces: a cache or a folder of photos (default: the run's cache)
 
 
 @dataclass
@@ -57,12 +57,12 @@ class EvalReport:
 
 
 def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
-    cal = calibration_cache(cfg.run, cfg.calibrate, cfg.int8)  # first: a wrong option costs no model load
+    cal = calibration_source(cfg.run, cfg.calibrate, cfg.int8)  # first: a wrong option costs no model load
     m = LoadedModel.load(cfg.run, cfg.which, "cpu" if cfg.int8 else cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         calibrated = None
         if cfg.int8:  # onnxruntime's CPU provider: the graphs `export --int8` writes, on the path parse takes
-            x, calibrated = calibration_faces(cal, m.heatmap, m.size)
+            x, calibrated = calibration_faces(cal, m.heatmap, m.align, reporter=reporter)
             m = replace(m, net=int8_net(m.net, m.in_channels, m.size, x, tmp), device=torch.device("cpu"))
         r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
                            keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,

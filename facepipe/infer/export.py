@@ -21,26 +21,23 @@ from skimage import data as skimage_data
 
 from facepipe import __version__
 from facepipe.data.face_cache import MEAN, STD, CacheFile, to_input
-from facepipe.data.face_detector import PARSE_DETECTOR, detector
 from facepipe.infer.checkpoint import BUNDLED
+from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
-from facepipe.infer.quantize import SCHEME, calibration_cache, calibration_faces, equalized, quantize_file
+from facepipe.infer.quantize import SCHEME, calibration_source, calibration_faces, equalized, quantize_file
 from facepipe.models.gray_route import luma_input
-from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec, align_face
+from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import (
     BOX_CENTER_DY_IN_IOD,
     TURN_DEAD_ZONE_IN_IOD,
     TURN_SHIFT_MAX_IN_IOD,
     template,
-    warp_image,
 )
-from facepipe.util.heatmap import draw_heatmap, sigma, square_side
+from facepipe.util.heatmap import sigma, square_side
+from facepipe.util.progress import SILENT, Reporter
 
-# dlib HOG scores below ~0.2 were mostly false positives on our photos (a badge on the astronaut);
-# the same cut as `parse --min-score`.
-MIN_FACE_SCORE = 0.2
 # An int8 graph's classes against torch's on the check faces: the default agrees on 99.3-99.4% of FASSEG's
 # aligned test pixels (results.md "onnxruntime in int8"); a broken quantization falls far below.
 INT8_AGREEMENT = 0.95
@@ -126,19 +123,11 @@ def check_onnx(path, model: torch.nn.Module, x: np.ndarray, threads: int = 0) ->
 
 def astronaut_faces(size: int, iod: float = DEFAULT_IOD, letterbox: bool = False, heatmap: bool = True):
     """scikit-image's astronaut photo (a real face that ships with a dependency: no download), detected and
-    cut as `parse` does it (parse's detector settings, align_spec.align_face), with its mirror image as a
-    second face (a batch of 2 exercises the dynamic batch). Returns the network input (2, C, size, size),
-    or None when dlib finds no face."""
-    rgb = skimage_data.astronaut()
-    faces = [f for f in detector(PARSE_DETECTOR)(rgb) if f["score"] >= MIN_FACE_SCORE]
-    if not faces:
-        return None
-    face = faces[0]  # the largest
-    m, pts = align_face(AlignSpec(size, iod, letterbox), rgb.shape, face["lm68"], face["box"],
-                        face.get("lm_trusted", True))
-    crop, hm = warp_image(rgb, m, size), draw_heatmap(pts, size)
-    crops, hms = np.stack([crop, crop[:, ::-1]]), np.stack([hm, hm[:, ::-1]])
-    return to_input(np.ascontiguousarray(crops), np.ascontiguousarray(hms) if heatmap else None).numpy()
+    cut as `parse` does it (infer.face_crops), with its mirror image as a second face (a batch of 2
+    exercises the dynamic batch). Returns the network input (2, C, size, size), or None when dlib finds no
+    face."""
+    x = photo_faces(skimage_data.astronaut(), AlignSpec(size, iod, letterbox), heatmap, mirror=True)
+    return None if x is None else x[:2]  # the largest face and its mirror
 
 
 def _check_input(run, cache, model: LoadedModel, n_check: int) -> tuple[np.ndarray, str]:
@@ -186,7 +175,7 @@ def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
 
 
 def export_run(run, out, cache=None, n_check: int = 8, fixed_size: bool = False, int8: bool = False,
-               calibrate: str | None = None) -> dict:
+               calibrate: str | None = None, reporter: Reporter = SILENT) -> dict:
     """int8: each file quantized (infer.quantize), calibrated on the training faces of `calibrate` (default:
     the run's own cache), and checked by the share of pixels whose class agrees with torch's."""
     model = LoadedModel.load(run)
@@ -195,8 +184,8 @@ def export_run(run, out, cache=None, n_check: int = 8, fixed_size: bool = False,
     bundled = str(run) in BUNDLED and not Path(run).exists()
     source = f"bundled:{run}" if bundled else (Path(run).name if Path(run).is_dir() else Path(ck_path).name)
     x, checked_on = _check_input(run, cache, model, n_check)  # first: a bad --cache must not leave a file
-    cal = calibration_cache(run, calibrate, int8)
-    xq, calibrated = calibration_faces(cal, model.heatmap, size) if int8 else (None, None)
+    cal = calibration_source(run, calibrate, int8)
+    xq, calibrated = calibration_faces(cal, model.heatmap, model.align, reporter=reporter) if int8 else (None, None)
     meta = onnx_metadata(model, source)
     if int8:
         meta["quantization"] = json.dumps({"scheme": SCHEME, "calibration": calibrated})

@@ -28,11 +28,16 @@ import torch
 from torch import nn
 
 from facepipe.data.face_cache import CacheFile, to_input
+from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.onnx_io import export_model, ort_session
 from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import GrayRoute, luma_input
+from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import atomic_path
-from facepipe.util.errors import FacepipeError
+from facepipe.util.errors import BadImage, FacepipeError
+from facepipe.util.images import load_rgb
+from facepipe.util.photos import list_photos
+from facepipe.util.progress import SILENT, Reporter
 
 CALIBRATION_FACES = 100  # evenly spaced over the split: onnxruntime keeps a histogram of every tensor
 PERCENTILE = 99.999
@@ -41,8 +46,9 @@ SCHEME = ("int8 QDQ (onnxruntime.quantization.quantize_static): weights int8 per
           "float; depthwise -> 1x1 conv pairs equalised before (facepipe.infer.quantize.equalized)")
 
 
-def calibration_cache(run, given: str | None, int8: bool = True) -> str | None:
-    """The cache int8 calibration reads: the one given, else the run's own training cache; None when not int8."""
+def calibration_source(run, given: str | None, int8: bool = True) -> str | None:
+    """What int8 calibration reads (a cache or a folder of photos): the one given, else the run's own training
+    cache; None when not int8."""
     if not int8:
         if given:
             raise FacepipeError("--calibrate sets the ranges of int8 graphs: add --int8, or leave it out.")
@@ -54,23 +60,56 @@ def calibration_cache(run, given: str | None, int8: bool = True) -> str | None:
     if own and Path(own).is_file():
         return own
     raise FacepipeError(f"int8 needs real faces to calibrate on, and {run} has no cache here: give --calibrate "
-                        "CACHE.h5 (faces like the ones you will parse, e.g. a `facepipe cache` of your photos).")
+                        "PHOTOS/ (a folder of photos like the ones you will parse) or --calibrate CACHE.h5.")
 
 
-def calibration_faces(cache, heatmap: bool, size: int, n: int = CALIBRATION_FACES) -> tuple[np.ndarray, str]:
-    """Up to n network inputs (n, C, size, size) from the cache's training faces (all its faces when it has
-    no `train` split), evenly spaced, and a line saying which."""
-    if not Path(cache).is_file():
-        raise FacepipeError(f"calibration cache {cache} does not exist.")
-    with CacheFile(cache) as cf:
-        if cf.size != size:
-            raise FacepipeError(f"calibration cache {cache} holds {cf.size} px faces; the model takes {size} px: "
-                                "give a cache made at the model's size.")
+def calibration_faces(source, heatmap: bool, spec: AlignSpec, n: int = CALIBRATION_FACES,
+                      reporter: Reporter = SILENT) -> tuple[np.ndarray, str]:
+    """Up to n network inputs (n, C, s, s) and a line saying which: from a cache, its training faces (all
+    of them when it has no `train` split), evenly spaced; from a folder of photos, their faces cut as
+    `parse` cuts them for a model aligned by `spec` (infer.face_crops)."""
+    if Path(source).is_dir():
+        return _photo_faces(source, heatmap, spec, n, reporter)
+    if not Path(source).is_file():
+        raise FacepipeError(f"calibration faces {source} do not exist (a cache file or a folder of photos).")
+    with CacheFile(source) as cf:
+        if cf.size != spec.size:
+            raise FacepipeError(f"calibration cache {source} holds {cf.size} px faces; the model takes {spec.size} "
+                                "px: give a cache made at the model's size, or a folder of photos.")
         split = "train" if "train" in cf.split_names() else None
         rows = cf.rows(split)
         rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)]
         x = to_input(cf.read("images", rows), cf.read("heatmaps", rows) if heatmap else None).numpy()
-    return x, f"{len(rows)} faces of {cache}" + (" (train split)" if split else "")
+    return x, f"{len(rows)} faces of {source}" + (" (train split)" if split else "")
+
+
+def _photo_faces(folder, heatmap: bool, spec: AlignSpec, n: int, reporter: Reporter) -> tuple[np.ndarray, str]:
+    """Faces of the photos in folder until n are found, the photos taken evenly spread first (every k-th,
+    then the ones between), so that a large folder is sampled throughout; unreadable photos skipped."""
+    photos, _ = list_photos(folder)
+    k = max(1, len(photos) // n)
+    order = list(range(0, len(photos), k)) + [i for i in range(len(photos)) if i % k]
+    found, used, bad = [], 0, 0
+    with reporter.task("calibration faces", n) as advance:
+        for i in order:
+            if sum(len(f) for f in found) >= n:
+                break
+            try:
+                rgb = load_rgb(photos[i].path)
+            except BadImage:
+                bad += 1
+                continue
+            x = photo_faces(rgb, spec, heatmap)
+            used += 1
+            if x is not None:
+                found.append(x)
+                advance(len(x))
+    if not found:
+        raise FacepipeError(f"no face found in the {used} photo{'s' * (used != 1)} of {folder} "
+                            "(dlib's HOG detector, as parse uses it).")
+    x = np.concatenate(found)[:n]
+    skipped = f"; {bad} unreadable skipped" if bad else ""
+    return x, f"{len(x)} face{'s' * (len(x) != 1)} in {used} photo{'s' * (used != 1)} of {folder}{skipped}"
 
 
 class _Faces:
