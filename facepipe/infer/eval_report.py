@@ -13,7 +13,7 @@ import torch
 from facepipe.data.face_cache import CacheFile
 from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
 from facepipe.infer.model import LoadedModel
-from facepipe.infer.quantize import calibration_source, calibration_faces, int8_net
+from facepipe.infer.quantize import calibration_faces, calibration_source, int8_net
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import save_image
 from facepipe.util.progress import SILENT, Reporter

@@ -25,7 +25,7 @@ from facepipe.infer.checkpoint import BUNDLED
 from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
-from facepipe.infer.quantize import SCHEME, calibration_source, calibration_faces, equalized, quantize_file
+from facepipe.infer.quantize import SCHEME, calibration_faces, calibration_source, equalized, quantize_file
 from facepipe.models.gray_route import luma_input
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec
 from facepipe.util.errors import FacepipeError
