@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from facepipe.cli import cli
 from facepipe.infer.bench import BASELINE, BenchConfig, arch_entry, bench_speed
+from facepipe.infer.bench_report import run_bench
 from facepipe.infer.eval_report import EvalConfig, run_eval, score_json
 from facepipe.infer.export import export_run
 from facepipe.infer.onnx_io import ort_session
@@ -101,6 +102,8 @@ def test_bench_int8_times_the_baseline_in_both_precisions():
     res = CliRunner().invoke(cli, ["bench", "--fps", "--arch", "student-tiny", "--size", "64", "--seconds", "0.05",
                                    "--dtype", "int8", "--no-baseline"])
     assert isinstance(res.exception, FacepipeError) and "--backend onnxruntime" in str(res.exception)
+    with pytest.raises(FacepipeError, match="eval RUN CACHE --int8"):  # its accuracy would be the float network's
+        run_bench(["default"], (), BenchConfig(backend="onnxruntime", dtype="int8", **TINY), cache="c.h5")
 
 
 def test_bench_sessions_stop_spinning_when_a_call_returns(monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from facepipe.infer.bench import BASELINE, DEFAULT_MODELS, BenchConfig, Entry, arch_entry, bench_speed, run_entry
 from facepipe.infer.evaluate import evaluate
+from facepipe.util.errors import FacepipeError
 from facepipe.util.progress import SILENT, Reporter
 
 SPEED_COLUMNS = ("model", "size", "batch", "fps", "latency_ms_p50", "latency_ms_p95", "params", "macs",
@@ -45,6 +46,9 @@ def run_bench(models, archs, cfg: BenchConfig, *, baseline: bool = True, cache=N
               reporter: Reporter = SILENT) -> list[dict]:
     """Speed rows of every entry (bench_entries) under `cfg`; with `cache`, the last of `models` is also
     scored on it and its rows carry overall_f1, mean_f1, pixel_acc, coords and split."""
+    if cache and models and cfg.dtype == "int8":  # add_accuracy scores the float network
+        raise FacepipeError("bench RUN CACHE scores the float network, not int8 graphs: score those with "
+                            "`facepipe eval RUN CACHE --int8`, time them with `bench --fps --dtype int8`.")
     entries = bench_entries(models, archs, baseline)
     rows = bench_speed(entries, cfg, reporter)
     if cache and models:
