@@ -104,11 +104,11 @@ def _photo_faces(folder, heatmap: bool, spec: AlignSpec, n: int, reporter: Repor
             if x is not None:
                 found.append(x)
                 advance(len(x))
+    skipped = f"; {bad} unreadable skipped" if bad else ""
     if not found:
-        raise FacepipeError(f"no face found in the {used} photo{'s' * (used != 1)} of {folder} "
+        raise FacepipeError(f"no face found in the {used} photo{'s' * (used != 1)} read of {folder}{skipped} "
                             "(dlib's HOG detector, as parse uses it).")
     x = np.concatenate(found)[:n]
-    skipped = f"; {bad} unreadable skipped" if bad else ""
     return x, f"{len(x)} face{'s' * (len(x) != 1)} in {used} photo{'s' * (used != 1)} of {folder}{skipped}"
 
 
