@@ -5,6 +5,7 @@ file that would run code on load is refused. Written to a temporary name and os.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -85,6 +86,14 @@ def build_from_checkpoint(ckpt: dict):
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, LabelSchema.from_dict(ckpt["schema"])
+
+
+def run_cache(run) -> str | None:
+    """The cache a run folder was trained on, when it is still on this machine (a run copied elsewhere, a
+    checkpoint file or a bundled name: None)."""
+    cfg = Path(run) / "config.json"
+    cache = json.loads(cfg.read_text()).get("cache") if cfg.is_file() else None
+    return cache if cache and Path(cache).is_file() else None
 
 
 def run_checkpoint(run_or_file, which: str = "best") -> Path:

@@ -21,7 +21,7 @@ from skimage import data as skimage_data
 
 from facepipe import __version__
 from facepipe.data.face_cache import MEAN, STD, CacheFile, to_input
-from facepipe.infer.checkpoint import BUNDLED
+from facepipe.infer.checkpoint import BUNDLED, run_cache
 from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
@@ -136,10 +136,8 @@ def _check_input(run, cache, model: LoadedModel, n_check: int) -> tuple[np.ndarr
     if cache is not None and not Path(cache).is_file():
         raise FacepipeError(f"--cache {cache} does not exist; omit it to check on the run's cache or a real photo.")
     if cache is None:
-        # The run's own cache may be gone (the run was copied to another machine): then the photo.
-        cfg = Path(run) / "config.json"
-        cache = json.loads(cfg.read_text()).get("cache") if cfg.is_file() else None
-    if cache and Path(cache).is_file():
+        cache = run_cache(run)  # None when gone (the run was copied to another machine): then the photo
+    if cache:
         cf = CacheFile(cache)
         rows = np.arange(min(n_check, len(cf)))
         x = to_input(cf.read("images", rows), cf.read("heatmaps", rows) if model.heatmap else None).numpy()
@@ -176,8 +174,9 @@ def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
 
 def export_run(run, out, cache=None, n_check: int = 8, fixed_size: bool = False, int8: bool = False,
                calibrate: str | None = None, reporter: Reporter = SILENT) -> dict:
-    """int8: each file quantized (infer.quantize), calibrated on the training faces of `calibrate` (default:
-    the run's own cache), and checked by the share of pixels whose class agrees with torch's."""
+    """int8: each file quantized (infer.quantize), calibrated on `calibrate` (a cache's training faces or a
+    folder of photos; default: the run's own cache), and checked by the share of pixels whose class agrees
+    with torch's."""
     model = LoadedModel.load(run)
     size, cin, ck_path = model.size, model.in_channels, model.path
     # Name the source without the exporting machine's paths: the bundled name or the run folder's name.

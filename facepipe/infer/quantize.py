@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from facepipe.data.face_cache import CacheFile, to_input
+from facepipe.infer.checkpoint import run_cache
 from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.onnx_io import export_model, ort_session
 from facepipe.models.fold import fold_batchnorm
@@ -53,11 +53,8 @@ def calibration_source(run, given: str | None, int8: bool = True) -> str | None:
         if given:
             raise FacepipeError("--calibrate sets the ranges of int8 graphs: add --int8, or leave it out.")
         return None
-    if given:
-        return given
-    cfg = Path(run) / "config.json"
-    own = json.loads(cfg.read_text()).get("cache") if cfg.is_file() else None
-    if own and Path(own).is_file():
+    own = given or run_cache(run)
+    if own:
         return own
     raise FacepipeError(f"int8 needs real faces to calibrate on, and {run} has no cache here: give --calibrate "
                         "PHOTOS/ (a folder of photos like the ones you will parse) or --calibrate CACHE.h5.")
