@@ -195,11 +195,27 @@ def test_distill_init_widens_a_narrower_student(teacher, tmp_path):
     assert list(ck["model_kwargs"]["widths"]) == [12, 24, 48]
 
 
+def test_distill_init_narrows_a_wider_student(teacher, tmp_path):
+    # The fast default's recipe: --init from a wider student, here a narrower stem and the ReLU after the
+    # skip's add. The run starts from the wide run's leading channels and records what it built.
+    base = {"teacher": str(teacher), "unlabeled": "none", "arch": "student-tiny", "device": "cpu", "threads": 1,
+            "final_eval": "", "val_split": "none"}
+    src = tmp_path / "src"
+    distill(DistillConfig(out=str(src), epochs=1, **base))
+    distill(DistillConfig(out=str(tmp_path / "cut"), epochs=1, lr=1e-9, init=str(src),
+                          model_kwargs={"stem_width": 4, "relu_after_add": True}, **base))
+    ck = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert ck["model_kwargs"]["stem_width"] == 4 and ck["model_kwargs"]["relu_after_add"] is True
+    wide = load_checkpoint(src / "checkpoints" / "last.pt")["state_dict"]
+    assert torch.allclose(ck["state_dict"]["stem.0.weight"], wide["stem.0.weight"][:4], atol=1e-5)
+    assert torch.allclose(ck["state_dict"]["classifier.weight"], wide["classifier.weight"], atol=1e-5)
+
+
 @pytest.mark.parametrize("args, says", [(["--arch", "student"], "this run builds student"),
                                         (["--init", "accurate"], "this run builds student-tiny"),
                                         (["--init", "no/such/run"], "--init: no/such/run does not exist"),
                                         (["--init", ""], "give a run folder, a checkpoint file or a bundled"),
-                                        (["--model-kwargs", '{"widths": [4, 8, 16]}'], "cannot be widened")])
+                                        (["--model-kwargs", '{"widths": [4, 16, 64]}'], "cannot be widened or narrowed")])
 def test_distill_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, teacher, synthetic_cache,
                                                                        tmp_path):
     src = tmp_path / "src"

@@ -149,3 +149,28 @@ def test_export_bundled_by_name_is_self_describing(tmp_path):
     assert np.abs(got - ref).max() < 1e-3 and (got.argmax(1) == ref.argmax(1)).mean() > 0.999
     # The face is parsed as a face: skin, eyes, nose and mouth all present.
     assert {2, 3, 4, 5} <= set(np.unique(ref[0].argmax(0)).tolist())
+
+
+def test_relu_after_add_lets_onnxruntime_fold_the_context_skips_into_their_convs(tmp_path):
+    # The reason the fast default has relu_after_add: onnxruntime's blocked-layout convs add a skip input
+    # before their activation, so relu(x + conv(h)) becomes one node and x + relu(conv(h)) stays two.
+    import onnx
+    import onnxruntime as ort
+
+    from facepipe.infer.onnx_io import export_model
+    from facepipe.models import create_model
+    from facepipe.models.fold import fold_batchnorm
+
+    adds = {}
+    for after in (False, True):
+        m = create_model("student", 6, in_channels=4, widths=(16, 32, 64), relu_after_add=after).eval()
+        path, opt = tmp_path / f"{after}.onnx", tmp_path / f"{after}-opt.onnx"
+        export_model(fold_batchnorm(m), 4, 64, path, fixed_size=True)
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(opt)
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(str(opt)).graph.node
+        if not any(n.domain == "com.microsoft.nchwc" for n in nodes):
+            pytest.skip("onnxruntime uses no blocked layout on this CPU (it needs AVX2 or better)")
+        adds[after] = sum(n.op_type == "Add" for n in nodes)
+    assert adds[True] == adds[False] - 3, adds  # the three context blocks' skips; the decoder's add stays

@@ -197,3 +197,13 @@ def test_bundled_default_takes_gray_faces_on_its_gray_branch():
     crops[2] = to_sepia(crops[2])
     x = to_input(crops, np.zeros(crops.shape[:3], np.uint8))
     assert m.routes_gray(x).tolist() == [False, True, True]
+
+
+def test_pack_keeps_the_gray_branch_of_a_packed_model(routed, tmp_path, tiny_run):
+    # A new colour network beside the gray branch a packed model already has (`--gray default`).
+    pack(tiny_run, tmp_path / "again.pt", gray=routed)
+    a, b = load_checkpoint(routed)["gray_branch"], load_checkpoint(tmp_path / "again.pt")["gray_branch"]
+    assert a.keys() == b.keys() and a["model_kwargs"] == b["model_kwargs"] and a["recipe"] == b["recipe"]
+    assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+    colour = load_checkpoint(run_checkpoint(tiny_run))["state_dict"]
+    assert not all(torch.equal(colour[k], v) for k, v in b["state_dict"].items())  # not the colour network

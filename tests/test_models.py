@@ -129,3 +129,32 @@ def test_student_global_context_reaches_beyond_the_local_field():
     assert moved[False] == 0.0 and moved[True] > 1e-4
     with pytest.raises(FacepipeError, match="global_context must be true or false"):
         create_model("student", K, in_channels=4, global_context="no")
+
+
+def test_student_stem_width_and_relu_after_add_are_recorded_only_when_used():
+    """The two settings of the fast default: a stem of its own width, and the context blocks' ReLU after
+    the skip's add. Off, they stay out of the config (older checkpoints rebuild unchanged); on, the layer
+    names are the same as without them, so `--init` moves weights across."""
+    torch.manual_seed(0)
+    plain = create_model("student", K, in_channels=4, widths=(8, 16, 32)).eval()
+    assert "stem_width" not in plain.config and "relu_after_add" not in plain.config
+    m = create_model("student", K, in_channels=4, widths=(8, 16, 32), stem_width=4, relu_after_add=True).eval()
+    assert m.config["stem_width"] == 4 and m.config["relu_after_add"] is True
+    assert create_model("student", **m.config).config == m.config
+    assert m.stem[0].out_channels == 4 and m.down4[0].in_channels == 4 and m.down4[2][0].in_channels == 4
+    assert m.state_dict().keys() == plain.state_dict().keys()
+    # Each context block is relu(x + block(x)): nothing negative leaves it, and a block whose output is
+    # pushed far below zero gives 0 there (the other form would give x back).
+    block = m.context[0]
+    x = torch.rand(1, 32, 6, 6)
+    with torch.no_grad():
+        block.block[-1][1].bias.fill_(-1e3)
+        assert block(x).abs().max() == 0.0
+    assert m(torch.randn(2, 4, 64, 48)).shape == (2, K, 64, 48)
+    with pytest.raises(FacepipeError, match="relu_after_add must be true or false"):
+        create_model("student", K, in_channels=4, relu_after_add=1)
+    for bad in (0, 16.5, True):
+        with pytest.raises(FacepipeError, match="stem_width must be a whole number of channels, at least 1"):
+            create_model("student", K, in_channels=4, stem_width=bad)
+    two = create_model("student", K, in_channels=4, widths=(8, 16, 32), stem_width=4, head_stride=2).eval()
+    assert two(torch.randn(1, 4, 32, 32)).shape == (1, K, 32, 32)  # the stride-2 head reads the stem's width

@@ -138,7 +138,7 @@ def test_init_starts_from_the_given_weights_and_records_them(run, synthetic_cach
 
 
 @pytest.mark.parametrize("args, says", [(["--arch", "teacher"], "this run builds teacher"),
-                                        (["--width", "8"], "other layer shapes"),
+                                        (["--model-kwargs", '{"refine": 4}'], "other layer shapes"),
                                         (["--no-heatmap"], "takes 4 input channels"),
                                         (["--init", "no/such/run"], "--init: no/such/run does not exist")])
 def test_init_that_does_not_fit_is_one_line_and_leaves_no_run(args, says, run, synthetic_cache, tmp_path):

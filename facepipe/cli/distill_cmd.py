@@ -54,8 +54,9 @@ from facepipe.learn.distill import DistillConfig, distill
 @augment_options(DistillConfig)
 @field_option(DistillConfig, "init", "--init", metavar="MODEL", callback=init_model,
               help="Start the student from these weights (a run, checkpoint file or bundled name such as "
-                   "fast) instead of random ones; same --arch, same or narrower width (a narrower one is widened "
-                   "so that it starts computing the same function). The schedule starts afresh.")
+                   "fast) instead of random ones; same --arch. A narrower network is widened so that it starts "
+                   "computing the same function; a wider one gives its leading channels, and training takes it "
+                   "from there. The schedule starts afresh.")
 @field_option(DistillConfig, "seed", "--seed", type=SEED)
 @field_option(DistillConfig, "device", "--device")
 @field_option(DistillConfig, "threads", "--threads", type=THREADS, show_default="all cores")
@@ -76,10 +77,12 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
-      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \
-          --model-kwargs '{"widths": [24, 48, 96]}' --out runs/fast-more      # fast's own widths
-      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \
-          --model-kwargs '{"widths": [32, 64, 128]}' --out runs/s32-from-fast  # grown wider
+      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \\
+          --model-kwargs '{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}' \\
+          --out runs/fast-more                                     # fast's own settings (facepipe models)
+      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \\
+          --model-kwargs '{"widths": [48, 96, 192], "stem_width": 16, "relu_after_add": true}' \\
+          --out runs/wider-from-fast                               # grown wider, same function at the start
     """
     teacher = kw["teacher"]
     if rnorm_target is not None:  # the student sees the teacher's input size

@@ -51,8 +51,9 @@ from facepipe.learn.train import TrainConfig, train
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @field_option(TrainConfig, "init", "--init", metavar="MODEL", callback=init_model,
               help="Start from these weights (a run, checkpoint file or bundled name such as accurate) "
-                   "instead of random ones; same --arch, same or narrower width (a narrower one is widened so that "
-                   "it starts computing the same function). The schedule starts afresh.")
+                   "instead of random ones; same --arch. A narrower network is widened so that it starts computing "
+                   "the same function; a wider one gives its leading channels, and training takes it from there. "
+                   "The schedule starts afresh.")
 @field_option(TrainConfig, "seed", "--seed", type=SEED)
 @field_option(TrainConfig, "device", "--device", help="cpu, cuda, cuda:N or auto.")
 @field_option(TrainConfig, "threads", "--threads", type=THREADS, show_default="all cores")

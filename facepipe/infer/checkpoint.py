@@ -12,6 +12,7 @@ import torch
 
 from facepipe import __version__
 from facepipe.models import create_model
+from facepipe.models.narrow import narrow
 from facepipe.models.widen import widen
 from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
@@ -145,9 +146,12 @@ def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:
     try:
         model.load_state_dict(ck["state_dict"])  # fp16-stored weights are cast to the parameters' dtype
     except RuntimeError:
-        # A narrower network of the same arch: widened so that it computes the same function (models.widen).
-        if not widen(build_from_checkpoint(ck)[0], model, ck["in_channels"]):
+        # A narrower network of the same arch: widened so that it computes the same function (models.widen);
+        # a wider one (a narrower stem, say): its leading channels, and training takes it from there.
+        source = build_from_checkpoint(ck)[0]
+        if not widen(source, model, ck["in_channels"]) and not narrow(source, model):
             raise FacepipeError(f"--init {init} ({theirs}) has other layer shapes than this run's {arch} "
-                                f"{dict(getattr(model, 'config', {}))} and cannot be widened into it; pass the "
-                                "same --width / --model-kwargs, or narrower ones.") from None
+                                f"{dict(getattr(model, 'config', {}))} and cannot be widened or narrowed into "
+                                "it; pass the same --width / --model-kwargs, or only wider or only narrower "
+                                "ones.") from None
     return file_sha256(path)

@@ -7,7 +7,8 @@ Usage: python -m facepipe.infer.pack RUN OUT.pt [--fp16] [--gray GRAY_RUN]
 model's fp32 parameters, so only the rounding of the stored weights changes the outputs).
 --gray adds GRAY_RUN's network as the grayscale branch (models.gray_route): trained on grayscale faces, run
 on the faces whose crop has next to no colour. It must take the same input (size, channels, alignment) and
-predict the same classes as RUN; it may be wider.
+predict the same classes as RUN; it may be wider. GRAY_RUN may also be a packed model with a gray branch
+(the bundled `default`, say): its gray branch is kept as it is, for a new colour network beside it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def _weights(ck: dict, fp16: bool) -> dict:
     return {k: v.clone().half() if fp16 and v.is_floating_point() else v.clone() for k, v in ck["state_dict"].items()}
 
 
+def _gray_branch(g: dict, fp16: bool) -> dict:
+    """A checkpoint's network as the gray branch; from a packed two-branch model, its own gray branch."""
+    if "gray_branch" in g:
+        g = {**g["gray_branch"], "recipe": g["gray_branch"].get("recipe") or {}}
+        return {**g, "state_dict": _weights(g, fp16), "threshold": GRAY_SATURATION, "toned": TONED_RESIDUAL}
+    return {"arch": g["arch"], "model_kwargs": g["model_kwargs"], "state_dict": _weights(g, fp16),
+            "threshold": GRAY_SATURATION, "toned": TONED_RESIDUAL, "recipe": {"augment": training_augment(g)},
+            "epoch": g.get("epoch"), "metrics": g.get("metrics")}
+
+
 def pack(run, out, fp16: bool = False, gray=None) -> dict:
     ck = load_checkpoint(run_checkpoint(run))
     small = {k: ck[k] for k in KEEP if k in ck}
@@ -48,10 +59,7 @@ def pack(run, out, fp16: bool = False, gray=None) -> dict:
         if differ:
             raise FacepipeError(f"--gray {gray} differs from {run} in {', '.join(differ)}; the gray branch must "
                                 "take the same input and predict the same classes.")
-        small["gray_branch"] = {"arch": g["arch"], "model_kwargs": g["model_kwargs"],
-                                "state_dict": _weights(g, fp16), "threshold": GRAY_SATURATION, "toned": TONED_RESIDUAL,
-                                "recipe": {"augment": training_augment(g)}, "epoch": g.get("epoch"),
-                                "metrics": g.get("metrics")}
+        small["gray_branch"] = _gray_branch(g, fp16)
     with atomic_path(out) as tmp:
         torch.save(small, tmp)
     return small
