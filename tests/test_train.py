@@ -137,6 +137,17 @@ def test_init_starts_from_the_given_weights_and_records_them(run, synthetic_cach
     assert json.loads((tmp_path / "warm" / "manifest.json").read_text())["config"]["init_sha256"] == sha
 
 
+def test_init_from_a_wider_teacher_takes_its_leading_channels(run):
+    from facepipe.infer.checkpoint import warm_start
+
+    src, _ = run
+    narrow = create_model("teacher-small", num_classes=6, in_channels=4, width=8)
+    warm_start(narrow, str(src), "teacher-small", FASSEG, heatmap=True)
+    theirs = load_checkpoint(src / "checkpoints/best.pt")["state_dict"]
+    for k, v in narrow.state_dict().items():
+        assert torch.equal(v, theirs[k][tuple(slice(0, n) for n in v.shape)]), k
+
+
 @pytest.mark.parametrize("args, says", [(["--arch", "teacher"], "this run builds teacher"),
                                         (["--model-kwargs", '{"refine": 4}'], "other layer shapes"),
                                         (["--no-heatmap"], "takes 4 input channels"),

@@ -98,11 +98,12 @@ python3 -m facepipe.infer.pack runs/hairp/c0-s32-c3 facepipe/assets/default.pt -
 # pack now stores the toned cut beside the saturation cut; the weights are the same.
 # The fast default (docs/results.md, "The fast default's stem and skips"): the colour network's stem cut from 32
 # channels to 16 (`distill --init` keeps the leading 16) and the context blocks' ReLU moved after the skip's add
-# (the form onnxruntime fuses), distilled 60 epochs at lr 0.001 and 40 more at lr 0.0005 from the same teacher;
+# (the form onnxruntime fuses), distilled 60 epochs at lr 0.001 and two cycles of 40 at lr 0.0005, same teacher;
 # the gray branch is kept as it is (`--gray` of a packed model takes its gray branch).
 F="--teacher runs/turn/acc-t4 --labeled data/fasseg-hc-b2.0-t4.h5 --unlabeled data/utk-pseudo-t4.h5 \
    --backgrounds data/backgrounds --augment wild,gray=0 -q"
 K='{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}'
 facepipe distill $F --init runs/hairp/c0-s32-c3 --model-kwargs "$K" --epochs 60 --lr 0.001 --out runs/speed/bc16
 facepipe distill $F --init runs/speed/bc16 --model-kwargs "$K" --epochs 40 --lr 0.0005 --out runs/speed/bc16-c2
-python3 -m facepipe.infer.pack runs/speed/bc16-c2 facepipe/assets/default.pt --gray runs/hairp/gx100-s40-c3
+facepipe distill $F --init runs/speed/bc16-c2 --model-kwargs "$K" --epochs 40 --lr 0.0005 --out runs/speed/bc16-c3
+python3 -m facepipe.infer.pack runs/speed/bc16-c3 facepipe/assets/default.pt --gray runs/hairp/gx100-s40-c3
