@@ -11,7 +11,6 @@ the rest is left to training.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
@@ -25,9 +24,5 @@ def narrow(wide: nn.Module, narrow_net: nn.Module) -> bool:
         a = big[k]
         if a.dim() != b.dim() or any(y > x for x, y in zip(a.shape, b.shape)):
             return False
-    with torch.no_grad():
-        for k, b in small.items():
-            lead = tuple(slice(0, n) for n in b.shape)
-            b.copy_(big[k][lead].to(b.dtype))
-    narrow_net.load_state_dict(small)
+    narrow_net.load_state_dict({k: big[k][tuple(slice(0, n) for n in b.shape)] for k, b in small.items()})
     return True
