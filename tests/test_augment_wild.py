@@ -173,6 +173,25 @@ def test_wild_recipe_is_seeded_keeps_labels_valid_and_uses_teacher_argmax_for_so
     assert np.abs(rgb(x)[interior(y, BG).numpy()] - rgb(xo)[interior(y, BG).numpy()]).mean() > 20
 
 
+def test_pixels_the_teacher_said_nothing_of_get_a_backdrop_and_stay_out_of_the_targets():
+    """Pseudo-labels are all zero on the black fill outside a tight photo (pseudolabel --outside-photo
+    ignore): a face not picked for pasting keeps its own wall but loses the fill to a backdrop, and the
+    targets there stay empty, so the loss leaves them out."""
+    x, y = face_batch(n=4)
+    soft = torch.nn.functional.one_hot(y, FASSEG.num_classes).permute(0, 3, 1, 2).float()
+    fill = torch.zeros_like(y, dtype=torch.bool)
+    fill[:, :6] = True  # the top rows lie outside the photo
+    x[:, :3][fill[:, None].expand(-1, 3, -1, -1)] = float(-MEAN[0] / STD[0])  # black (close enough: channel 0)
+    soft[fill[:, None].expand_as(soft)] = 0
+    xo, _, so = augment(x, None, PERM, replace(ONLY, paste=1e-9), torch.Generator().manual_seed(0), soft=soft,
+                        bank=bank(), ids=(BG, (HAIR,)))
+    assert so[fill[:, None].expand_as(so)].abs().max() == 0
+    top, wall = fill.clone(), interior(y, BG)
+    top[:, 4:], wall[:, :10] = False, False  # both beyond the feathered seam
+    assert np.abs(rgb(x)[top.numpy()] - rgb(xo)[top.numpy()]).mean() > 20  # the fill took a backdrop
+    assert np.abs(rgb(x)[wall.numpy()] - rgb(xo)[wall.numpy()]).max() < 1e-3  # the face's own wall stayed
+
+
 def test_ranks_augment_their_rows_as_one_process_would():
     x, y = face_batch(n=4)
     whole = augment(x, y, PERM, WILD, torch.Generator().manual_seed(7), bank=bank(), ids=(BG, (HAIR,)))

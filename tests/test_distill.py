@@ -18,6 +18,7 @@ from facepipe.infer.checkpoint import load_checkpoint
 from facepipe.learn.distill import DistillConfig, distill, kd_loss
 from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import warp_image
 from facepipe.util.manifest import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +52,14 @@ def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher
         probs, conf = f["probs"][:], f["confidence"][:]
         assert probs.shape == (12, 6, 64, 64) and probs.dtype == np.uint8
         assert conf.shape == (12, 64, 64) and conf.dtype == np.uint8
-        # uint8 rounding: each pixel's probabilities sum to ~255 and the confidence is their maximum
-        assert np.abs(probs.astype(int).sum(1) - 255).max() <= 4
+        inside, outside = _photo_area(src)
+        assert inside.any() and outside.any()  # the synthetic crops leave their photos: both cases are tested
+        # uint8 rounding: inside the photo each pixel's probabilities sum to ~255, and outside it (the black
+        # fill) the teacher says nothing; the confidence is their maximum everywhere
+        sums = probs.astype(int).sum(1)
+        assert np.abs(sums[inside] - 255).max() <= 4 and sums[outside].max() == 0
         assert np.abs(conf.astype(int) - probs.max(1)).max() <= 1
+        assert m["counts"]["outside_photo_share"] > 0
         assert [i.decode() for i in f["ids"][:]] == [i.decode() for i in src["ids"][:]]
         assert np.array_equal(f["images"][:], src["images"][:])
         assert f.attrs["format"] == "facepipe-pseudo" and f.attrs["done"] == 12
@@ -62,6 +68,22 @@ def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher
     assert m["teacher"]["checkpoint_sha256"] == file_sha256(ck)
     assert m["teacher"]["manifest_sha256"] == file_sha256(Path(teacher) / "manifest.json")
     assert m["counts"]["faces"] == 12 and 0 < m["counts"]["mean_confidence"] <= 1
+
+
+def _photo_area(src):
+    """Masks of the crop pixels wholly inside (inside) and wholly outside (outside) each face's photo, found
+    the way align found them: an all-white photo of each face's size warped with its matrix."""
+    size = src["images"].shape[1]
+    white = [warp_image(np.full((int(h), int(w), 3), 255, np.uint8), m, size)[..., 0]
+             for m, (h, w) in zip(src["matrices"][:], src["photo_size"][:])]
+    return np.stack([w == 255 for w in white]), np.stack([w == 0 for w in white])
+
+
+def test_pseudolabel_can_keep_what_the_teacher_says_of_the_fill(teacher, synthetic_cache, tmp_path):
+    m = run_pseudolabel(pcfg(teacher, synthetic_cache, tmp_path / "t.h5", outside_photo="teacher"))
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        assert np.abs(f["probs"][:].astype(int).sum(1) - 255).max() <= 4
+    assert m["counts"]["outside_photo_share"] == 0 and m["config"]["outside_photo"] == "teacher"
 
 
 def test_pseudolabel_rerun_is_a_no_op_and_another_teacher_is_refused(pseudo, teacher, synthetic_cache,

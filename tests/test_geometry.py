@@ -6,6 +6,7 @@ from facepipe.util.geometry import (
     crop_mask_in_photo,
     fit_similarity,
     five_from,
+    inside_photo,
     letterbox_matrix,
     template,
     warp_image,
@@ -84,3 +85,16 @@ def test_heatmap_peaks_at_landmarks_and_scales():
     assert (draw_heatmap(None, 32) == 0).all()
     big = draw_heatmap(pts * 4, 256)
     assert (big > 128).sum() > (hm > 128).sum() * 8  # blobs grow with s (about x16 area)
+
+
+@pytest.mark.parametrize("angle, scale, shift", [(0.0, 0.73, (32.4, 77.6)), (0.3, 1.4, (-60.0, 10.0)),
+                                                 (-0.2, 0.5, (100.0, -20.0))])
+def test_inside_photo_is_where_the_warp_samples_the_photo_alone(angle, scale, shift):
+    """The crop pixels inside_photo keeps are those an all-white photo warps to pure white, and the ones it
+    drops are black or mixed with the black fill."""
+    c, s = scale * np.cos(angle), scale * np.sin(angle)
+    m = np.array([[c, -s, shift[0]], [s, c, shift[1]], [0, 0, 1.0]])
+    white = warp_image(np.full((150, 200, 3), 255, np.uint8), m, 128)[..., 0]
+    inside = inside_photo(m, 128, (150, 200))
+    assert inside.any() and (~inside).any()
+    assert (white[inside] == 255).all() and (white[~inside] < 255).mean() > 0.95

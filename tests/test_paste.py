@@ -256,6 +256,27 @@ def test_margin_widens_the_photo_with_background_and_shifts_labels_and_landmarks
                            atol=1e-3)
 
 
+def test_tight_cuts_a_square_around_the_face_with_its_labels_and_landmarks(imported, backgrounds, tmp_path):
+    """--variant tight: a square cut of the source photo (pixels, labels and landmarks alike) holding every
+    pixel of the face (skin and parts; hair may be cut), 1.2 times the face box's longer side unless the
+    photo is smaller, and nothing pasted."""
+    _paste(imported, backgrounds, tmp_path / "t", variant="tight")
+    src = {p.id: p for p in list_photos(imported)[0]}
+    for r in _items(tmp_path / "t"):
+        p = src[r["id"]]
+        x0, y0, x1, y1 = r["box"]
+        big_rgb, big_lab = load_rgb(p.path), load_ids(p.label)
+        lab, rgb = load_ids(tmp_path / "t" / r["label"]), load_rgb(tmp_path / "t" / r["image"])
+        assert x1 - x0 == y1 - y0 == r["height"] == r["width"] and "background" not in r
+        assert np.array_equal(lab, big_lab[y0:y1, x0:x1]) and np.array_equal(rgb, big_rgb[y0:y1, x0:x1])
+        face = (big_lab != 0) & (big_lab != HAIR)
+        assert face[y0:y1, x0:x1].sum() == face.sum()  # the whole face is in
+        ys, xs = np.nonzero(face)
+        side = max(np.ptp(ys) + 1, np.ptp(xs) + 1)
+        assert x1 - x0 == min(round(1.2 * side), *big_lab.shape)
+        assert np.allclose(_points(tmp_path / "t" / r["landmarks"]), _points(p.landmarks) - [x0, y0], atol=1e-3)
+
+
 def test_defocus_blurs_the_background_only(imported, backgrounds, pasted, tmp_path):
     """--defocus: the face (away from the seam) as in the pasted variant, on the same background draw;
     the blur itself smooths a textured background and keeps its mean."""
@@ -277,8 +298,9 @@ def test_defocus_blurs_the_background_only(imported, backgrounds, pasted, tmp_pa
 
 
 def test_margin_with_plain_or_out_of_range_is_one_line(imported, backgrounds, tmp_path):
-    for args, said in ((["--variant", "plain", "--margin", "0.5"], "--variant plain copies the photo"),
-                       (["--variant", "plain", "--defocus", "0.01"], "--variant plain copies the photo"),
+    for args, said in ((["--variant", "plain", "--margin", "0.5"], "--variant plain pastes none"),
+                       (["--variant", "plain", "--defocus", "0.01"], "--variant plain pastes none"),
+                       (["--variant", "tight", "--margin", "0.5"], "--variant tight pastes none"),
                        (["--defocus", "0.2"], "--defocus"),
                        (["--margin", "3"], "--margin")):
         p = subprocess.run([sys.executable, "-m", "facepipe", "paste", str(imported), str(backgrounds),

@@ -27,7 +27,9 @@ ZOOM = FiniteRange(1, 8)
                    "background photo; gray: pasted, in grayscale; hair: pasted, hair recoloured; "
                    "sepia: pasted, toned brown like an old print; hair-gray: hair, then in grayscale; "
                    "hair-backdrop: pasted onto the background recoloured to the face's own hair; "
-                   "bald: pasted, the hair above the brows drawn as a bald scalp (its labels: skin).")
+                   "bald: pasted, the hair above the brows drawn as a bald scalp (its labels: skin); "
+                   "tight: the photo cut to a square around the face, as face-crop datasets cut them "
+                   "(nothing pasted).")
 @field_option(PasteConfig, "split", "--split", help="Which split of DATASET to write.")
 @field_option(PasteConfig, "seed", "--seed", type=SEED,
               help="Picks each photo's background, zoom, crop and hair colour (with its id).")
@@ -51,7 +53,8 @@ def paste_cmd(dataset, quiet, **kw):
     DATASET is an imported set (facepipe import); its label maps' background class marks the pixels
     replaced by a crop of a photo from BACKGROUNDS, with a feathered seam. OUT is an imported set in
     the same layout (same ids, labels, schema; only --split), so the usual chain runs on it. Only
-    --variant bald changes labels: the scalp it draws is skin, the hair around it background.
+    --variant bald changes labels: the scalp it draws is skin, the hair around it background
+    (--variant tight cuts them with the photo).
     BACKGROUNDS are for evaluation only: never train on them.
 
     \b
@@ -61,6 +64,7 @@ def paste_cmd(dataset, quiet, **kw):
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-gray --variant gray
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-wide --margin 0.5
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-soft --defocus 0.01
+      facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-tight --variant tight
       facepipe landmarks data/fasseg-pasted lm && facepipe align data/fasseg-pasted al --landmarks lm
     """
     rep = reporter(quiet)

@@ -26,6 +26,10 @@ from facepipe.util.distributed import is_main
               help="Average the teacher's prediction with its mirrored one.")
 @field_option(PseudoConfig, "storage", "--storage", type=click.Choice(["uint8", "float16"]),
               help="Probabilities stored as uint8 (x255) or float16.")
+@field_option(PseudoConfig, "outside_photo", "--outside-photo", type=click.Choice(["ignore", "teacher"]),
+              help="Crop pixels outside the photo a face was cut from (the black fill around a tight photo): "
+                   "ignore (no probabilities there: distill leaves them out of its loss) or what the teacher "
+                   "says of the fill (background).")
 @field_option(PseudoConfig, "batch_size", "--batch-size", type=BATCH)
 @field_option(PseudoConfig, "device", "--device")
 @field_option(PseudoConfig, "threads", "--threads", type=THREADS,

@@ -23,14 +23,18 @@ score owes to the backdrop:
            (data/bald.py, as training's `bald` draws it, from this photo's own draws): the scalp is
            labelled skin and the hair around it background; the only variant whose labels change
            (written to labels/, not copied)
+  tight    the plain photo cut to a square around its face (the box of the skin and face parts, 1.2
+           times as wide), as face-crop datasets cut them (UTKFace, aligned CelebA): most of the hair
+           lies outside the photo, and the aligned crop is mostly the black fill beyond its edges;
+           nothing is pasted (labels cut the same way)
 
---defocus S blurs the background crop of every variant but plain by a Gaussian of S times the photo's
-longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a long
-lens), where a smooth field of a hair-like colour touches the head.
+--defocus S blurs the background crop of every variant but plain and tight by a Gaussian of S times the
+photo's longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a
+long lens), where a smooth field of a hair-like colour touches the head.
 
---margin K widens every variant but plain by K times the photo's height and width on each side, filled
-with the background (labels: background; dataset landmarks shifted): the face is then a small part of a
-cluttered photo, as in a group photo, and what a parser labels beyond its face crop is scored too.
+--margin K widens every variant but plain and tight by K times the photo's height and width on each side,
+filled with the background (labels: background; dataset landmarks shifted): the face is then a small part
+of a cluttered photo, as in a group photo, and what a parser labels beyond its face crop is scored too.
 
 Every random choice (background photo, zoom, crop position, hair colour) is drawn from --seed and the
 photo id alone, so the variants of one photo share their background and a rerun is byte-identical.
@@ -74,7 +78,9 @@ from facepipe.util.pool import run_jobs
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.schema import load_schema
 
-VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray", "hair-backdrop", "bald")
+VARIANTS = ("plain", "pasted", "gray", "hair", "sepia", "hair-gray", "hair-backdrop", "bald", "tight")
+UNPASTED = ("plain", "tight")  # the variants with no background photo (--margin and --defocus refuse them)
+TIGHT_SCALE = 1.2  # the tight variant's square: this many times the face box's longer side
 RECOLOURED = ("hair", "hair-gray")  # the variants that recolour the hair
 # Target hair colours as (tint, darkest, lightest lightness): the photo's own hair luminance, stretched
 # into that range, keeps the strands' texture; the tint sets the colour.
@@ -271,6 +277,23 @@ def widen(rgb: np.ndarray, labels: np.ndarray, margin: float, bg_id: int):
     return big, lab, (dx, dy)
 
 
+def tight_box(labels: np.ndarray, bg_id: int, hair_id: int | None, scale: float = TIGHT_SCALE):
+    """(y0, y1, x0, x1): a square `scale` times the longer side of the box of the face's own pixels (every
+    class but background, hair and unknown), centred on that box and moved (then cut) to fit the photo."""
+    face = (labels != bg_id) & (labels != 255)
+    if hair_id is not None:
+        face &= labels != hair_id
+    if not face.any():
+        raise BadImage("no face pixels in the label map to cut a tight photo around")
+    ys, xs = np.nonzero(face)
+    h, w = labels.shape
+    side = min(int(round(scale * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))), h, w)
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    return y0, y0 + side, x0, x0 + side
+
+
 def bald_photo(rgb: np.ndarray, labels: np.ndarray, bg_id: int, hair_id: int, skin_id: int, r, seed: int):
     """The photo with a bald scalp drawn over its hair (data.bald.bald_scalps) and its labels to match: the
     scalp skin, the hair above the eyes around it background (pasted over next). Unchanged when the face
@@ -286,14 +309,35 @@ def bald_photo(rgb: np.ndarray, labels: np.ndarray, bg_id: int, hair_id: int, sk
     return rgb, new
 
 
-def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: int, hair_id: int | None,
-               out: Path, skin_id: int | None = None) -> dict:
-    """Write one photo's variant into OUT; returns its items.jsonl record. Raises BadImage."""
+def _pasted(photo: Photo, cfg: PasteConfig, rgb: np.ndarray, labels: np.ndarray, backgrounds: list[str], ids,
+            rec: dict):
+    """A pasted variant of one photo: (image, labels, shift of the source pixels); notes its background
+    (and hair colour) in rec."""
+    bg_id, hair_id, skin_id = ids
     d = draws(cfg.seed, photo.id)
     bg_path = backgrounds[min(int(d["bg"] * len(backgrounds)), len(backgrounds) - 1)]
     colour = list(HAIR_COLOURS)[d["hair"]]
-    labels = load_ids(photo.label)
+    sigma = feather_sigma(*rgb.shape[:2], cfg.feather)  # the face photo's seam, margin or not
+    if cfg.variant == "bald":
+        rgb, labels = bald_photo(rgb, labels, bg_id, hair_id, skin_id, d["bald"], d["bald_seed"])
+    shift = (0, 0)
+    if cfg.margin > 0:
+        rgb, labels, shift = widen(rgb, labels, cfg.margin, bg_id)
+    h, w = rgb.shape[:2]
+    bg = background_crop(bg_path, h, w, 1 + d["zoom"] * (cfg.max_zoom - 1), d["x"], d["y"])
+    if cfg.defocus > 0:
+        bg = defocus(bg, cfg.defocus * max(h, w))
+    rec["background"] = Path(bg_path).name
+    if cfg.variant in RECOLOURED:
+        rec["hair_colour"] = colour
+    return paste_photo(rgb, labels, cfg.variant, bg, bg_id, hair_id, colour, sigma), labels, shift
+
+
+def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: int, hair_id: int | None,
+               out: Path, skin_id: int | None = None) -> dict:
+    """Write one photo's variant into OUT; returns its items.jsonl record. Raises BadImage."""
     rec = {"id": photo.id, "split": photo.split, "variant": cfg.variant}
+    labels, shift = load_ids(photo.label), (0, 0)
     if cfg.variant == "plain":
         # The source file itself: the reference run decodes exactly what the dataset's own run did.
         rgb_shape = load_rgb(photo.path).shape
@@ -302,38 +346,28 @@ def paste_item(photo: Photo, cfg: PasteConfig, backgrounds: list[str], bg_id: in
             shutil.copyfile(photo.path, tmp)
     else:
         rgb = load_rgb(photo.path)
-        rgb_shape = rgb.shape
         if labels.shape != rgb.shape[:2]:
             raise BadImage(f"{photo.id}: label is {labels.shape[1]}x{labels.shape[0]} but image is "
                            f"{rgb.shape[1]}x{rgb.shape[0]}")
-        sigma = feather_sigma(*rgb.shape[:2], cfg.feather)  # the face photo's seam, margin or not
-        if cfg.variant == "bald":
-            rgb, labels = bald_photo(rgb, labels, bg_id, hair_id, skin_id, d["bald"], d["bald_seed"])
-        shift = (0, 0)
-        if cfg.margin > 0:
-            rgb, labels, shift = widen(rgb, labels, cfg.margin, bg_id)
-            rgb_shape = rgb.shape
-        h, w = rgb.shape[:2]
-        bg = background_crop(bg_path, h, w, 1 + d["zoom"] * (cfg.max_zoom - 1), d["x"], d["y"])
-        if cfg.defocus > 0:
-            bg = defocus(bg, cfg.defocus * max(h, w))
-        new = paste_photo(rgb, labels, cfg.variant, bg, bg_id, hair_id, colour, sigma)
-        name = f"images/{photo.id}.png"  # lossless: no JPEG ringing added along the seam
+        if cfg.variant == "tight":
+            y0, y1, x0, x1 = tight_box(labels, bg_id, hair_id)
+            new, labels, shift = rgb[y0:y1, x0:x1], labels[y0:y1, x0:x1], (-x0, -y0)
+            rec["box"] = [x0, y0, x1, y1]
+        else:
+            new, labels, shift = _pasted(photo, cfg, rgb, labels, backgrounds, (bg_id, hair_id, skin_id), rec)
+        rgb_shape, name = new.shape, f"images/{photo.id}.png"  # lossless: no JPEG ringing added along the seam
         save_image(out / name, new)
-        rec["background"] = Path(bg_path).name
-        if cfg.variant in RECOLOURED:
-            rec["hair_colour"] = colour
     rec.update({"image": name, "height": rgb_shape[0], "width": rgb_shape[1], "source": photo.path})
-    widened = cfg.variant != "plain" and cfg.margin > 0
+    moved = shift != (0, 0)
     if photo.landmarks:
-        # Pasting moves no pixel of the face: the dataset's landmarks still hold (shifted by a margin).
-        if widened:
+        # Pasting moves no pixel of the face: the dataset's landmarks still hold (shifted by a margin or a cut).
+        if moved:
             write_landmark_txt(out / f"landmarks/{photo.id}.txt", read_landmark_txt(photo.landmarks) + shift)
         else:
             with atomic_path(out / f"landmarks/{photo.id}.txt") as tmp:
                 shutil.copyfile(photo.landmarks, tmp)
         rec["landmarks"] = f"landmarks/{photo.id}.txt"
-    if widened or cfg.variant == "bald":
+    if moved or cfg.variant in ("bald", "tight"):
         save_image(out / f"labels/{photo.id}.png", labels)
     else:
         with atomic_path(out / f"labels/{photo.id}.png") as tmp:
@@ -398,12 +432,12 @@ def run_paste(cfg: PasteConfig, reporter: Reporter = SILENT) -> dict:
         raise FacepipeError(f"--max-zoom {cfg.max_zoom} must be at least 1.")
     if not 0 <= cfg.margin <= MAX_MARGIN:
         raise FacepipeError(f"--margin {cfg.margin} must be between 0 and {MAX_MARGIN:g}.")
-    if cfg.margin > 0 and cfg.variant == "plain":
-        raise FacepipeError("--margin widens a pasted photo with background; --variant plain copies the photo.")
+    if cfg.margin > 0 and cfg.variant in UNPASTED:
+        raise FacepipeError(f"--margin widens a pasted photo with background; --variant {cfg.variant} pastes none.")
     if not 0 <= cfg.defocus <= MAX_DEFOCUS:
         raise FacepipeError(f"--defocus {cfg.defocus} must be between 0 and {MAX_DEFOCUS:g}.")
-    if cfg.defocus > 0 and cfg.variant == "plain":
-        raise FacepipeError("--defocus blurs a pasted photo's background; --variant plain copies the photo.")
+    if cfg.defocus > 0 and cfg.variant in UNPASTED:
+        raise FacepipeError(f"--defocus blurs a pasted photo's background; --variant {cfg.variant} pastes none.")
     # Everything is checked before OUT is claimed, so a wrong argument leaves no folder behind.
     photos, in_man = list_photos(cfg.src)
     if in_man is None:

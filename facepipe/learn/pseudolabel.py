@@ -29,6 +29,7 @@ from facepipe.infer.model import LoadedModel
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.distributed import default_threads, setup, split_range
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import inside_photo
 from facepipe.util.manifest import FileOutput, command_line, config_dict, file_lock, file_sha256
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.sheets import grid, overlay
@@ -43,6 +44,10 @@ class PseudoConfig:
     out: str = field(metadata={"identity": False})
     tta_flip: bool = True
     storage: str = "uint8"  # uint8 | float16
+    # Crop pixels outside the source photo (the black fill of a crop cut from a tight photo): "ignore"
+    # stores all-zero probabilities there, which distill leaves out of its loss and its augmentation
+    # covers with a backdrop; "teacher" keeps what the teacher said of the black fill (background).
+    outside_photo: str = "ignore"
     batch_size: int = field(default=16, metadata={"identity": False})
     device: str = field(default="auto", metadata={"identity": False})
     threads: int = field(default=0, metadata={"identity": False})
@@ -71,6 +76,8 @@ class _Ctx:
 def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
     if cfg.storage not in ("uint8", "float16"):
         raise FacepipeError("--storage must be uint8 or float16")
+    if cfg.outside_photo not in ("ignore", "teacher"):
+        raise FacepipeError("--outside-photo must be ignore or teacher")
     ck_path = run_checkpoint(cfg.teacher, "best")
     ck = load_checkpoint(ck_path)
     src_man = read_cache_manifest(cfg.src)
@@ -191,6 +198,8 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
                 imgs, hms = src.read("images", sel), src.read("heatmaps", sel)
                 x = to_input(imgs, hms if teacher.heatmap else None)
                 p = teacher.predict(x, cfg.tta_flip, autocast=ctx.device.type == "cuda").cpu().numpy()
+                if cfg.outside_photo == "ignore":
+                    p *= _inside(src, sel)[:, None]
                 b = slice(a, a + len(sel))
                 f["images"][b], f["heatmaps"][b] = imgs, hms
                 f["probs"][b] = np.rint(p * 255).astype(np.uint8) if cfg.storage == "uint8" else p.astype(np.float16)
@@ -204,6 +213,20 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
     finally:
         f.close()
         src.close()
+
+
+def _inside(src: CacheFile, rows: np.ndarray) -> np.ndarray:
+    """(n, s, s) float32: 1 on the crop pixels inside the photo each face was cut from, else 0.
+
+    Why: unlabelled face crops are often cut from tight photos (utkface's 200 x 200 faces cover a third of
+    a crop): the rest is black fill that the teacher calls background with full confidence. Kept, it
+    taught the student that whatever lies beyond such a photo's edge, the crown and long hair included,
+    is background (docs/results.md, "Pseudo-labels outside the photo")."""
+    f = src.file()
+    if "matrices" not in f or "photo_size" not in f:  # a cache without its geometry: nothing to go by
+        return np.ones((len(rows), src.size, src.size), np.float32)
+    mats, sizes = src.read("matrices", rows), src.read("photo_size", rows)
+    return np.stack([inside_photo(m, src.size, hw) for m, hw in zip(mats, sizes)]).astype(np.float32)
 
 
 def _merge(parts: list[Path], merged: Path) -> None:
@@ -243,13 +266,17 @@ def _finish(ctx: _Ctx, fo: FileOutput, parts: list[Path]) -> dict:
         _merge(parts, fo.part)
     with h5py.File(fo.part, "a") as f:
         n, c = f["probs"].shape[:2]
-        conf = f["confidence"]
-        mean_conf = float(np.mean([conf[i].mean() for i in range(0, n, max(1, n // 200))]) / 255)
+        # A sample of the faces; confidence 0 marks a pixel outside the photo (a class's probability is
+        # at least 1/C wherever the teacher spoke), so the mean is over the pixels it spoke of.
+        conf = np.stack([f["confidence"][i] for i in range(0, n, max(1, n // 200))])
+        known = conf > 0
+        mean_conf = float(conf[known].mean() / 255) if known.any() else 0.0
         f.attrs["format"] = FORMAT
         manifest = {"stage": "pseudolabel", "schema_version": 1, "facepipe_version": __version__,
                     "config": ctx.config, "teacher": ctx.teacher_id,
                     "inputs": {"src": {"path": str(Path(ctx.cfg.src).resolve())}},
-                    "counts": {"faces": int(n), "classes": int(c), "mean_confidence": round(mean_conf, 4)},
+                    "counts": {"faces": int(n), "classes": int(c), "mean_confidence": round(mean_conf, 4),
+                               "outside_photo_share": round(float(1 - known.mean()), 4)},
                     "ranks": len(parts), "seconds": round(time.time() - ctx.t0, 2),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command_line()}
         f.attrs["manifest"] = json.dumps(manifest)

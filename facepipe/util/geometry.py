@@ -152,6 +152,17 @@ def warp_to_photo(arr: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], o
     return out.astype(dtype) if order == 0 else out.astype(np.float32)
 
 
+def inside_photo(matrix: np.ndarray, size: int, photo_hw) -> np.ndarray:
+    """Boolean size x size mask of the crop pixels that lie wholly inside the photo (height, width) that
+    `matrix` (photo -> crop) cut them from: their bilinear sample mixes in none of warp_image's black fill."""
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    inv = np.linalg.inv(np.asarray(matrix, np.float64))
+    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
+    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+    h, w = (float(t) for t in photo_hw)
+    return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+
+
 def crop_mask_in_photo(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
     """Boolean HxW mask of the photo pixels that the crop covers."""
     ones = np.ones((size, size), np.float32)
