@@ -13,13 +13,16 @@ import torch
 from click.testing import CliRunner
 
 from facepipe.cli import cli
+from facepipe.data.face_cache import FaceCache
 from facepipe.data.pseudo_file import default_output
-from facepipe.infer.checkpoint import load_checkpoint
-from facepipe.learn.distill import DistillConfig, distill, kd_loss
+from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
+from facepipe.infer.model import LoadedModel
+from facepipe.learn.distill import DistillConfig, distill, kd_loss, teacher_targets
 from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import warp_image
 from facepipe.util.manifest import file_sha256
+from facepipe.util.progress import SILENT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,6 +143,29 @@ def test_distill_labelled_only(teacher, synthetic_cache, tmp_path):
     assert len(recs) == 2 and "kd_labeled" in recs[0] and "kd_unlabeled" not in recs[0]
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ck["arch"] == "student-tiny" and ck["in_channels"] == 4
+
+
+def test_labelled_faces_outside_the_photo_are_left_out_only_when_asked(teacher, synthetic_cache, tmp_path):
+    """--outside-photo ignore: the labelled crops' black fill (found as the pseudo-label test finds it) gets
+    label 255 and no teacher target, so neither loss sees it; label (the default) keeps the cache's labels
+    and the teacher's answer there, and leaves the run's config as it was before the option."""
+    teacher_model = LoadedModel.from_checkpoint(load_checkpoint(run_checkpoint(str(teacher))), teacher)
+    ds = FaceCache(synthetic_cache, split="train")
+    rows, _, _, y_keep, p_keep = teacher_targets(teacher_model, ds, SILENT)
+    _, _, _, y_ign, p_ign = teacher_targets(teacher_model, ds, SILENT, "ignore")
+    with h5py.File(synthetic_cache, "r") as src:
+        inside, outside = (m[rows] for m in _photo_area(src))
+        assert np.array_equal(y_keep, src["labels"][:][rows]) and outside.any()
+    assert (y_ign[outside] == 255).all() and np.array_equal(y_ign[inside], y_keep[inside])
+    assert p_ign.transpose(0, 2, 3, 1)[outside].max() == 0
+    assert np.array_equal(p_ign.transpose(0, 2, 3, 1)[inside], p_keep.transpose(0, 2, 3, 1)[inside])
+    assert p_keep.astype(int).sum(1).min() > 240
+    base = dict(teacher=str(teacher), unlabeled="none", arch="student-tiny", epochs=1, device="cpu", threads=1,
+                final_eval="")
+    distill(DistillConfig(out=str(tmp_path / "k"), **base))
+    distill(DistillConfig(out=str(tmp_path / "i"), outside_photo="ignore", **base))
+    assert "outside_photo" not in json.loads((tmp_path / "k" / "manifest.json").read_text())["config"]
+    assert json.loads((tmp_path / "i" / "manifest.json").read_text())["config"]["outside_photo"] == "ignore"
 
 
 def test_distill_with_the_pseudo_file(teacher, pseudo, synthetic_cache, tmp_path):

@@ -16,6 +16,7 @@ import torch
 
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import inside_photo
 from facepipe.util.input_norm import MEAN, STD
 from facepipe.util.interrupt import ignore_sigint, sigint_blocked
 from facepipe.util.schema import LabelSchema
@@ -139,6 +140,21 @@ class CacheFile(Hdf5View):
 
     def strings(self, name: str, row: int) -> str:
         return decode_strings([self.file()[name][int(row)]])[0] if name in self.file() else ""
+
+    def inside_photo(self, rows) -> np.ndarray:
+        """(n, s, s) bool: the crop pixels of faces `rows` that lie wholly inside the photo each was cut from
+        (util.geometry.inside_photo); all True for a cache without its matrices and photo sizes.
+
+        Why: a crop cut from a tight photo (utkface's 200 x 200 faces cover a third of it; FASSEG's photos
+        end at the hair) is black fill beyond the photo's edge, and whatever a label or a teacher says of
+        the fill (background) tells a network that the hair stops there (docs/results.md, "Pseudo-labels
+        outside the photo")."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        f = self.file()
+        if "matrices" not in f or "photo_size" not in f:
+            return np.ones((len(rows), self.size, self.size), bool)
+        mats, sizes = self.read("matrices", rows), self.read("photo_size", rows)
+        return np.stack([inside_photo(m, self.size, hw) for m, hw in zip(mats, sizes)])
 
     def photo_label(self, row: int) -> np.ndarray:
         """The original-resolution labels of the photo face `row` was cut from."""

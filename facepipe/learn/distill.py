@@ -50,6 +50,10 @@ class DistillConfig:
     alpha: float = 1.0
     confidence: float = 0.0  # teacher max-probability below this: pixel left out of KD
     kd_labeled: bool = True
+    # Labelled crop pixels outside the photo (black fill): "ignore" leaves them out of both losses (label
+    # 255, no teacher target), "label" keeps the cache's label there (align's --outside-label) and the
+    # teacher's answer on the fill.
+    outside_photo: str = "label"
     epochs: int = 60
     batch_size: int = 8  # global batches: under torchrun each of N ranks takes 1/N of them
     unlabeled_batch: int = 8
@@ -124,6 +128,8 @@ def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
 
 def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     # The teacher first: a mistyped teacher is then named as such, not as a run without config.json.
+    if cfg.outside_photo not in ("ignore", "label"):
+        raise FacepipeError("--outside-photo must be ignore or label")
     t_ck_path = run_checkpoint(cfg.teacher, "best")
     labeled, unl = resolve_inputs(cfg)
     t_ck = load_checkpoint(t_ck_path)
@@ -135,6 +141,8 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
     recipe = training_recipe(cfg.augment, cfg.backgrounds, lab_ds.size, cfg.seed, schema, reporter)
     config = config_dict(cfg)
+    if cfg.outside_photo == "label":  # recorded only when set: runs made before the option still resume
+        del config["outside_photo"]
     config.update({"labeled_resolved": str(Path(labeled).resolve()),
                    "unlabeled_resolved": unl and str(Path(unl).resolve()),
                    "teacher_checkpoint_sha256": file_sha256(t_ck_path)})
@@ -158,7 +166,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                           "val_split_used": vsplit})
         torch.manual_seed(cfg.seed)  # the teacher's build draws first, then the student's
         teacher = LoadedModel.from_checkpoint(t_ck, t_ck_path, device)
-        faces = _Faces(cfg, lab_ds, teacher_targets(teacher, lab_ds, reporter), device, recipe, d)
+        faces = _Faces(cfg, lab_ds, teacher_targets(teacher, lab_ds, reporter, cfg.outside_photo), device, recipe, d)
         del teacher
         faces.unlabeled = PseudoFile(unl) if unl else None
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
@@ -185,9 +193,10 @@ def student_amp(device, enabled: bool) -> Amp:
     return Amp(device, enabled and device.type != "cpu")
 
 
-def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter) -> tuple:
+def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter, outside: str = "label") -> tuple:
     """(rows, images, heatmaps or None, labels, teacher probabilities as uint8 like the stored
-    pseudo-labels) of the labelled faces, in row order; the teacher runs once, with flip TTA."""
+    pseudo-labels) of the labelled faces, in row order; the teacher runs once, with flip TTA. outside
+    "ignore": labels 255 and probabilities 0 on the crop pixels outside each face's photo."""
     idx = np.sort(ds.indices)
     images, heat, labels = ds.batch(idx)
     probs = np.zeros((len(idx), teacher.schema.num_classes) + images.shape[1:3], np.uint8)
@@ -196,6 +205,11 @@ def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter) -> 
             x = to_input(images[a:a + 8], heat[a:a + 8] if heat is not None else None)
             probs[a:a + 8] = teacher.predict_uint8(x, tta_flip=True)
             adv(len(x))
+    if outside == "ignore":
+        fill = ~ds.file.inside_photo(idx)
+        labels = labels.copy()
+        labels[fill] = 255
+        probs *= ~fill[:, None]
     return idx, images, heat, labels, probs
 
 

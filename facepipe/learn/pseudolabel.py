@@ -29,7 +29,6 @@ from facepipe.infer.model import LoadedModel
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.distributed import default_threads, setup, split_range
 from facepipe.util.errors import FacepipeError
-from facepipe.util.geometry import inside_photo
 from facepipe.util.manifest import FileOutput, command_line, config_dict, file_lock, file_sha256
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.sheets import grid, overlay
@@ -199,7 +198,7 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
                 x = to_input(imgs, hms if teacher.heatmap else None)
                 p = teacher.predict(x, cfg.tta_flip, autocast=ctx.device.type == "cuda").cpu().numpy()
                 if cfg.outside_photo == "ignore":
-                    p *= _inside(src, sel)[:, None]
+                    p *= src.inside_photo(sel)[:, None]
                 b = slice(a, a + len(sel))
                 f["images"][b], f["heatmaps"][b] = imgs, hms
                 f["probs"][b] = np.rint(p * 255).astype(np.uint8) if cfg.storage == "uint8" else p.astype(np.float16)
@@ -213,20 +212,6 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
     finally:
         f.close()
         src.close()
-
-
-def _inside(src: CacheFile, rows: np.ndarray) -> np.ndarray:
-    """(n, s, s) float32: 1 on the crop pixels inside the photo each face was cut from, else 0.
-
-    Why: unlabelled face crops are often cut from tight photos (utkface's 200 x 200 faces cover a third of
-    a crop): the rest is black fill that the teacher calls background with full confidence. Kept, it
-    taught the student that whatever lies beyond such a photo's edge, the crown and long hair included,
-    is background (docs/results.md, "Pseudo-labels outside the photo")."""
-    f = src.file()
-    if "matrices" not in f or "photo_size" not in f:  # a cache without its geometry: nothing to go by
-        return np.ones((len(rows), src.size, src.size), np.float32)
-    mats, sizes = src.read("matrices", rows), src.read("photo_size", rows)
-    return np.stack([inside_photo(m, src.size, hw) for m, hw in zip(mats, sizes)]).astype(np.float32)
 
 
 def _merge(parts: list[Path], merged: Path) -> None:
