@@ -2,7 +2,8 @@
 
 OUT.h5 (self-contained, so distillation needs nothing else):
   /images (N,s,s,3) uint8, /heatmaps (N,s,s) uint8   copied from the source cache
-  /probs  (N,C,s,s) uint8 (probability * 255, rounded) or float16 with --storage float16
+  /probs  (N,C,s,s) uint8 (probability * 255, rounded) or float16 with --storage float16; all zero on the
+          crop pixels outside the photo a face was cut from (pseudolabel --outside-photo ignore, the default)
   /confidence (N,s,s) uint8  max class probability * 255;  /ids (N,) strings;  /source_index (N,)
 attrs: format "facepipe-pseudo", config, schema, size, heatmap, done (faces written so far), manifest
 (written last: teacher arch, checkpoint path and sha256, its manifest sha256, counts, command).
