@@ -41,6 +41,7 @@ from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
 from facepipe.learn.train import TrainConfig, train
 from facepipe.util.atomic import save_image, write_json
 from facepipe.util.device import set_threads
+from facepipe.util.errors import FacepipeError, OtherConfig
 from facepipe.util.progress import SILENT, Reporter
 
 # One torch thread for the whole demo: its models are tiny (64 px, batches of 4), and where other
@@ -112,12 +113,16 @@ def run_demo(cfg: DemoConfig, reporter: Reporter = SILENT) -> dict:
     set_threads(THREADS)
     out = Path(cfg.out)
     steps = _Steps(reporter)
-    # part 1: the smoke run on cartoons
-    lab, unl = _cartoon_data(cfg, out, steps)
-    teacher, student = _cartoon_models(cfg, out, lab, unl, steps)
-    _cartoon_checks(cfg, out, lab, teacher, student, steps)
-    # part 2: a real photo, the bundled model
-    overlay, summary = _photo(cfg, out, steps)
+    try:
+        # part 1: the smoke run on cartoons
+        lab, unl = _cartoon_data(cfg, out, steps)
+        teacher, student = _cartoon_models(cfg, out, lab, unl, steps)
+        _cartoon_checks(cfg, out, lab, teacher, student, steps)
+        # part 2: a real photo, the bundled model
+        overlay, summary = _photo(cfg, out, steps)
+    except OtherConfig as e:  # the stage's own advice (--force) is not an option of the demo
+        raise FacepipeError(f"{out} holds a demo made with other options or another facepipe version "
+                            f"({str(e).split(';')[0]}); remove it or run the demo into another folder.") from None
     result = {"rows": steps.rows, "overlay": str(overlay) if overlay.exists() else None,
               "seconds": round(time.time() - t_start, 1), "faces_parsed": summary.get("faces"),
               "config": asdict(cfg)}

@@ -1,7 +1,12 @@
 """`facepipe demo`: every stage runs end to end, the photo is parsed by the bundled model, the mission
 patch on the astronaut's suit is not a face, scikit-image's photo never enters training, reruns resume."""
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import h5py
 import pytest
 from click.testing import CliRunner
 
@@ -40,6 +45,23 @@ def test_demo_end_to_end_and_resume(demo_run):
     assert r2.exit_code == 0, r2.output
     rows = json.loads((out / "demo.json").read_text())["rows"]
     assert all(row[2].endswith("(done before)") for row in rows), rows
+
+
+@pytest.mark.slow  # reruns the finished stages of demo_run's copy up to the pseudo-labels
+def test_demo_into_a_folder_of_another_version_says_to_remove_it(demo_run, tmp_path):
+    """A demo folder whose pseudo-labels were made with another config (an older facepipe's pseudolabel):
+    one line that names the folder and what to do, not the stage's --force, which demo does not take."""
+    out = Path(shutil.copytree(demo_run.out, tmp_path / "old"))
+    pseudo = out / "cartoon-teacher" / "pseudo" / "unlabeled.h5"
+    with h5py.File(pseudo, "a") as f:
+        m = json.loads(f.attrs["manifest"])
+        del m["config"]["outside_photo"]
+        f.attrs["manifest"] = json.dumps(m)
+    r = subprocess.run([sys.executable, "-m", "facepipe", "demo", str(out), *demo_run.args[1:], "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(out) in r.stderr
+    assert "remove it or run the demo into another folder" in r.stderr and "--force" not in r.stderr
 
 
 def test_demo_help_states_smoke_run_and_bundled_model():

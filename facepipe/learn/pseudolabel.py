@@ -28,7 +28,7 @@ from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.infer.model import LoadedModel
 from facepipe.util.device import pick_device, set_threads
 from facepipe.util.distributed import default_threads, setup, split_range
-from facepipe.util.errors import FacepipeError
+from facepipe.util.errors import FacepipeError, OtherConfig
 from facepipe.util.manifest import FileOutput, command_line, config_dict, file_lock, file_sha256
 from facepipe.util.progress import SILENT, Reporter
 from facepipe.util.sheets import grid, overlay
@@ -98,7 +98,7 @@ def run_pseudolabel(cfg: PseudoConfig, reporter: Reporter = SILENT) -> dict:
         old = read_pseudo_manifest(out)
         if old["config"] == config:
             return old
-        raise FacepipeError(f"{out} exists with another teacher or config; use --force to replace it.")
+        raise OtherConfig(f"{out} exists with another teacher or config; use --force to replace it.")
     set_threads(cfg.threads or default_threads(d))
     ctx = _Ctx(cfg, config, ck, ck_path, teacher_id, d.device if d else device, time.time())
     if world == 1:

@@ -7,3 +7,9 @@ class FacepipeError(Exception):
 
 class BadImage(FacepipeError):
     """One image cannot be used (corrupt, truncated, too large...). Stages count these per image."""
+
+
+class OtherConfig(FacepipeError):
+    """A stage's output folder or file already holds a run made with another config (other options, or an
+    older facepipe whose stage writes something else). Callers that cannot offer --force (the demo) say
+    what to do instead."""

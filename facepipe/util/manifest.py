@@ -31,7 +31,7 @@ from typing import Callable
 
 from facepipe import __version__
 from facepipe.util.atomic import write_json
-from facepipe.util.errors import FacepipeError
+from facepipe.util.errors import FacepipeError, OtherConfig
 
 MANIFEST = "manifest.json"
 INPROGRESS = ".inprogress.json"
@@ -138,7 +138,7 @@ class StageOutput:
                 self.manifest = old
                 return self
             if not self.force:
-                raise FacepipeError(
+                raise OtherConfig(
                     f"{out} already holds a finished `{old.get('stage')}` output with another config; "
                     "use --force to replace it or choose another folder.")
             self._wipe()
@@ -147,7 +147,7 @@ class StageOutput:
             if old.get("stage") == self.stage and old.get("config") == self.config and not self.force:
                 self.state = "resume"
             elif not self.force:
-                raise FacepipeError(
+                raise OtherConfig(
                     f"{out} holds an unfinished `{old.get('stage')}` run with another config; "
                     "rerun that command to finish it, or use --force to start over.")
             else:
@@ -255,7 +255,7 @@ class FileOutput:
                 self.state, self.manifest = "done", old
                 return
             if not self.replace_other:
-                raise FacepipeError(f"{self.what} {self.out} exists with another config; use --force to replace "
+                raise OtherConfig(f"{self.what} {self.out} exists with another config; use --force to replace "
                                     "it.")
         if self.part.exists():
             may_resume = self.resume_under_force or not self.force
