@@ -124,3 +124,17 @@ def parse_astronaut(root: Path, runs: dict) -> Path:
                                      *extra])
         assert r.exit_code == 0, r.output
     return root
+
+
+def photo_area(src):
+    """Masks of the crop pixels wholly inside (inside) and wholly outside (outside) each face's photo in
+    the open cache file `src`, found the way align found them: an all-white photo of each face's size
+    warped with its matrix. For tests of what the black fill beyond a photo teaches."""
+    import numpy as np
+
+    from facepipe.util.geometry import warp_image
+
+    size = src["images"].shape[1]
+    white = [warp_image(np.full((int(h), int(w), 3), 255, np.uint8), m, size)[..., 0]
+             for m, (h, w) in zip(src["matrices"][:], src["photo_size"][:])]
+    return np.stack([w == 255 for w in white]), np.stack([w == 0 for w in white])

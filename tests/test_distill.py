@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import photo_area
 
 from facepipe.cli import cli
 from facepipe.data.face_cache import FaceCache
@@ -20,7 +21,6 @@ from facepipe.infer.model import LoadedModel
 from facepipe.learn.distill import DistillConfig, distill, kd_loss, teacher_targets
 from facepipe.learn.pseudolabel import PseudoConfig, run_pseudolabel
 from facepipe.util.errors import FacepipeError
-from facepipe.util.geometry import warp_image
 from facepipe.util.manifest import file_sha256
 from facepipe.util.progress import SILENT
 
@@ -55,7 +55,7 @@ def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher
         probs, conf = f["probs"][:], f["confidence"][:]
         assert probs.shape == (12, 6, 64, 64) and probs.dtype == np.uint8
         assert conf.shape == (12, 64, 64) and conf.dtype == np.uint8
-        inside, outside = _photo_area(src)
+        inside, outside = photo_area(src)
         assert inside.any() and outside.any()  # the synthetic crops leave their photos: both cases are tested
         # uint8 rounding: inside the photo each pixel's probabilities sum to ~255, and outside it (the black
         # fill) the teacher says nothing; the confidence is their maximum everywhere
@@ -71,15 +71,6 @@ def test_pseudolabel_file_holds_probs_confidence_ids_and_teacher(pseudo, teacher
     assert m["teacher"]["checkpoint_sha256"] == file_sha256(ck)
     assert m["teacher"]["manifest_sha256"] == file_sha256(Path(teacher) / "manifest.json")
     assert m["counts"]["faces"] == 12 and 0 < m["counts"]["mean_confidence"] <= 1
-
-
-def _photo_area(src):
-    """Masks of the crop pixels wholly inside (inside) and wholly outside (outside) each face's photo, found
-    the way align found them: an all-white photo of each face's size warped with its matrix."""
-    size = src["images"].shape[1]
-    white = [warp_image(np.full((int(h), int(w), 3), 255, np.uint8), m, size)[..., 0]
-             for m, (h, w) in zip(src["matrices"][:], src["photo_size"][:])]
-    return np.stack([w == 255 for w in white]), np.stack([w == 0 for w in white])
 
 
 def test_pseudolabel_can_keep_what_the_teacher_says_of_the_fill(teacher, synthetic_cache, tmp_path):
@@ -150,16 +141,21 @@ def test_labelled_faces_outside_the_photo_are_left_out_only_when_asked(teacher, 
     label 255 and no teacher target, so neither loss sees it; label (the default) keeps the cache's labels
     and the teacher's answer there, and leaves the run's config as it was before the option."""
     teacher_model = LoadedModel.from_checkpoint(load_checkpoint(run_checkpoint(str(teacher))), teacher)
-    ds = FaceCache(synthetic_cache, split="train")
-    rows, _, _, y_keep, p_keep = teacher_targets(teacher_model, ds, SILENT)
-    _, _, _, y_ign, p_ign = teacher_targets(teacher_model, ds, SILENT, "ignore")
+    rows, _, _, y_keep, p_keep = teacher_targets(teacher_model, FaceCache(synthetic_cache, split="train"), SILENT)
+    _, _, _, y_ign, p_ign = teacher_targets(teacher_model, FaceCache(synthetic_cache, split="train",
+                                                                     outside="ignore"), SILENT)
+    _, _, _, y_edge, p_edge = teacher_targets(teacher_model, FaceCache(synthetic_cache, split="train",
+                                                                       outside="edge"), SILENT)
     with h5py.File(synthetic_cache, "r") as src:
-        inside, outside = (m[rows] for m in _photo_area(src))
+        inside, outside = (m[rows] for m in photo_area(src))
         assert np.array_equal(y_keep, src["labels"][:][rows]) and outside.any()
     assert (y_ign[outside] == 255).all() and np.array_equal(y_ign[inside], y_keep[inside])
     assert p_ign.transpose(0, 2, 3, 1)[outside].max() == 0
     assert np.array_equal(p_ign.transpose(0, 2, 3, 1)[inside], p_keep.transpose(0, 2, 3, 1)[inside])
     assert p_keep.astype(int).sum(1).min() > 240
+    # edge: these drawn faces sit well inside their photos, so all their fill lies beyond a background and
+    # keeps its label and the teacher's answer (tests/test_train.py holds fill beyond hair).
+    assert np.array_equal(y_edge, y_keep) and np.array_equal(p_edge, p_keep)
     base = dict(teacher=str(teacher), unlabeled="none", arch="student-tiny", epochs=1, device="cpu", threads=1,
                 final_eval="")
     distill(DistillConfig(out=str(tmp_path / "k"), **base))

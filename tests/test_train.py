@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import photo_area
 
 from facepipe.cli import cli
-from facepipe.data.face_cache import FaceCache, to_input
+from facepipe.data.face_cache import FaceCache, fill_outside_photo, to_input
 from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from facepipe.infer.evaluate import evaluate
 from facepipe.infer.predict import probs_to_photo
@@ -86,6 +87,43 @@ def test_each_loss_kind_trains_one_epoch(loss, term, synthetic_cache, tmp_path):
         assert load_checkpoint(tmp_path / loss / "checkpoints/last.pt")["criterion"]["extra.iteration"] == 1
     else:
         assert rec["total"] == rec["ce"]
+
+
+def test_outside_photo_ignore_leaves_the_fill_out_of_the_loss(synthetic_cache, tmp_path):
+    """--outside-photo ignore: the crops' black fill beyond their photos is label 255 whether the faces are
+    held in memory or read one by one, the rest as cached, and the loss changes; label (the default) keeps
+    the cache's labels and writes the config runs made before the option wrote."""
+    plain = FaceCache(synthetic_cache, split="train")
+    ign = FaceCache(synthetic_cache, split="train", outside="ignore")
+    rows = np.sort(plain.indices)
+    y, y_ign = plain.batch(rows)[2], ign.batch(rows)[2]
+    with h5py.File(synthetic_cache, "r") as src:
+        inside, outside = (m[rows] for m in photo_area(src))
+    assert outside.any() and (y[outside] != 255).all()
+    assert (y_ign[outside] == 255).all() and np.array_equal(y_ign[inside], y[inside])
+    first = int(np.searchsorted(rows, ign.indices[0]))
+    assert np.array_equal(ign[0][1].numpy(), y_ign[first])
+    base = dict(epochs=1, loss="ce", val_split="none", final_eval="")
+    train(cfg_for(synthetic_cache, tmp_path / "k", **base))
+    train(cfg_for(synthetic_cache, tmp_path / "i", outside_photo="ignore", **base))
+    ce = [json.loads((tmp_path / r / "metrics.jsonl").read_text())["ce"] for r in "ki"]
+    configs = [json.loads((tmp_path / r / "manifest.json").read_text())["config"] for r in "ki"]
+    assert ce[0] != ce[1] and "outside_photo" not in configs[0] and configs[1]["outside_photo"] == "ignore"
+    with pytest.raises(FacepipeError, match="label, ignore, edge"):
+        train(cfg_for(synthetic_cache, tmp_path / "x", outside_photo="maybe"))
+
+
+def test_edge_keeps_background_only_beyond_the_photos_background():
+    """The photo is the left three columns; beyond it, the rows whose nearest photo pixel is hair become 255
+    and those beside the wall stay background; ignore drops all of the fill, label keeps it as cached."""
+    y = np.zeros((1, 5, 5), np.uint8)
+    y[0, :2, 2] = 1
+    inside = np.zeros((1, 5, 5), bool)
+    inside[0, :, :3] = True
+    edge = fill_outside_photo(y, inside, "edge", background=0)[0]
+    assert (edge[:2, 3:] == 255).all() and (edge[2:, 3:] == 0).all() and np.array_equal(edge[:, :3], y[0, :, :3])
+    assert (fill_outside_photo(y, inside, "ignore", 0)[0][:, 3:] == 255).all()
+    assert fill_outside_photo(y, inside, "label", 0) is y and y[0, 0, 3] == 0
 
 
 def test_no_heatmap_cli_gives_a_3_channel_model(synthetic_cache, tmp_path):

@@ -20,6 +20,7 @@ from facepipe.cli.options import (
     field_option,
     init_model,
     force_option,
+    outside_photo_option,
     quiet_option,
     reporter,
     rnorm_option,
@@ -47,10 +48,7 @@ from facepipe.learn.distill import DistillConfig, distill
 @field_option(DistillConfig, "confidence", "--confidence", type=FRACTION,
               help="Leave out pixels where the teacher's max probability is below this.")
 @click.option("--no-kd-labeled", is_flag=True, help="KD on unlabelled faces only.")
-@field_option(DistillConfig, "outside_photo", "--outside-photo", type=click.Choice(["label", "ignore"]),
-              help="Labelled crop pixels outside the photo a face was cut from (black fill): label (the "
-                   "cache's label there, background by default, and the teacher's answer) or ignore (left "
-                   "out of both losses; the augmentation pastes a backdrop there).")
+@outside_photo_option(DistillConfig, teacher=True)
 @field_option(DistillConfig, "epochs", "--epochs", type=EPOCHS)
 @field_option(DistillConfig, "batch_size", "--batch-size", type=BATCH)
 @field_option(DistillConfig, "unlabeled_batch", "--unlabeled-batch", type=BATCH)

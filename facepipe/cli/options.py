@@ -258,6 +258,16 @@ def augment_options(config):
     return lambda f: augment(backgrounds(f))
 
 
+def outside_photo_option(config, teacher: bool = False):
+    """--outside-photo of train and distill: what the labelled faces' black fill beyond their photos teaches."""
+    return field_option(
+        config, "outside_photo", "--outside-photo", type=click.Choice(["label", "ignore", "edge"]),
+        help="Labelled crop pixels outside the photo a face was cut from (black fill): label (the cache's label "
+             "there, background by default" + (", and the teacher's answer" if teacher else "") + "), ignore "
+             "(left out of the loss" + ("es" if teacher else "") + "; the augmentation pastes a backdrop there) "
+             "or edge (background beyond the photo's background, ignored beyond its hair and skin).")
+
+
 def init_model(ctx, param, value):
     """--init of train and distill: an empty name would silently mean "from random weights"."""
     if value is not None and not str(value).strip():

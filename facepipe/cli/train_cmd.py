@@ -18,6 +18,7 @@ from facepipe.cli.options import (
     field_option,
     init_model,
     force_option,
+    outside_photo_option,
     quiet_option,
     reporter,
     rnorm_option,
@@ -47,6 +48,7 @@ from facepipe.learn.train import TrainConfig, train
 @field_option(TrainConfig, "lr", "--lr", type=POSITIVE)
 @field_option(TrainConfig, "val_split", "--val-split",
               help="Split for model selection: a name, none, or auto (val when present).")
+@outside_photo_option(TrainConfig)
 @augment_options(TrainConfig)
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @field_option(TrainConfig, "init", "--init", metavar="MODEL", callback=init_model,
@@ -75,6 +77,7 @@ def train_cmd(dilations, rnorm_target, width, model_kwargs, no_augment, quiet, *
       facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
       facepipe train data/fasseg.h5 --out runs/t-opt --rnorm optimum
       facepipe train mine.h5 --out runs/mine --init accurate --epochs 30 --lr 0.0005
+      facepipe train data/fasseg.h5 --out runs/t-ign --init accurate --outside-photo ignore --epochs 60
       torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
     """
     if rnorm_target is not None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facepipe.data.face_cache import FaceCache, to_input
+from facepipe.data.face_cache import OUTSIDE_PHOTO, FaceCache, to_input
 from facepipe.data.pseudo_file import PseudoFile, default_output, read_pseudo_manifest
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint, warm_start
 from facepipe.infer.model import LoadedModel
@@ -51,7 +51,8 @@ class DistillConfig:
     confidence: float = 0.0  # teacher max-probability below this: pixel left out of KD
     kd_labeled: bool = True
     # Labelled crop pixels outside the photo (black fill): "ignore" leaves them out of both losses (label
-    # 255, no teacher target), "label" keeps the cache's label there (align's --outside-label) and the
+    # 255, no teacher target), "edge" does so except beyond the photo's background (where the label stays
+    # background; data.face_cache.fill_outside_photo), "label" keeps the cache's label there and the
     # teacher's answer on the fill.
     outside_photo: str = "label"
     epochs: int = 60
@@ -128,14 +129,14 @@ def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
 
 def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     # The teacher first: a mistyped teacher is then named as such, not as a run without config.json.
-    if cfg.outside_photo not in ("ignore", "label"):
-        raise FacepipeError("--outside-photo must be ignore or label")
+    if cfg.outside_photo not in OUTSIDE_PHOTO:
+        raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
     t_ck_path = run_checkpoint(cfg.teacher, "best")
     labeled, unl = resolve_inputs(cfg)
     t_ck = load_checkpoint(t_ck_path)
     heat = bool(t_ck["heatmap"])
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size, cfg.unlabeled_batch))
-    lab_ds = FaceCache(labeled, split="train", heatmap=heat)
+    lab_ds = FaceCache(labeled, split="train", heatmap=heat, outside=cfg.outside_photo)
     schema = lab_ds.schema
     vsplit = val_split(cfg.val_split, lab_ds.file)
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
@@ -166,7 +167,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                           "val_split_used": vsplit})
         torch.manual_seed(cfg.seed)  # the teacher's build draws first, then the student's
         teacher = LoadedModel.from_checkpoint(t_ck, t_ck_path, device)
-        faces = _Faces(cfg, lab_ds, teacher_targets(teacher, lab_ds, reporter, cfg.outside_photo), device, recipe, d)
+        faces = _Faces(cfg, lab_ds, teacher_targets(teacher, lab_ds, reporter), device, recipe, d)
         del teacher
         faces.unlabeled = PseudoFile(unl) if unl else None
         model = create_model(cfg.arch, num_classes=schema.num_classes, in_channels=4 if heat else 3,
@@ -193,10 +194,10 @@ def student_amp(device, enabled: bool) -> Amp:
     return Amp(device, enabled and device.type != "cpu")
 
 
-def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter, outside: str = "label") -> tuple:
+def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter) -> tuple:
     """(rows, images, heatmaps or None, labels, teacher probabilities as uint8 like the stored
-    pseudo-labels) of the labelled faces, in row order; the teacher runs once, with flip TTA. outside
-    "ignore": labels 255 and probabilities 0 on the crop pixels outside each face's photo."""
+    pseudo-labels) of the labelled faces, in row order; the teacher runs once, with flip TTA. Where
+    `ds.outside` left a pixel outside the photo unlabelled (255), its probabilities are 0 too."""
     idx = np.sort(ds.indices)
     images, heat, labels = ds.batch(idx)
     probs = np.zeros((len(idx), teacher.schema.num_classes) + images.shape[1:3], np.uint8)
@@ -205,11 +206,9 @@ def teacher_targets(teacher: LoadedModel, ds: FaceCache, reporter: Reporter, out
             x = to_input(images[a:a + 8], heat[a:a + 8] if heat is not None else None)
             probs[a:a + 8] = teacher.predict_uint8(x, tta_flip=True)
             adv(len(x))
-    if outside == "ignore":
-        fill = ~ds.file.inside_photo(idx)
-        labels = labels.copy()
-        labels[fill] = 255
-        probs *= ~fill[:, None]
+    if ds.outside != "label":
+        dropped = (labels == 255) & ~ds.file.inside_photo(idx)
+        probs *= ~dropped[:, None]
     return idx, images, heat, labels, probs
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facepipe.data.face_cache import FaceCache, read_cache_manifest
+from facepipe.data.face_cache import OUTSIDE_PHOTO, FaceCache, read_cache_manifest
 from facepipe.infer.checkpoint import warm_start
 from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.batches import Batches
@@ -53,6 +53,11 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     train_split: str = "train"
+    # Crop pixels outside the photo a face was cut from (black fill; FASSEG's photos end at the hair):
+    # "label" trains on the cache's label there (align's --outside-label, background by default), "ignore"
+    # leaves them out of the loss (label 255), "edge" keeps background only beyond the photo's background
+    # (data.face_cache.fill_outside_photo); the wild augmentation pastes a backdrop over ignored pixels.
+    outside_photo: str = "label"
     val_split: str = "auto"  # a split name, "none", or auto ("val" when the cache has one)
     val_every: int = 5
     augment: str = "wild"  # none | basic | wild, optionally with fields set: "wild,paste=0" (learn.augment)
@@ -69,9 +74,12 @@ class TrainConfig:
 
 def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> dict:
     """`distributed`: this rank's Dist; by default joined from torchrun's environment (None outside it)."""
+    if cfg.outside_photo not in OUTSIDE_PHOTO:
+        raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
     cache_man = read_cache_manifest(cfg.cache)
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size,), distributed)
-    train_ds = FaceCache(cfg.cache, split=cfg.train_split, heatmap=cfg.heatmap)
+    train_ds = FaceCache(cfg.cache, split=cfg.train_split, heatmap=cfg.heatmap,
+                         outside=cfg.outside_photo)
     schema = train_ds.schema
     if schema is None:
         raise FacepipeError(f"{cfg.cache} carries no label schema; re-import the dataset.")
@@ -79,6 +87,8 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
     val_ds = FaceCache(cfg.cache, split=vsplit, heatmap=cfg.heatmap) if vsplit else None
     recipe = training_recipe(cfg.augment, cfg.backgrounds, train_ds.size, cfg.seed, schema, reporter)
     config = config_dict(cfg)
+    if cfg.outside_photo == "label":  # recorded only when set: runs made before the option still resume
+        del config["outside_photo"]
     config["cache_manifest"] = {"path": str(Path(cfg.cache).resolve()), "seconds": cache_man.get("seconds"),
                                 "finished": cache_man.get("finished")}
     # Built before the run folder is claimed: settings the model refuses leave no half-made run behind.
