@@ -1,6 +1,7 @@
 """Stage `train` and `eval` on the synthetic cache: run layout, losses, checkpoints, resume after a kill."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def test_edge_keeps_background_only_beyond_the_photos_background():
     assert (edge[:2, 3:] == 255).all() and (edge[2:, 3:] == 0).all() and np.array_equal(edge[:, :3], y[0, :, :3])
     assert (fill_outside_photo(y, inside, "ignore", 0)[0][:, 3:] == 255).all()
     assert fill_outside_photo(y, inside, "label", 0) is y and y[0, 0, 3] == 0
+
+
+def test_outside_photo_needs_a_cache_that_knows_its_photos(synthetic_cache, tmp_path):
+    """A cache without its crops' matrices and photo sizes cannot say where the fill is: one line, no run."""
+    old = tmp_path / "old.h5"
+    shutil.copy(synthetic_cache, old)
+    with h5py.File(old, "a") as f:
+        del f["matrices"]
+    r = CliRunner().invoke(cli, ["train", str(old), "--out", str(tmp_path / "r"), "--outside-photo", "edge",
+                                 "--epochs", "1", "--threads", "1", "-q"])
+    assert r.exit_code != 0 and "does not record where its crops' photos end" in str(r.exception)
+    assert not (tmp_path / "r").exists()
 
 
 def test_no_heatmap_cli_gives_a_3_channel_model(synthetic_cache, tmp_path):

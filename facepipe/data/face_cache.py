@@ -118,6 +118,7 @@ class CacheFile(Hdf5View):
             self.ids = decode_strings(f["ids"][:])
             self.has_labels = "labels" in f
             self.has_photo_labels = "photo_labels" in f
+            self.knows_photos = "matrices" in f and "photo_size" in f  # where each crop's photo ends
             self.size = int(f.attrs["size"])
             self.schema = LabelSchema.from_dict(json.loads(f.attrs["schema"])) if "schema" in f.attrs else None
         self.align = AlignSpec.from_dict(self.manifest.get("align"), self.size)
@@ -151,8 +152,7 @@ class CacheFile(Hdf5View):
         the fill (background) tells a network that the hair stops there (docs/results.md, "Pseudo-labels
         outside the photo")."""
         rows = np.atleast_1d(np.asarray(rows, np.int64))
-        f = self.file()
-        if "matrices" not in f or "photo_size" not in f:
+        if not self.knows_photos:
             return np.ones((len(rows), self.size, self.size), bool)
         mats, sizes = self.read("matrices", rows), self.read("photo_size", rows)
         return np.stack([inside_photo(m, self.size, hw) for m, hw in zip(mats, sizes)])
@@ -198,6 +198,9 @@ class FaceCache(torch.utils.data.Dataset):
         if outside not in OUTSIDE_PHOTO:
             raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
         self.file = path if isinstance(path, CacheFile) else CacheFile(path)
+        if outside != "label" and not self.file.knows_photos:
+            raise FacepipeError(f"{self.file.path} does not record where its crops' photos end (matrices, photo "
+                                f"sizes); make it again with `facepipe cache` to use --outside-photo {outside}.")
         self.outside = outside
         self.path, self.manifest, self.heatmap = self.file.path, self.file.manifest, heatmap
         self.ids, self.has_labels, self.size, self.schema = (self.file.ids, self.file.has_labels, self.file.size,
