@@ -77,7 +77,7 @@ def train_cmd(dilations, rnorm_target, width, model_kwargs, no_augment, quiet, *
       facepipe train data/fasseg.h5 --out runs/ce --loss ce --no-heatmap --epochs 20
       facepipe train data/fasseg.h5 --out runs/t-opt --rnorm optimum
       facepipe train mine.h5 --out runs/mine --init accurate --epochs 30 --lr 0.0005
-      facepipe train data/fasseg.h5 --out runs/t-ign --init accurate --outside-photo ignore --epochs 60
+      facepipe train data/fasseg.h5 --out runs/t-edge --init accurate --outside-photo edge --epochs 60 --lr 0.001
       torchrun --nproc-per-node 2 -m facepipe train data/fasseg.h5 --out runs/t2
     """
     if rnorm_target is not None:
