@@ -165,6 +165,13 @@ class CacheFile(Hdf5View):
 OUTSIDE_PHOTO = ("label", "ignore", "edge")
 
 
+def check_outside_photo(mode: str) -> str:
+    """`mode` if it is one of OUTSIDE_PHOTO (train's and distill's --outside-photo), else one line."""
+    if mode not in OUTSIDE_PHOTO:
+        raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
+    return mode
+
+
 def fill_outside_photo(labels: np.ndarray, inside: np.ndarray, mode: str, background: int) -> np.ndarray:
     """(n, s, s) labels with the crop pixels outside the photo (~inside) set by `mode`: "label" as cached
     (align's --outside-label, background by default); "ignore" 255; "edge" background where the nearest
@@ -195,8 +202,7 @@ class FaceCache(torch.utils.data.Dataset):
                  indices=None, need_labels: bool = True, outside: str = "label"):
         """outside: the labels of the crop pixels outside each face's photo (CacheFile.inside_photo), as
         fill_outside_photo gives them (`train` and `distill --outside-photo`)."""
-        if outside not in OUTSIDE_PHOTO:
-            raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
+        check_outside_photo(outside)
         self.file = path if isinstance(path, CacheFile) else CacheFile(path)
         if outside != "label" and not self.file.knows_photos:
             raise FacepipeError(f"{self.file.path} does not record where its crops' photos end (matrices, photo "

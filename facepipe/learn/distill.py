@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facepipe.data.face_cache import OUTSIDE_PHOTO, FaceCache, to_input
+from facepipe.data.face_cache import FaceCache, check_outside_photo, to_input
 from facepipe.data.pseudo_file import PseudoFile, default_output, read_pseudo_manifest
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint, warm_start
 from facepipe.infer.model import LoadedModel
@@ -129,8 +129,7 @@ def resolve_inputs(cfg: DistillConfig) -> tuple[str, str | None]:
 
 def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     # The teacher first: a mistyped teacher is then named as such, not as a run without config.json.
-    if cfg.outside_photo not in OUTSIDE_PHOTO:
-        raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
+    check_outside_photo(cfg.outside_photo)
     t_ck_path = run_checkpoint(cfg.teacher, "best")
     labeled, unl = resolve_inputs(cfg)
     t_ck = load_checkpoint(t_ck_path)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facepipe.data.face_cache import OUTSIDE_PHOTO, FaceCache, read_cache_manifest
+from facepipe.data.face_cache import FaceCache, read_cache_manifest
 from facepipe.infer.checkpoint import warm_start
 from facepipe.learn.augment import NONE, augment, training_recipe
 from facepipe.learn.batches import Batches
@@ -74,8 +74,6 @@ class TrainConfig:
 
 def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> dict:
     """`distributed`: this rank's Dist; by default joined from torchrun's environment (None outside it)."""
-    if cfg.outside_photo not in OUTSIDE_PHOTO:
-        raise FacepipeError(f"--outside-photo must be one of {', '.join(OUTSIDE_PHOTO)}")
     cache_man = read_cache_manifest(cfg.cache)
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size,), distributed)
     train_ds = FaceCache(cfg.cache, split=cfg.train_split, heatmap=cfg.heatmap,
