@@ -56,7 +56,7 @@ def main():
             raise SystemExit(f"{name}: no row in {a.bench} (bench rows: {', '.join(fps)})")
         for which, marker in (("test", "o"), ("pasted", "^")):
             if which in s:
-                c = _colour(name)
+                c = _colour(name, str(r["model"]))
                 ax.scatter(r["fps"], s[which]["overall_f1"], marker=marker,
                            **({"facecolors": "none", "edgecolors": c} if name in earlier else {"color": c}))
         if "test" in s:
@@ -95,10 +95,11 @@ def median_rows(paths) -> dict:
     return out
 
 
-def _colour(name: str) -> str:
-    if "bisenet" in name:
+def _colour(name: str, row_model: str) -> str:
+    """Red for bisenet-r18, blue for teachers, green for students; a run's arch from its bench row "NAME (ARCH)"."""
+    if "bisenet" in row_model:
         return "tab:red"
-    return "tab:blue" if name == "accurate" or "teacher" in name else "tab:green"
+    return "tab:blue" if name == "accurate" or "teacher" in row_model else "tab:green"
 
 
 if __name__ == "__main__":
