@@ -92,6 +92,10 @@ def test_export_cli(run, tmp_path):
     r = CliRunner().invoke(cli, ["export", str(run), "--onnx", str(tmp_path / "c.onnx")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "c.onnx").stat().st_size > 0 and "max_abs_diff" in r.output
+    # -q, as every stage takes it: the file, checked as before, and no table
+    r = CliRunner().invoke(cli, ["export", str(run), "--onnx", str(tmp_path / "q.onnx"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "q.onnx").stat().st_size > 0 and "max_abs_diff" not in r.output
 
 
 def test_bundled_names_resolve_and_paths_win(tmp_path, monkeypatch):

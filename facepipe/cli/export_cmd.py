@@ -1,8 +1,7 @@
 import click
 
-from facepipe.cli.options import CONTEXT, field_option
+from facepipe.cli.options import CONTEXT, field_option, quiet_option, reporter
 from facepipe.infer.export import export_run
-from facepipe.util.progress import Reporter
 
 
 @click.command("export", context_settings=CONTEXT)
@@ -20,7 +19,8 @@ from facepipe.util.progress import Reporter
               help="With --int8: the faces that set the int8 ranges: a folder of photos like the ones you will parse "
                    "(their faces cut as parse cuts them, up to 100) or a cache (its training faces). Default: the "
                    "run's own cache; a bundled model needs one.")
-def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate):
+@quiet_option
+def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate, quiet):
     """Export a run, checkpoint or bundled model (default, fast, accurate) to ONNX and check it against torch.
 
     \b
@@ -40,12 +40,12 @@ def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate):
 
     \b
     Examples:
-      facepipe export fast --onnx facepipe-fast.onnx
+      facepipe export fast --onnx facepipe-fast.onnx -q             # -q: no progress, no table
       facepipe export runs/s1 --onnx s1.onnx
       facepipe export fast --onnx fast-256.onnx --fixed-size   # aligned crops only: faster in onnxruntime
       facepipe export default --onnx int8.onnx --fixed-size --int8 --calibrate ~/photos/
     """
-    rep = Reporter(quiet=False)
+    rep = reporter(quiet)
     r = export_run(run, onnx_path, cache, fixed_size=fixed_size, int8=int8, calibrate=calibrate, reporter=rep)
     rep.table(f"export -> {onnx_path}", list(r.items()), ("", "value"))
 
