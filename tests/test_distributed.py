@@ -23,9 +23,23 @@ ENTRY = str(REPO / "tests" / "torchrun_entry.py")
 TOL = 1e-5
 
 
+_TMP: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _subprocess_tmp(tmp_path_factory):
+    # torchrun's elastic agent leaves a torchelastic_* folder in the temp dir on every call: keep them in
+    # pytest's own temp folders (rotated by pytest), not in the machine's /tmp.
+    _TMP["dir"] = str(tmp_path_factory.mktemp("subprocess-tmp"))
+    yield
+    _TMP.clear()
+
+
 def _env():
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                                 "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    if "dir" in _TMP:
+        env["TMPDIR"] = _TMP["dir"]
     # The comparisons below are about float32 rounding; bf16 autocast (on by default on CPUs with native
     # bf16) would round each rank's share differently at ~1e-3, so these runs stay in float32.
     return {**env, "OMP_NUM_THREADS": "1", "FACEPIPE_CPU_BF16": "0"}

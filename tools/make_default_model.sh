@@ -124,7 +124,7 @@ facepipe distill $I --augment wild,gray=1 --init runs/hairp/gx100-s40-c3 --model
 facepipe distill $I --augment wild,gray=0 --init runs/outside/in-c2 --model-kwargs "$K" --epochs 40 --outside-photo ignore \
     --out runs/outside/ign
 python3 -m facepipe.infer.pack runs/outside/ign facepipe/assets/default.pt --gray runs/outside/gray-in
-# accurate, two more cycles (docs/results.md, "The teacher, a second cycle with edge, bundled"): the fill beyond each
+# accurate, two more cycles (docs/results.md, "The teacher, a second cycle with `edge`"): the fill beyond each
 # labelled photo left out of the loss where the photo ends in hair or skin (train --outside-photo edge), 700 epochs
 # in all. The default above was distilled from the accurate.pt packed before these, so they come last.
 E="--epochs 60 --lr 0.001 --backgrounds data/backgrounds --outside-photo edge -q"
