@@ -325,3 +325,31 @@ def test_the_student_trains_in_fp32_on_a_cpu_even_where_bf16_is_native(monkeypat
     assert student_amp(torch.device("cpu"), True).dtype is None
     from facepipe.learn.engine import Amp
     assert Amp(torch.device("cpu"), True).dtype == torch.bfloat16  # train's teacher keeps bf16
+
+
+def test_distill_refuses_crops_or_pseudo_labels_of_another_size(teacher, pseudo, synthetic_set, tmp_path):
+    # The teacher was trained on 64 px crops: a 48 px labelled cache, or 64 px faces with pseudo-labels
+    # made at 48 px, would train without complaint at the wrong scale.
+    from facepipe.data.align import AlignConfig, run_align
+    from facepipe.data.cache import CacheConfig, run_cache
+    from facepipe.data.importers import import_dataset
+
+    import_dataset("folder", synthetic_set, tmp_path / "imp", workers=1)
+    run_align(AlignConfig(src=str(tmp_path / "imp"), out=str(tmp_path / "al"), size=48, landmarks="dataset",
+                          workers=1))
+    small = run_cache(CacheConfig(src=str(tmp_path / "al"), out=str(tmp_path / "c48.h5"))) and tmp_path / "c48.h5"
+    out = tmp_path / "s"
+    argv = ["distill", "--teacher", str(teacher), "--labeled", str(small), "--unlabeled", "none", "--out", str(out),
+            "--arch", "student-tiny", "--epochs", "1", "--threads", "1", "--device", "cpu", "-q"]
+    r = CliRunner().invoke(cli, argv)
+    said = r.output + (str(r.exception) if isinstance(r.exception, FacepipeError) else "")
+    assert r.exit_code != 0 and "has 48px crops but the teacher was trained on 64px" in said, (r.output, r.exception)
+    assert "Traceback" not in r.output and not out.exists()
+    odd = tmp_path / "odd.h5"
+    shutil.copy(pseudo[0], odd)
+    with h5py.File(odd, "r+") as f:
+        f.attrs["size"] = 48
+    with pytest.raises(FacepipeError, match=r"holds 48px faces but .* 64px ones"):
+        distill(DistillConfig(teacher=str(teacher), out=str(out), unlabeled=str(odd), arch="student-tiny", epochs=1,
+                              device="cpu", threads=1, final_eval=""))
+    assert not out.exists()

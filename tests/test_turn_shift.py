@@ -88,3 +88,5 @@ def test_eval_notes_crops_cut_otherwise_than_the_model_was_trained_on():
     note = crop_note(AlignSpec(SIZE, turn_shift=4.0), AlignSpec(SIZE))
     assert "turn_shift 0.0 (model: 4.0)" in note and "\n" not in note
     assert "iod" in crop_note(AlignSpec(SIZE), AlignSpec(SIZE, iod=0.16))
+    # another side: a model trained on 384 px crops scores 256 px ones without complaint, and lower
+    assert "size 256 (model: 384)" in crop_note(AlignSpec(384), AlignSpec(256))

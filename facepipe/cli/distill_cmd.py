@@ -79,10 +79,10 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
-      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \\
+      facepipe distill --teacher runs/t1 --init fast \\
           --model-kwargs '{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}' \\
           --out runs/fast-more                                     # fast's own settings (facepipe models)
-      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo.h5 --init fast \\
+      facepipe distill --teacher runs/t1 --init fast \\
           --model-kwargs '{"widths": [48, 96, 192], "stem_width": 16, "relu_after_add": true}' \\
           --out runs/wider-from-fast                               # grown wider, same function at the start
     """

@@ -71,12 +71,13 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
 
 
 def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
-    """One line when the model was trained on crops cut otherwise than this cache's (other eye distance,
-    letterbox or turn shift): the scores are then for these crops, not for `parse`'s path. Deliberate,
+    """One line when the model was trained on crops cut otherwise than this cache's (other side, eye
+    distance, letterbox or turn shift; a network is fully convolutional, so crops of another side run and
+    only score lower): the scores are then for these crops, not for `parse`'s path. Deliberate,
     e.g. to see what a model makes of crops it never saw, so a note and not an error. The box width is
     left out: it touches only faces cut from their box, which most caches (HOG landmarks) do not hold."""
     a, b = model_spec.to_dict(), cache_spec.to_dict()
-    keys = [k for k in ("iod", "letterbox", "turn_shift") if a.get(k, 0.0) != b.get(k, 0.0)]
+    keys = [k for k in ("size", "iod", "letterbox", "turn_shift") if a.get(k, 0.0) != b.get(k, 0.0)]
     if not keys:
         return None
     diff = ", ".join(f"{k} {b.get(k, 0.0)} (model: {a.get(k, 0.0)})" for k in keys)

@@ -136,6 +136,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     heat = bool(t_ck["heatmap"])
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size, cfg.unlabeled_batch))
     lab_ds = FaceCache(labeled, split="train", heatmap=heat, outside=cfg.outside_photo)
+    check_sizes(t_ck, lab_ds.size, labeled, unl)
     schema = lab_ds.schema
     vsplit = val_split(cfg.val_split, lab_ds.file)
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
@@ -184,6 +185,24 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         counts = {"labeled_faces": len(faces.idx), "unlabeled_faces": faces.n_unl}
         return run.finish(inputs={"teacher": str(t_ck_path.resolve()), "labeled": labeled, "unlabeled": unl},
                           counts=counts)
+
+
+def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None) -> None:
+    """The teacher, the labelled crops and the pseudo-labels must share one crop side. The networks are
+    fully convolutional, so a teacher given crops of another side answers without complaint, for faces at
+    a scale it never saw, and a student fed two sides learns two scales: refuse, before a run exists."""
+    t = (t_ck.get("align") or {}).get("size") or t_ck.get("size")
+    if t and int(t) != size:
+        raise FacepipeError(f"{labeled} has {size}px crops but the teacher was trained on {t}px; re-align the "
+                            f"labelled set with --size {t}, or pick a teacher trained on {size}px crops.")
+    if unl:
+        pf = PseudoFile(unl)
+        try:
+            if pf.size != size:
+                raise FacepipeError(f"{unl} holds {pf.size}px faces but {labeled} {size}px ones; pseudo-label "
+                                    f"a cache aligned with --size {size}.")
+        finally:
+            pf.close()
 
 
 def student_amp(device, enabled: bool) -> Amp:
