@@ -337,7 +337,8 @@ def test_distill_refuses_crops_or_pseudo_labels_of_another_size(teacher, pseudo,
     import_dataset("folder", synthetic_set, tmp_path / "imp", workers=1)
     run_align(AlignConfig(src=str(tmp_path / "imp"), out=str(tmp_path / "al"), size=48, landmarks="dataset",
                           workers=1))
-    small = run_cache(CacheConfig(src=str(tmp_path / "al"), out=str(tmp_path / "c48.h5"))) and tmp_path / "c48.h5"
+    small = tmp_path / "c48.h5"
+    run_cache(CacheConfig(src=str(tmp_path / "al"), out=str(small)))
     out = tmp_path / "s"
     argv = ["distill", "--teacher", str(teacher), "--labeled", str(small), "--unlabeled", "none", "--out", str(out),
             "--arch", "student-tiny", "--epochs", "1", "--threads", "1", "--device", "cpu", "-q"]
