@@ -33,18 +33,22 @@ def synthetic_set(tmp_path_factory):
     return write_folder_set(tmp_path_factory.mktemp("syn") / "raw", n=12, seed=3)
 
 
-@pytest.fixture(scope="session")
-def synthetic_cache(tmp_path_factory, synthetic_set):
-    """import -> align (dataset landmarks) -> cache of the synthetic set at 64 px."""
+def synthetic_chain(root: Path, synthetic_set, size: int) -> Path:
+    """import -> align (dataset landmarks) -> cache of the synthetic set at `size` px, under `root`."""
     from facepipe.data.align import AlignConfig, run_align
     from facepipe.data.cache import CacheConfig, run_cache
     from facepipe.data.importers import import_dataset
 
-    root = tmp_path_factory.mktemp("chain")
     import_dataset("folder", synthetic_set, root / "imp", workers=1)
-    run_align(AlignConfig(src=str(root / "imp"), out=str(root / "al"), size=64, landmarks="dataset", workers=1))
+    run_align(AlignConfig(src=str(root / "imp"), out=str(root / "al"), size=size, landmarks="dataset", workers=1))
     run_cache(CacheConfig(src=str(root / "al"), out=str(root / "c.h5")))
     return root / "c.h5"
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory, synthetic_set):
+    """The synthetic set's cache at 64 px."""
+    return synthetic_chain(tmp_path_factory.mktemp("chain"), synthetic_set, 64)
 
 
 # The tiny run most tests share: teacher-small, one epoch of cross entropy on synthetic_cache's 9 training

@@ -88,5 +88,6 @@ def test_eval_notes_crops_cut_otherwise_than_the_model_was_trained_on():
     note = crop_note(AlignSpec(SIZE, turn_shift=4.0), AlignSpec(SIZE))
     assert "turn_shift 0.0 (model: 4.0)" in note and "\n" not in note
     assert "iod" in crop_note(AlignSpec(SIZE), AlignSpec(SIZE, iod=0.16))
-    # another side: a model trained on 384 px crops scores 256 px ones without complaint, and lower
-    assert "size 256 (model: 384)" in crop_note(AlignSpec(384), AlignSpec(256))
+    # another side: resampled to the model's (infer.predict.AtSide), and said so; not "not parse's path"
+    note = crop_note(AlignSpec(384), AlignSpec(256))
+    assert "256px crops are resampled to the model's 384px" in note and "not parse's path" not in note

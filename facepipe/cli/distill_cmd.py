@@ -26,6 +26,7 @@ from facepipe.cli.options import (
     rnorm_option,
     run_summary,
 )
+from facepipe.data.face_cache import CacheFile
 from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.learn.distill import DistillConfig, distill
 
@@ -71,7 +72,9 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
 
     \b
     Loss: CE to ground truth + alpha * T^2 * KL(teacher || student) on labelled and unlabelled faces,
-    low-confidence teacher pixels left out. Same run layout and resume as `train`.
+    low-confidence teacher pixels left out. Same run layout and resume as `train`. The student learns at
+    the labelled crops' side; a teacher trained at another (the bundled accurate: 384 px) labels them
+    resampled to its own. Pseudo-labels must be of crops of the labelled crops' side.
 
     \b
     Examples:
@@ -79,22 +82,30 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --unlabeled none --out runs/s-labelled-only
       facepipe distill --teacher runs/t1 --temperature 2 --confidence 0.6 --out runs/s-t2
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
-      facepipe distill --teacher runs/t1 --init fast \\
-          --model-kwargs '{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}' \\
+      facepipe pseudolabel --teacher accurate data/utk.h5 data/utk-pseudo-acc.h5
+      facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo-acc.h5 \\
+          --init fast --model-kwargs '{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}' \\
           --out runs/fast-more                                     # fast's own settings (facepipe models)
       facepipe distill --teacher runs/t1 --init fast \\
           --model-kwargs '{"widths": [48, 96, 192], "stem_width": 16, "relu_after_add": true}' \\
           --out runs/wider-from-fast                               # grown wider, same function at the start
     """
     teacher = kw["teacher"]
-    if rnorm_target is not None:  # the student sees the teacher's input size
-        size = int(load_checkpoint(run_checkpoint(teacher))["size"])
+    if rnorm_target is not None:  # the student sees the labelled crops' side (the teacher's own by default)
+        size = _student_side(kw.get("labeled"), teacher)
         dilations = dilations_for_rnorm(kw["arch"], size, rnorm_target, dilations)
     cfg = config_from(DistillConfig, kw, out=out or str(Path("runs") / f"{Path(teacher).name}-student"),
                       model_kwargs=build_model_kwargs(dilations, None, model_kwargs), kd_labeled=not no_kd_labeled)
     rep = reporter(quiet)
     m = distill(cfg, rep)
     rep.table(f"distill {cfg.arch} -> {cfg.out}", run_summary(m), ("", "value"))
+
+
+def _student_side(labeled: str | None, teacher: str) -> int:
+    if labeled:
+        with CacheFile(labeled) as f:
+            return f.size
+    return int(load_checkpoint(run_checkpoint(teacher))["size"])
 
 
 COMMANDS = [distill_cmd]

@@ -43,7 +43,8 @@ def pseudolabel_cmd(out, sheet, quiet, **kw):
     \b
     SRC is a cache of unlabelled faces (landmarks -> align -> cache on your photos). OUT defaults to
     TEACHER/pseudo/unlabeled.h5, where `facepipe distill --teacher TEACHER` looks for it.
-    Resumable: rerun after an interrupt to continue.
+    Resumable: rerun after an interrupt to continue. The labels keep SRC's crop side; a teacher
+    trained at another (the bundled accurate: 384 px) labels the faces resampled to its own.
 
     \b
     Examples:
@@ -60,7 +61,8 @@ def pseudolabel_cmd(out, sheet, quiet, **kw):
         return  # rank 0 draws the sheet and prints the table
     sheet = sheet or str(Path(out).with_suffix(".png"))
     save_image(sheet, pseudo_sheet(out))
-    rep.table(f"pseudolabel -> {out}", list(m["counts"].items()) + [("seconds", m["seconds"]), ("sheet", sheet)],
+    side = [("teacher's crop side", f"{m['teacher_size']}px")] if "teacher_size" in m else []  # older files lack it
+    rep.table(f"pseudolabel -> {out}", list(m["counts"].items()) + side + [("seconds", m["seconds"]), ("sheet", sheet)],
               ("", "value"))
 
 

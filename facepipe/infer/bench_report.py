@@ -6,7 +6,8 @@ lay the rows out as the command prints them."""
 from __future__ import annotations
 
 from facepipe.infer.bench import BASELINE, DEFAULT_MODELS, BenchConfig, Entry, arch_entry, bench_speed, run_entry
-from facepipe.infer.evaluate import evaluate
+from facepipe.infer.evaluate import evaluate_model
+from facepipe.infer.model import LoadedModel
 from facepipe.util.errors import FacepipeError
 from facepipe.util.progress import SILENT, Reporter
 
@@ -32,8 +33,9 @@ def bench_entries(models=(), archs=(), baseline: bool = True) -> list[Entry]:
 
 
 def add_accuracy(rows: list[dict], entry: Entry, cache, split: str = "test", reporter: Reporter = SILENT) -> dict:
-    """Score `entry` on `split` of `cache` (photo coordinates) and join the scores to its speed rows."""
-    r = evaluate(entry.model.cpu(), cache, entry.schema, split=split, heatmap=entry.heatmap, reporter=reporter)
+    """Score `entry` on `split` of `cache` (photo coordinates), as `eval` does (at the model's own crop
+    side), and join the scores to its speed rows."""
+    r = evaluate_model(LoadedModel.load(entry.run), cache, split=split, reporter=reporter)
     acc = {"overall_f1": r["overall_f1"], "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"],
            "coords": r["coords"], "split": split}
     for row in rows:

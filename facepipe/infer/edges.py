@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import uniform_filter
 
+from facepipe.infer.predict import AtSide
+
 # Chosen on three training-split sets (FASSEG train plain, pasted with a margin, pasted with recoloured
 # hair) as the setting whose smallest gain over the three was largest (docs/results.md). EPS is in units
 # of the guide's variance (RGB in 0..1): a window whose colours vary less than that is treated as flat.
@@ -36,6 +38,8 @@ def head_stride(net) -> int | None:
     """The stride of the map a network classifies on, from its config (kept through BatchNorm folding);
     the finer of the two for a two-branch model (coarse only if both are); None for an architecture that
     does not say."""
+    if isinstance(net, AtSide):
+        return head_stride(net.net)
     color, gray = getattr(net, "color", None), getattr(net, "gray", None)
     if color is not None and gray is not None:  # models.gray_route.GrayRoute
         both = [head_stride(color), head_stride(gray)]

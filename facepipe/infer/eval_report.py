@@ -71,17 +71,20 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
 
 
 def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
-    """One line when the model was trained on crops cut otherwise than this cache's (other side, eye
-    distance, letterbox or turn shift; a network is fully convolutional, so crops of another side run and
-    only score lower): the scores are then for these crops, not for `parse`'s path. Deliberate,
-    e.g. to see what a model makes of crops it never saw, so a note and not an error. The box width is
-    left out: it touches only faces cut from their box, which most caches (HOG landmarks) do not hold."""
+    """One line when the model was trained on crops cut otherwise than this cache's. Another side is
+    resampled to the model's (infer.predict.AtSide; said so). Another eye distance, letterbox or turn
+    shift cannot be undone that way: the scores are then for these crops, not for `parse`'s path.
+    Deliberate, e.g. to see what a model makes of crops it never saw, so a note and not an error. The box
+    width is left out: it touches only faces cut from their box, which most caches (HOG landmarks) do not hold."""
     a, b = model_spec.to_dict(), cache_spec.to_dict()
-    keys = [k for k in ("size", "iod", "letterbox", "turn_shift") if a.get(k, 0.0) != b.get(k, 0.0)]
-    if not keys:
-        return None
-    diff = ", ".join(f"{k} {b.get(k, 0.0)} (model: {a.get(k, 0.0)})" for k in keys)
-    return f"note: this cache's crops differ from the model's ({diff}); these scores are not parse's path."
+    said = []
+    if a["size"] != b["size"]:
+        said.append(f"this cache's {b['size']}px crops are resampled to the model's {a['size']}px")
+    keys = [k for k in ("iod", "letterbox", "turn_shift") if a.get(k, 0.0) != b.get(k, 0.0)]
+    if keys:
+        diff = ", ".join(f"{k} {b.get(k, 0.0)} (model: {a.get(k, 0.0)})" for k in keys)
+        said.append(f"this cache's crops differ from the model's ({diff}); these scores are not parse's path")
+    return "note: " + "; ".join(said) + "." if said else None
 
 
 def score_rows(report: EvalReport) -> list[tuple]:

@@ -15,7 +15,7 @@ from facepipe.infer.face_colours import FaceColours
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
-from facepipe.infer.predict import predict_probs, probs_to_photo
+from facepipe.infer.predict import AtSide, predict_probs, probs_to_photo
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
@@ -160,8 +160,9 @@ def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom
 
 
 def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:
-    """`evaluate` of a loaded model: its network, schema, heatmap channel and device."""
-    return evaluate(m.net, cache_path, m.schema, heatmap=m.heatmap, device=str(m.device), **kw)
+    """`evaluate` of a loaded model: its network, run at its own crop side (infer.predict.AtSide: crops of
+    another side resampled to it), schema, heatmap channel and device."""
+    return evaluate(AtSide(m.net, m.size), cache_path, m.schema, heatmap=m.heatmap, device=str(m.device), **kw)
 
 
 def best_worst_sheet(result: dict, cache_path, schema, n: int = 4):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, training_augment
-from facepipe.infer.predict import predict_probs
+from facepipe.infer.predict import AtSide, predict_probs
 from facepipe.learn.augment import saw_grayscale
 from facepipe.models.fold import fold_batchnorm
 from facepipe.models.gray_route import GRAY_SATURATION, GrayRoute
@@ -104,6 +104,11 @@ class LoadedModel:
         flip = self.schema.flip_permutation() if tta_flip else None
         return predict_probs(self.net, x.to(self.device), flip, tta_flip, autocast=autocast)
 
+    def predict_at_own_side(self, x: torch.Tensor, tta_flip: bool = False, autocast: bool = False) -> torch.Tensor:
+        """`predict` on crops of any side, the network run at its own (infer.predict.AtSide)."""
+        flip = self.schema.flip_permutation() if tta_flip else None
+        return predict_probs(AtSide(self.net, self.size), x.to(self.device), flip, tta_flip, autocast=autocast)
+
     def predict_routed(self, x: torch.Tensor, tta_flip: bool = False) -> tuple[torch.Tensor, np.ndarray | None]:
         """`predict` and `routes_gray` with the branch chosen once (parse records each face's branch)."""
         x = x.to(self.device)
@@ -114,5 +119,7 @@ class LoadedModel:
         return predict_probs(self.net, x, flip, tta_flip, routes=g), g.cpu().numpy()
 
     def predict_uint8(self, x: torch.Tensor, tta_flip: bool = False) -> np.ndarray:
-        """Probabilities stored as uint8 (p * 255, rounded): the pseudo-label format."""
-        return np.rint(self.predict(x, tta_flip).cpu().numpy() * 255).astype(np.uint8)
+        """Probabilities stored as uint8 (p * 255, rounded): the pseudo-label format; at x's side
+        (`predict_at_own_side`)."""
+        return np.rint(self.predict_at_own_side(x, tta_flip).cpu().numpy() * 255).astype(np.uint8)
+

@@ -8,6 +8,31 @@ from facepipe.util.device import channels_last
 from facepipe.util.geometry import warp_to_photo
 
 
+class AtSide(torch.nn.Module):
+    """A network run at the crop side it was trained on: crops of another side are resampled to it and
+    its logits back to theirs. Fully convolutional nets would take them as they are, for faces at a scale
+    they never saw; a 384 px teacher labels 256 px crops this way (distill, pseudolabel, eval) about as
+    well as crops cut at 384 px (docs/results.md, "A teacher of another side")."""
+
+    def __init__(self, net: torch.nn.Module, side: int):
+        super().__init__()
+        self.net, self.side = net, int(side)
+
+    def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        n = x.shape[-1]
+        if n == self.side:
+            return self.net(x, **kw)
+        return resample_batch(self.net(resample_batch(x, self.side), **kw), n)
+
+
+def resample_batch(t: torch.Tensor, side: int) -> torch.Tensor:
+    """(N,C,h,w) float -> (N,C,side,side), bilinear with pixel centres kept (align_corners=False, the
+    mapping of data.resample.scale_matrix), antialiased when shrinking. Its weights sum to 1, so a
+    heatmap channel keeps its peak."""
+    return torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear", align_corners=False,
+                                           antialias=side < t.shape[-1])
+
+
 @torch.no_grad()
 def predict_probs(model, x: torch.Tensor, flip_perm: np.ndarray | None = None, tta_flip: bool = False,
                   autocast: bool = False, routes: torch.Tensor | None = None) -> torch.Tensor:

@@ -136,7 +136,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     heat = bool(t_ck["heatmap"])
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size, cfg.unlabeled_batch))
     lab_ds = FaceCache(labeled, split="train", heatmap=heat, outside=cfg.outside_photo)
-    check_sizes(t_ck, lab_ds.size, labeled, unl)
+    check_sizes(t_ck, lab_ds.size, labeled, unl, reporter)
     schema = lab_ds.schema
     vsplit = val_split(cfg.val_split, lab_ds.file)
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
@@ -158,7 +158,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
         if cfg.init:
             config["init_sha256"] = warm_start(trial, cfg.init, cfg.arch, schema, heat)
     spec = RunSpec("distill", Path(cfg.out), config, cfg.force, cfg.arch, schema, lab_ds.size, heat,
-                   t_ck.get("align") or {"size": lab_ds.size, "iod": DEFAULT_IOD}, cfg.epochs, cfg.lr, cfg.seed,
+                   student_align(t_ck, lab_ds), cfg.epochs, cfg.lr, cfg.seed,
                    cfg.val_every, labeled, cfg.final_eval, "distillation diverged at epoch {epoch}; lower --lr.")
     with Run(spec, device, d, reporter, val_ds) as run:
         if run.done:
@@ -187,14 +187,11 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                           counts=counts)
 
 
-def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None) -> None:
-    """The teacher, the labelled crops and the pseudo-labels must share one crop side. The networks are
-    fully convolutional, so a teacher given crops of another side answers without complaint, for faces at
-    a scale it never saw, and a student fed two sides learns two scales: refuse, before a run exists."""
-    t = (t_ck.get("align") or {}).get("size") or t_ck.get("size")
-    if t and int(t) != size:
-        raise FacepipeError(f"{labeled} has {size}px crops but the teacher was trained on {t}px; re-align the "
-                            f"labelled set with --size {t}, or pick a teacher trained on {size}px crops.")
+def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None, reporter: Reporter = SILENT) -> None:
+    """The labelled crops and the pseudo-labels must share one crop side: a student fed two sides learns
+    two scales (the networks are fully convolutional, so nothing else would complain). Refuse, before a
+    run exists. A teacher of another side is fine: it labels the crops resampled to its own side
+    (LoadedModel.predict_at_own_side), as `pseudolabel` does."""
     if unl:
         pf = PseudoFile(unl)
         try:
@@ -203,6 +200,17 @@ def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None) -> None:
                                     f"a cache aligned with --size {size}.")
         finally:
             pf.close()
+    t = (t_ck.get("align") or {}).get("size") or t_ck.get("size")
+    if t and int(t) != size:
+        reporter.log(f"the teacher was trained on {t}px crops: it labels {labeled}'s {size}px crops resampled "
+                      f"to {t}px, the student learns at {size}px.")
+
+
+def student_align(t_ck: dict, lab_ds: FaceCache) -> dict:
+    """How the student's crops are cut (what `parse` cuts for it): the labelled cache's, which it learns
+    from, as `train` records; the teacher's may be another side or turn shift. A cache that does not
+    record it: the teacher's, at the cache's side."""
+    return lab_ds.file.manifest.get("align") or {**(t_ck.get("align") or {"iod": DEFAULT_IOD}), "size": lab_ds.size}
 
 
 def student_amp(device, enabled: bool) -> Amp:

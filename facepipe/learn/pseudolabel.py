@@ -184,9 +184,6 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
     cfg = ctx.cfg
     teacher = LoadedModel.from_checkpoint(ctx.ck, ctx.ck_path, ctx.device)
     src = CacheFile(cfg.src)
-    if src.size != teacher.size:
-        raise FacepipeError(f"{cfg.src} has {src.size}px crops but the teacher was trained on {teacher.size}px; "
-                            f"re-align with --size {teacher.size}.")
     f = _open_part(part, ctx.config) or _create_part(part, ctx, src, lo, hi, teacher.schema.num_classes)
     try:
         done, n = int(f.attrs["done"]), hi - lo
@@ -196,7 +193,8 @@ def _label(ctx: _Ctx, part: Path, lo: int, hi: int, reporter: Reporter) -> None:
                 sel = np.arange(lo + a, min(hi, lo + a + cfg.batch_size))
                 imgs, hms = src.read("images", sel), src.read("heatmaps", sel)
                 x = to_input(imgs, hms if teacher.heatmap else None)
-                p = teacher.predict(x, cfg.tta_flip, autocast=ctx.device.type == "cuda").cpu().numpy()
+                # a teacher of another crop side sees the crops at its own side; the labels keep theirs
+                p = teacher.predict_at_own_side(x, cfg.tta_flip, autocast=ctx.device.type == "cuda").cpu().numpy()
                 if cfg.outside_photo == "ignore":
                     p *= src.inside_photo(sel)[:, None]
                 b = slice(a, a + len(sel))
@@ -259,6 +257,8 @@ def _finish(ctx: _Ctx, fo: FileOutput, parts: list[Path]) -> dict:
         f.attrs["format"] = FORMAT
         manifest = {"stage": "pseudolabel", "schema_version": 1, "facepipe_version": __version__,
                     "config": ctx.config, "teacher": ctx.teacher_id,
+                    # the teacher's own crop side: the faces were resampled to it where it is not theirs
+                    "teacher_size": int(ctx.ck["size"]),
                     "inputs": {"src": {"path": str(Path(ctx.cfg.src).resolve())}},
                     "counts": {"faces": int(n), "classes": int(c), "mean_confidence": round(mean_conf, 4),
                                "outside_photo_share": round(float(1 - known.mean()), 4)},
