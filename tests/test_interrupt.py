@@ -147,6 +147,9 @@ def test_a_ctrl_c_while_a_pool_stops_lets_short_jobs_in_hand_finish():
     from facepipe.util.interrupt import GRACE_S, ignore_sigint, stop_pool
 
     ex = ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=ignore_sigint)
+    # Both workers started and this module imported in them first: on a loaded machine a spawned worker
+    # can take seconds to start, which the grace period below is not about.
+    assert list(ex.map(_nap, [0.5, 0.5])) == [0.5, 0.5] and len(ex._processes) == 2
     jobs = [ex.submit(_nap, 2.0) for _ in range(2)]
     time.sleep(0.5)
     assert not any(j.done() for j in jobs)
