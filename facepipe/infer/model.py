@@ -122,4 +122,3 @@ class LoadedModel:
         """Probabilities stored as uint8 (p * 255, rounded): the pseudo-label format; at x's side
         (`predict_at_own_side`)."""
         return np.rint(self.predict_at_own_side(x, tta_flip).cpu().numpy() * 255).astype(np.uint8)
-

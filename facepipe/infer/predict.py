@@ -27,8 +27,8 @@ class AtSide(torch.nn.Module):
 
 def resample_batch(t: torch.Tensor, side: int) -> torch.Tensor:
     """(N,C,h,w) float -> (N,C,side,side), bilinear with pixel centres kept (align_corners=False, the
-    mapping of data.resample.scale_matrix), antialiased when shrinking. Its weights sum to 1, so a
-    heatmap channel keeps its peak."""
+    mapping of data.resample.scale_matrix), antialiased when shrinking. The heatmap channel goes with the
+    image: draw_heatmap's blobs scale with the crop side, so a resampled one is close to one drawn there."""
     return torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear", align_corners=False,
                                            antialias=side < t.shape[-1])
 

@@ -203,7 +203,7 @@ def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None, reporter: 
     t = (t_ck.get("align") or {}).get("size") or t_ck.get("size")
     if t and int(t) != size:
         reporter.log(f"the teacher was trained on {t}px crops: it labels {labeled}'s {size}px crops resampled "
-                      f"to {t}px, the student learns at {size}px.")
+                     f"to {t}px, the student learns at {size}px.")
 
 
 def student_align(t_ck: dict, lab_ds: FaceCache) -> dict:
