@@ -219,3 +219,24 @@ def test_rows_are_timed_in_turns_so_a_slow_spell_meets_every_row(monkeypatch):
     # whole window fell in it: 30x).
     ratio = (sum(map(sum, sb)) / sum(map(len, sb))) / (sum(map(sum, sa)) / sum(map(len, sa)))
     assert 7 < ratio < 13
+
+
+def test_a_trained_model_is_also_timed_at_its_own_crop_side(tmp_path):
+    """Without --size, `accurate` (384 px crops) gets a row at 384 as parse runs it, with the baseline there
+    for its ratio; a named --size times exactly that size."""
+    from facepipe.infer.bench import Entry, entry_sizes
+    from facepipe.infer.bench_report import bench_table, bench_title
+
+    net = arch_entry("student-tiny")
+    trained = [Entry("a", net.model, net.in_channels, side=48), Entry("b", net.model, net.in_channels, side=32),
+               arch_entry("student-tiny"), arch_entry(BASELINE)]
+    cfg = BenchConfig(**dict(TINY, sizes=(32,), own_sides=True))
+    assert [entry_sizes(e, trained, cfg) for e in trained] == [(32, 48), (32,), (32,), (32, 48)]
+    assert all(entry_sizes(e, trained, BenchConfig(**dict(TINY, sizes=(32,)))) == (32,) for e in trained)
+    rows = bench_speed(trained[:1] + trained[3:], cfg)
+    assert [(r["model"], r["size"], r["parse_side"]) for r in rows] == [
+        ("a", 32, False), ("a", 48, True), (BASELINE, 32, False), (BASELINE, 48, False)]
+    assert rows[1]["ratio_to_baseline"] == pytest.approx(rows[1]["fps"] / rows[3]["fps"])
+    cols, table = bench_table(rows)
+    assert [t[cols.index("size")] for t in table] == ["32", "48*", "32", "48"]
+    assert "size* = the crop side parse cuts" in bench_title(rows)

@@ -29,7 +29,8 @@ from facepipe.util.device import set_threads
 @click.option("--model", "models", multiple=True, help="Trained run folder or checkpoint (repeatable).")
 @click.option("--arch", "archs", multiple=True, help="Registered architecture, untrained (repeatable).")
 @click.option("--size", "sizes", multiple=True, callback=int_list(SIZE, "256,512"),
-              help="Input side(s), e.g. --size 256 --size 512.")
+              help="Input side(s), e.g. --size 256 --size 512. Not given: 256, and each trained model also "
+                   "at the crop side parse cuts for it (accurate: 384), with the baseline there too.")
 @click.option("--batch", "batches", multiple=True, callback=int_list(BATCH, "1,8"), help="Batch size(s).")
 @field_option(BenchConfig, "threads", "--threads", type=THREADS, help="CPU threads (0 = all cores).")
 @field_option(BenchConfig, "device", "--device", help="cpu or cuda.")
@@ -63,7 +64,9 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
     folded into convs for every model (the baseline too; --no-fold-bn to time them as trained), models
     and inputs in channels_last as `parse` runs them (every model; --contiguous for NCHW); MACs and
     parameters are counted from the real layers; ratio_to_baseline is FPS / bisenet-r18's FPS at the
-    same size and batch, in this same run.
+    same size and batch, in this same run. Without --size, a trained model whose crops are not 256 px
+    (`accurate`: 384) gets a second row at its own side, as parse runs it, and the baseline one there;
+    the size column marks each model's own side with *.
     The rows are timed in turns: each row's window (--seconds) is cut into five slices, taken one
     row after another, so that a model and its baseline meet the same machine. spread is how much the
     throughput of a row's slices differs, cpu_wait the share of them spent waiting for a CPU another
@@ -85,7 +88,8 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
         return _bench_parse(parse_photos, (models or (run,))[0], kw["device"], workers, batches, json_path, quiet)
     rep = reporter(quiet)
     cfg = config_from(BenchConfig, kw, sizes=sizes or field_default(BenchConfig, "sizes"),
-                      batches=batches or field_default(BenchConfig, "batches"), fold_bn=not no_fold_bn)
+                      batches=batches or field_default(BenchConfig, "batches"), fold_bn=not no_fold_bn,
+                      own_sides=not sizes)
     models = list(models) + ([run] if run else [])
     rows = run_bench(models, archs, cfg, baseline=not no_baseline, cache=cache if run else None, split=split,
                      reporter=rep)

@@ -57,6 +57,7 @@ class Entry:
     schema: object = None
     run: str | None = None
     heatmap: bool = False
+    side: int | None = None  # the crop side `parse` cuts for a trained model; None for an untrained arch
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,18 @@ class BenchConfig:
     min_iters: int = 10
     channels_last: bool = True  # NHWC, as `parse` runs models (predict.predict_probs); torch backend only
     fold_bn: bool = True  # fold BatchNorm into convs for every model timed, the baseline included
+    # Also time each trained model at its own crop side (and the baseline there): the 384 px `accurate`
+    # runs at 384 in parse, and a 256 px row alone understates its cost 2.25-fold. Off when sizes are named.
+    own_sides: bool = False
+
+
+def entry_sizes(e: Entry, entries: list[Entry], cfg: BenchConfig) -> tuple[int, ...]:
+    """The sizes `e` is timed at: cfg.sizes, plus with cfg.own_sides its own crop side (a trained model) or
+    every trained model's (the baseline, so that each own-side row has a ratio)."""
+    if not cfg.own_sides:
+        return tuple(cfg.sizes)
+    extra = [e.side] if e.side else [q.side for q in entries if q.side] if e.name == BASELINE else []
+    return tuple(cfg.sizes) + tuple(sorted(set(extra) - set(cfg.sizes)))
 
 
 def arch_entry(name: str, num_classes: int = 6) -> Entry:
@@ -85,7 +98,8 @@ def run_entry(run: str) -> Entry:
     """A trained run, checkpoint file or bundled model, as trained (bench folds BatchNorm itself)."""
     m = LoadedModel.load(run)
     name = f"{Path(run).name} ({m.arch})" if Path(run).is_dir() else Path(run).stem
-    return Entry(name=name, model=m.net, in_channels=m.in_channels, schema=m.schema, run=run, heatmap=m.heatmap)
+    return Entry(name=name, model=m.net, in_channels=m.in_channels, schema=m.schema, run=run, heatmap=m.heatmap,
+                 side=m.size)
 
 
 def repeat_spread(slices: list[list[float]]) -> float:
@@ -170,6 +184,7 @@ class _Job:
     params: int
     macs: int
     dtype: str
+    parse_side: bool = False  # the size is the crop side parse cuts for this model
 
 
 def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[dict]:
@@ -182,10 +197,12 @@ def bench_speed(entries: list[Entry], cfg: BenchConfig, reporter=None) -> list[d
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     where = _Where(dev, threads, load, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:  # ONNX files, kept until all are timed
-        jobs = [j for i, e in enumerate(entries) for j in _jobs(e, cfg, where, Path(tmp) / f"m{i}.onnx")]
+        jobs = [j for i, e in enumerate(entries)
+                for j in _jobs(e, entry_sizes(e, entries, cfg), cfg, where, Path(tmp) / f"m{i}.onnx")]
         if cfg.dtype == "int8":  # the baseline also as users run it, in float: both ratios from one run
             jobs += [replace(j, name=f"{j.name} (fp32)") for i, e in enumerate(entries) if e.name == BASELINE
-                     for j in _jobs(e, replace(cfg, dtype="fp32"), where, Path(tmp) / f"f{i}.onnx")]
+                     for j in _jobs(e, entry_sizes(e, entries, cfg), replace(cfg, dtype="fp32"), where,
+                                    Path(tmp) / f"f{i}.onnx")]
         with (reporter or SILENT).task("bench", len(jobs) * TURNS) as advance:
             timed = timeit_in_turns([j.fn for j in jobs], cfg.warmup, cfg.seconds, cfg.min_iters, where.sync,
                                     where.threads, on_cpu=dev.type == "cpu", turns=TURNS, advance=advance)
@@ -218,14 +235,14 @@ def _prepared(model: torch.nn.Module, cfg: BenchConfig, dev: torch.device) -> to
     return model
 
 
-def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_Job]:
+def _jobs(e: Entry, sizes: tuple[int, ...], cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_Job]:
     # As trained (folding would drop the BatchNorm parameters); a two-branch model (models.gray_route) runs
     # one branch per face: its torch timing includes the choice, its ONNX graph is the colour branch.
     params = count_params(one_branch(e.model))
     model, dev = _prepared(e.model, cfg, where.dev), where.dev
     onnx = cfg.backend == "onnxruntime"
     jobs = []
-    for s in cfg.sizes:
+    for s in sizes:
         # The colour branch's, like params: a constant input is colourless, so a two-branch model would
         # route it to its gray branch and count that.
         macs = count_macs(one_branch(model), torch.zeros(1, e.in_channels, s, s, device=dev))
@@ -243,7 +260,7 @@ def _jobs(e: Entry, cfg: BenchConfig, where: _Where, onnx_path: Path) -> list[_J
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             fn = _onnx_call(path, x, where.threads) if onnx else _torch_call(model, x, cfg.dtype, dev)
-            jobs.append(_Job(e.name, s, b, fn, params, macs, cfg.dtype))
+            jobs.append(_Job(e.name, s, b, fn, params, macs, cfg.dtype, s == e.side))
     return jobs
 
 
@@ -273,7 +290,7 @@ def _row(job: _Job, slices: list[list[float]], wait, where: _Where) -> dict:
             "fps": float(job.batch * len(t) / t.sum()),
             "latency_ms_p50": float(np.percentile(t, 50) * 1000),
             "latency_ms_p95": float(np.percentile(t, 95) * 1000),
-            "params": job.params, "macs": job.macs, "iters": len(t),
+            "params": job.params, "macs": job.macs, "iters": len(t), "parse_side": job.parse_side,
             "spread": spread, "cpu_wait": wait, "load": where.load, "cores": where.cores,
             "unreliable": bool(unreliable(spread, wait, where.load, where.cores))}
 

@@ -64,7 +64,8 @@ def bench_title(rows: list[dict]) -> str:
     load = "unknown" if env["load"] is None else f"{env['load']:.1f}"
     return (f"facepipe bench: device {env['device']}, {env['threads']} threads, {env['dtype']}, "
             f"backend {env['backend']}, BatchNorm folded: {env['bn_folded']}, "
-            f"channels_last: {env['channels_last']}, load {load} on {env['cores']} cores")
+            f"channels_last: {env['channels_last']}, load {load} on {env['cores']} cores"
+            + ("; size* = the crop side parse cuts for that model" if any(r.get("parse_side") for r in rows) else ""))
 
 
 def bench_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
@@ -73,9 +74,17 @@ def bench_table(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]
     if any("ratio_to_fp32_baseline" in r for r in rows):  # int8 runs: against the baseline in float too
         k = cols.index("ratio_to_baseline") + 1
         cols = cols[:k] + ("ratio_to_fp32_baseline",) + cols[k:]
-    table = [tuple(f"{r[c]:.0%}" if c in PERCENT and r.get(c) is not None else fmt(r.get(c)) for c in cols)
-             for r in rows]
+    table = [tuple(cell(r, c) for c in cols) for r in rows]
     return cols, table
+
+
+def cell(r: dict, c: str) -> str:
+    """One row's cell; the size marked * where it is the crop side parse cuts for that model."""
+    if c in PERCENT and r.get(c) is not None:
+        return f"{r[c]:.0%}"
+    if c == "size" and r.get("parse_side"):
+        return f"{r[c]}*"
+    return fmt(r.get(c))
 
 
 def fmt(v) -> str:
