@@ -103,3 +103,33 @@ def test_toned_residual_is_the_within_band_chroma_spread_over_bright_pixels():
         got = toned_residual(x.contiguous(memory_format=fmt)).numpy()
         np.testing.assert_allclose(got, want, atol=2e-3)
     assert want[2] < TONED_RESIDUAL < want[0]  # the toned crop reads as toned, the colour one does not
+
+
+@pytest.mark.parametrize("s", [2, 3, 4, 8])
+def test_upsample_whole_is_bilinear_interpolation(s):
+    x = torch.randn(2, 6, 7, 5) * 10
+    want = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(layers.upsample_whole(x, s), want, atol=2e-5, rtol=1e-5)
+
+
+def test_resize_logits_takes_the_whole_factor_path_only_at_inference(monkeypatch):
+    """At inference on a CPU a 4x enlargement runs as upsample_whole; with gradients (training), in a
+    traced or exported graph, or at a fractional factor it stays F.interpolate."""
+    calls = []
+    whole = layers.upsample_whole
+    monkeypatch.setattr(layers, "upsample_whole", lambda x, s: calls.append(s) or whole(x, s))
+    x = torch.randn(1, 6, 16, 16)
+    with torch.inference_mode():
+        got = resize_logits(x, (64, 64))
+        resize_logits(x, (40, 40))
+    torch.testing.assert_close(got, F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False))
+    resize_logits(x.requires_grad_(), (64, 64))
+    assert calls == [4]
+    from facepipe.models import create_model
+    from facepipe.models.fold import fold_batchnorm
+
+    net = fold_batchnorm(create_model("student-tiny", num_classes=6, in_channels=4))
+    assert any(n.target is resize_logits for n in net.graph.nodes)  # one leaf call, decided at run time
+    with torch.inference_mode():
+        net(torch.randn(1, 4, 64, 64))
+    assert calls == [4, 4]

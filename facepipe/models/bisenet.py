@@ -14,6 +14,9 @@ from facepipe.models.layers import resize_logits
 from facepipe.models.registry import register_model
 from facepipe.models.teacher import conv_bn_relu
 
+# One call in a traced graph (models.fold): it picks its way of computing from the map's shape at run time.
+torch.fx.wrap("resize_logits")
+
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1):

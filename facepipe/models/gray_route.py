@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -60,63 +61,58 @@ def _rgb01(x: torch.Tensor) -> torch.Tensor:
     return (x[:, :3] * std + mean).clamp(0, 1)
 
 
-def _grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What both rules read, on a grid of every _STEP-th pixel of a normalised batch: (N,3,P) RGB in [0, 1],
-    contiguous, with each pixel's largest channel (N,P) and whether it is brighter than _BRIGHT (N,P).
+# MEAN and STD in 0..1 and the luma weights, shaped to broadcast over (N,3,P) grids
+_MEAN01, _STD01 = (np.asarray(v / 255, np.float32).reshape(1, 3, 1) for v in (MEAN, STD))
+_LUMA3 = np.asarray(LUMA, np.float32).reshape(1, 3, 1)
 
-    Why this shape: the router runs before every face's network, and its cost is the number and kind of
-    small operations. Copied out of the batch first, the grid's channels are three planes, so elementwise
-    maxima and sums replace reductions over a 3-wide channel axis (ATen's aminmax and a batched matmul
-    there took 60 us of the router's 230: docs/results.md, "Speed: the rows timed in turns...")."""
-    v = x[:, :3, ::_STEP, ::_STEP].float().contiguous()
-    mean, std = _stats(v.dtype, v.device)
-    rgb = torch.addcmul(mean.view(1, 3, 1), v.view(v.shape[0], 3, -1), std.view(1, 3, 1)).clamp_(0, 1)
-    r, g, b = rgb.unbind(1)
-    hi = torch.maximum(torch.maximum(r, g), b)
+
+def _grid(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What both rules read, on a grid of every _STEP-th pixel of a normalised batch: (N,3,P) RGB in [0, 1],
+    with each pixel's largest channel (N,P) and whether it is brighter than _BRIGHT (N,P).
+
+    Why numpy: the router runs before every face's network, and its cost is the number of small
+    operations on a 64x64 grid. In torch, each of its ~60 ATen calls cost 3-15 us of dispatch (336 us a
+    face on the AVX2 EPYC); the same rule in numpy took 200 us (docs/results.md, "The last resize in
+    rows, the router in numpy"). The grid is a few kB, so a GPU batch is copied to the host for it."""
+    v = x[:, :3, ::_STEP, ::_STEP].detach().to("cpu", torch.float32).numpy()
+    rgb = np.ascontiguousarray(v).reshape(v.shape[0], 3, -1) * _STD01 + _MEAN01
+    np.clip(rgb, 0, 1, out=rgb)
+    hi = rgb.max(1)
     return rgb, hi, hi > _BRIGHT
 
 
-def _saturation(rgb: torch.Tensor, hi: torch.Tensor, bright: torch.Tensor) -> torch.Tensor:
-    r, g, b = rgb.unbind(1)
-    lo = torch.minimum(torch.minimum(r, g), b)
-    sat = (hi - lo).div_(hi.clamp_min(1e-6)).mul_(bright)  # 0 where not bright
-    return sat.sum(1) / bright.sum(1).clamp_min(1)
+def _saturation(rgb: np.ndarray, hi: np.ndarray, bright: np.ndarray) -> np.ndarray:
+    sat = (hi - rgb.min(1)) / np.maximum(hi, 1e-6) * bright  # 0 where not bright
+    return sat.sum(1) / np.maximum(bright.sum(1), 1)
 
 
-@functools.lru_cache(maxsize=8)
-def _luma(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """ITU-R 601 luma weights, (1,3,1); built once per dtype and device, as _stats."""
-    with torch.inference_mode(False):
-        return torch.as_tensor(LUMA, dtype=dtype, device=device).view(1, 3, 1)
-
-
-def _residual(rgb: torch.Tensor, bright: torch.Tensor) -> torch.Tensor:
-    y = (rgb * _luma(rgb.dtype, rgb.device)).sum(1, keepdim=True)  # (N,1,P)
-    w = bright.to(rgb.dtype).unsqueeze(1)  # (N,1,P)
-    r, _, b = rgb.unbind(1)
-    c = torch.stack([b, r], 1).sub_(y).mul_(w)  # (N,2,P): B - Y and R - Y of the bright pixels
-    band = (y * _BANDS).long().clamp_(max=_BANDS - 1)
-    # One scatter for all five per-band sums: count, sum and sum of squares of each chroma channel
-    stacked = torch.cat([w, c, c * c], 1)
-    s = stacked.new_zeros(stacked.shape[0], 5, _BANDS).scatter_add_(2, band.expand_as(stacked), stacked)
-    within = (s[:, 3:] - s[:, 1:3] ** 2 / s[:, :1].clamp_min(1)).sum((1, 2))
-    return (within.clamp_min(0) / s[:, 0].sum(1).clamp_min(1)).sqrt().mul(255)
+def _residual(rgb: np.ndarray, bright: np.ndarray) -> np.ndarray:
+    n = rgb.shape[0]
+    y = (rgb * _LUMA3).sum(1)  # (N,P)
+    w = bright.astype(np.float32)
+    cb, cr = (rgb[:, 2] - y) * w, (rgb[:, 0] - y) * w  # B - Y and R - Y of the bright pixels
+    # Each face's bands numbered apart, so that one bincount per sum serves the whole batch (float64 sums)
+    band = (np.minimum((y * _BANDS).astype(np.int64), _BANDS - 1) + _BANDS * np.arange(n)[:, None]).ravel()
+    s0, s1, s2, q1, q2 = (np.bincount(band, v.ravel(), n * _BANDS).reshape(n, _BANDS)
+                          for v in (w, cb, cr, cb * cb, cr * cr))
+    within = (q1 - s1 ** 2 / np.maximum(s0, 1) + q2 - s2 ** 2 / np.maximum(s0, 1)).sum(1)
+    return np.sqrt(np.maximum(within, 0) / np.maximum(s0.sum(1), 1)) * 255
 
 
 def mean_saturation(x: torch.Tensor) -> torch.Tensor:
     """(N,) mean HSV saturation over each crop's pixels brighter than _BRIGHT (0 when none is), on a grid
-    of every _STEP-th pixel."""
+    of every _STEP-th pixel; on the CPU."""
     rgb, hi, bright = _grid(x)
-    return _saturation(rgb, hi, bright)
+    return torch.from_numpy(_saturation(rgb, hi, bright))
 
 
 def toned_residual(x: torch.Tensor) -> torch.Tensor:
     """(N,) RMS, over each crop's pixels brighter than _BRIGHT (the same grid as mean_saturation), of the
     chroma (B - Y, R - Y; 0..255 units) less the mean chroma of the pixels in the same luma band (_BANDS):
     near 0 when colour is a function of brightness (gray or toned), large when one brightness carries
-    several colours. 0 when no pixel is bright. float32 sums: within 0.01 units of float64 on real crops."""
+    several colours. 0 when no pixel is bright. On the CPU."""
     rgb, _, bright = _grid(x)
-    return _residual(rgb, bright)
+    return torch.from_numpy(_residual(rgb, bright))
 
 
 def luma_input(x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +137,9 @@ class GrayRoute(nn.Module):
         """(N,) bool: which faces of the batch run the gray branch (the grid read once for both rules)."""
         rgb, hi, bright = _grid(x)
         g = _saturation(rgb, hi, bright) < self.threshold
-        if self.toned is not None and not bool(g.all()):
+        if self.toned is not None and not g.all():
             g = g | (_residual(rgb, bright) < self.toned)
-        return g
+        return torch.from_numpy(g).to(x.device)
 
     def forward(self, x: torch.Tensor, routes: torch.Tensor | None = None) -> torch.Tensor:
         """routes: `self.routes(x)` when the caller has it already (parse records it: routed once)."""

@@ -18,6 +18,9 @@ from torch import nn
 from facepipe.models.layers import DilatedDepthwise, resize_logits
 from facepipe.models.registry import register_model
 
+# One call in a traced graph (models.fold): it picks its way of computing from the map's shape at run time.
+torch.fx.wrap("resize_logits")
+
 
 def cbr(cin, cout, k=1, stride=1, dilation=1, groups=1):
     pad = dilation * (k - 1) // 2

@@ -12,6 +12,9 @@ from torch import nn
 from facepipe.models.layers import resize_logits
 from facepipe.models.registry import register_model
 
+# One call in a traced graph (models.fold): it picks its way of computing from the map's shape at run time.
+torch.fx.wrap("resize_logits")
+
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     # The bias is redundant in front of BatchNorm.
