@@ -102,6 +102,9 @@ def test_bench_int8_times_the_baseline_in_both_precisions():
     res = CliRunner().invoke(cli, ["bench", "--fps", "--arch", "student-tiny", "--size", "64", "--seconds", "0.05",
                                    "--dtype", "int8", "--no-baseline"])
     assert isinstance(res.exception, FacepipeError) and "--backend onnxruntime" in str(res.exception)
+    for half in ("bf16", "fp16"):  # the graphs are float32: a row labelled bf16 would time fp32
+        with pytest.raises(FacepipeError, match="float32 graphs"):
+            bench_speed(entries, BenchConfig(backend="onnxruntime", dtype=half, **TINY))
     with pytest.raises(FacepipeError, match="eval RUN CACHE --int8"):  # its accuracy would be the float network's
         run_bench(["default"], (), BenchConfig(backend="onnxruntime", dtype="int8", **TINY), cache="c.h5")
 

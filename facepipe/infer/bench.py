@@ -169,6 +169,10 @@ def _checked(cfg: BenchConfig, dev: torch.device) -> BenchConfig:
     if cfg.dtype == "int8" and cfg.backend != "onnxruntime":
         raise FacepipeError("--dtype int8 is timed under onnxruntime (export --int8's graphs): "
                             "add --backend onnxruntime.")
+    if cfg.backend == "onnxruntime" and cfg.dtype in ("fp16", "bf16"):
+        # The graph is exported in float32 either way: a row labelled bf16 would time fp32.
+        raise FacepipeError(f"--backend onnxruntime times float32 graphs (--dtype fp32) or int8 ones (--dtype int8), "
+                            f"not {cfg.dtype}.")
     if cfg.dtype == "fp16" and dev.type == "cpu":
         raise FacepipeError("fp16 on the CPU is not a fair measurement in torch; use --dtype bf16 or fp32.")
     return cfg

@@ -22,11 +22,12 @@ def resize_logits(x: torch.Tensor, size, align_corners: bool = False) -> torch.T
     An enlargement by a whole factor at inference on a CPU runs as upsample_whole (the same values).
     """
     x = x.contiguous()
-    h, w = x.shape[-2:]
-    s = int(size[0]) // h
-    if (not align_corners and 1 < s <= MAX_WHOLE_FACTOR and tuple(int(v) for v in size) == (s * h, s * w)
-            and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dim() == 4 and not _in_a_graph()):
-        return upsample_whole(x, s)
+    # In a graph being recorded the sizes may be symbols: read them only outside one
+    if not (align_corners or x.device.type != "cpu" or torch.is_grad_enabled() or x.dim() != 4 or _in_a_graph()):
+        h, w = x.shape[-2:]
+        s = int(size[0]) // h
+        if 1 < s <= MAX_WHOLE_FACTOR and tuple(int(v) for v in size) == (s * h, s * w):
+            return upsample_whole(x, s)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
