@@ -279,3 +279,38 @@ def test_train_takes_a_recipe_spec_and_refuses_a_bad_one_before_starting(tmp_pat
     run = train_tiny(tmp_path / "t", augment="basic,gray=1")
     assert load_checkpoint(run_checkpoint(run))["config"]["augment"] == "basic,gray=1"
     assert LoadedModel.load(run).saw_grayscale is True
+
+
+def test_textured_scalps_carry_the_skin_detail_from_below_and_change_no_label():
+    from facepipe.data.bald import bald_scalps
+    s = 96
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    cls = torch.zeros(s, s, dtype=torch.long)
+    disc = (yy - 48) ** 2 + (xx - 48) ** 2 < 40 ** 2
+    cls[disc] = SKIN
+    cls[disc & (yy < 30)] = HAIR
+    cls[(yy >= 34) & (yy < 37) & (((xx >= 34) & (xx < 42)) | ((xx >= 54) & (xx < 62)))] = EYES
+    img = torch.full((1, 3, s, s), 0.5)
+    stripes = 0.1 * torch.sin(xx.float() * 1.3) * (cls == SKIN)  # fine vertical stripes on the skin only
+    img[0] += stripes
+    img[0, :, cls == HAIR] = 0.1
+    args = (img, cls[None], (cls == HAIR)[None], torch.ones(1, dtype=torch.bool), torch.full((1, 3), 0.5),
+            torch.full((1, s, s), 0.5), BG, SKIN)
+    plain, scalp, out = bald_scalps(*args)
+    tex, scalp_t, out_t = bald_scalps(*args, texture=torch.ones(1, dtype=torch.bool))
+    assert torch.equal(scalp, scalp_t) and torch.equal(out, out_t) and scalp.sum() > 200
+    near = torch.nn.functional.max_pool2d(scalp[0].float()[None, None], 9, 1, 4)[0, 0] > 0  # its feathered seam
+    assert torch.equal(tex[:, :, ~near], plain[:, :, ~near])  # only the scalp changes
+    d = (tex - plain)[0, 0][scalp[0]]
+    assert d.abs().max() > 0.03  # the smooth dome now has detail on it
+    # ... and it is the stripes' (across columns, none along rows): each scalp row repeats the pattern
+    rows = torch.nonzero(scalp[0].any(1)).flatten()
+    r = int(rows[len(rows) // 2])
+    band = (tex - plain)[0, 0, r]
+    assert band.abs().max() > 0.03 and torch.corrcoef(torch.stack([band, stripes[60]]))[0, 1] > 0.5
+    # Not picked: the smooth dome, as before
+    same, _, _ = bald_scalps(*args, texture=torch.zeros(1, dtype=torch.bool))
+    assert torch.equal(same, plain)
+    assert recipe_config("wild,bald=0.2,baldtex=1").baldtex == 1.0
+    with pytest.raises(ValueError, match="set bald"):
+        recipe_config("wild,baldtex=1")

@@ -11,6 +11,11 @@ the forehead shows, else the whole skin's). Hair and background inside the ellip
 hair above the eyes outside it is left for the caller to replace with a backdrop. The brows stay
 (FASSEG labels them hair): a band above the eyes as wide as the eyes and 0.1-0.3 of that high. Hair
 below the eyes' top (sideburns, long hair, beards) stays, as on a head bald on top.
+
+With `texture`, a picked scalp also carries the face's own skin detail (pores, wrinkles, freckles: the
+image minus its blur, sigma 2 px) moved up from the skin below it by the scalp's height, where that skin
+lies at least 4 px inside the face's skin: a smooth dome taught the networks "anything light above the
+forehead is skin", and took white hair with it (docs/results.md, "Bald scalps").
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ MIN_PIXELS = 200  # fewer hair (or scalp) pixels than this: no scalp is drawn
 
 
 def bald_scalps(img: torch.Tensor, cls: torch.Tensor, hair: torch.Tensor, pick: torch.Tensor, r: torch.Tensor,
-                grain: torch.Tensor, bg_id: int, skin_id: int, min_pixels: int = MIN_PIXELS):
+                grain: torch.Tensor, bg_id: int, skin_id: int, min_pixels: int = MIN_PIXELS,
+                texture: torch.Tensor | None = None):
     """img (N,3,H,W) RGB in [0, 1]; cls (N,H,W) class ids (255: unknown); hair (N,H,W) bool; pick (N,) bool;
     r (N,3) and grain (N,H,W) uniform draws in [0, 1). Returns (img, scalp, out): the images with the scalps
     drawn, the scalp pixels (now skin) and the hair above the eyes outside them (now background: the
-    caller pastes a backdrop there), both (N,H,W) bool."""
+    caller pastes a backdrop there), both (N,H,W) bool. texture: (N,) bool, the scalps that take the skin's
+    detail (None: none)."""
     n, _, h, w = img.shape
     parts = (cls != bg_id) & (cls != skin_id) & (cls != 255) & ~hair
     skin = cls == skin_id
@@ -63,8 +70,22 @@ def bald_scalps(img: torch.Tensor, cls: torch.Tensor, hair: torch.Tensor, pick: 
         gy, gx = top - height * 0.7, cx + half * (float(r[i, 1]) - 0.5)
         glint = torch.exp(-((rows - gy) ** 2 + (cols - gx) ** 2) / (2 * (half / 3) ** 2))
         shade = 0.7 + 0.35 * up + 0.3 * float(r[i, 2]) * glint
-        dome = (tone * shade + (grain[i] - 0.5) * 0.03).clamp(0, 1)
+        dome = tone * shade + (grain[i] - 0.5) * 0.03
+        if texture is not None and bool(texture[i]):
+            dome = dome + _skin_detail(img[i], skin[i], int(round(height)))
+        dome = dome.clamp(0, 1)
         a = gauss_blur(scalp.to(img.dtype)[None, None], 1.0)[0]
         img[i] = a * dome + (1 - a) * img[i]
         scalps[i], outs[i] = scalp, hair[i] & above & ~scalp
     return img, scalps, outs
+
+
+def _skin_detail(img: torch.Tensor, skin: torch.Tensor, dy: int) -> torch.Tensor:
+    """(3,H,W): the image's detail (minus its blur) on skin at least 4 px from any other class, moved up by
+    dy rows (zeros where none lands)."""
+    inner = -torch.nn.functional.max_pool2d(-skin.to(img.dtype)[None, None], 9, 1, 4)[0]  # eroded 4 px
+    detail = (img - gauss_blur(img[None], 2.0)[0]) * inner
+    out = torch.zeros_like(img)
+    if 0 < dy < img.shape[1]:
+        out[:, :-dy] = detail[:, dy:]
+    return out

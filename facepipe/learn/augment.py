@@ -18,7 +18,8 @@ background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
     is still background (the benchmark's `paste --variant hair-backdrop`, on other photos);
   - bald scalps (`bald`, off in wild): the hair above the brows becomes a shaded dome in the face's own
     skin colour and its labels skin (the teacher's hair probability moves to skin too), so that a bald
-    head is skin: every FASSEG face has hair, and the networks put hair on top of every head;
+    head is skin: every FASSEG face has hair, and the networks put hair on top of every head; with
+    `baldtex` a drawn scalp also takes the face's own skin detail (data/bald.py);
   - grayscale, hue rotation and saturation, a shadow (a linear brightness ramp across the face), blur,
     sensor noise and JPEG compression;
   - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
@@ -62,6 +63,7 @@ class AugmentConfig:
     jpeg: float = 0.0  # probability of JPEG compression at quality 30..90
     hairbg: float = 0.0  # probability that a pasted background takes the face's hair colours
     bald: float = 0.0  # probability that the hair above the brows becomes a bald scalp (labelled skin)
+    baldtex: float = 0.0  # probability that a drawn scalp carries the face's own skin detail (data.bald)
 
 
 BASIC = AugmentConfig()
@@ -85,7 +87,10 @@ def recipe_config(spec: str) -> AugmentConfig:
         if not eq or key not in fields:
             raise ValueError(f"augmentation {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
         changes[key] = _field_value(key, text)
-    return dataclasses.replace(RECIPES[name], **changes)
+    cfg = dataclasses.replace(RECIPES[name], **changes)
+    if cfg.baldtex and not cfg.bald:  # it textures the scalps `bald` draws: alone it would change nothing
+        raise ValueError(f"augmentation baldtex={cfg.baldtex:g} textures bald scalps: set bald=P too")
+    return cfg
 
 
 def _field_value(key: str, text: str):
@@ -203,7 +208,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
         hair |= cls == k
     if cfg.bald:  # drawn only when asked for, so recipes without it keep the draws they always had
         img, y, soft, cls, hair, bald_faces = _bald(img, y, soft, cls, hair, cfg.bald, rand, bank,
-                                                    (bg_id, hair_ids, skin_id), labelled)
+                                                    (bg_id, hair_ids, skin_id), labelled, cfg.baldtex)
     # Draws depend on the config only, never on what this rank's rows picked (ranks stay in step).
     r_hair = rand(n, 5) if cfg.hair else None
     pick = (u[:, 0] < cfg.hair)[:, None, None, None]
@@ -240,7 +245,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     return (img.clamp(0, 1) - mean) / std, y, soft
 
 
-def _bald(img, y, soft, cls, hair, p: float, rand, bank, ids, labelled: bool):
+def _bald(img, y, soft, cls, hair, p: float, rand, bank, ids, labelled: bool, tex: float = 0.0):
     """bald_scalps on the faces picked with probability p, with the labels (when labelled), the teacher's
     probabilities and cls following: the scalp is skin, the hair outside it background. Returns (img, y,
     soft, cls, hair, faces): hair what is left of it, faces which were made bald. Without backdrops to
@@ -249,9 +254,10 @@ def _bald(img, y, soft, cls, hair, p: float, rand, bank, ids, labelled: bool):
     bg_id, hair_ids, skin_id = ids
     n, _, h, w = img.shape
     r, grain = rand(n, 4), rand(n, h, w)
+    texture = rand(n) < tex if tex else None  # drawn only when asked for: bald recipes keep their draws
     if skin_id < 0 or bg_id < 0 or bank is None:
         return img, y, soft, cls, hair, torch.zeros(n, dtype=torch.bool, device=img.device)
-    img, scalp, out = bald_scalps(img, cls, hair, r[:, 0] < p, r[:, 1:], grain, bg_id, skin_id)
+    img, scalp, out = bald_scalps(img, cls, hair, r[:, 0] < p, r[:, 1:], grain, bg_id, skin_id, texture=texture)
     y, cls = y.clone(), cls.clone()
     if labelled:
         y[scalp], y[out] = skin_id, bg_id
