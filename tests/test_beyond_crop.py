@@ -51,7 +51,8 @@ def _maps():
 def test_long_hair_that_runs_out_of_the_second_crop_is_followed_by_a_third_pass():
     """The second pass's hair reaches the second crop's bottom edge: the third pass (a crop 1.5 times as
     wide again) continues it below the second crop, and nothing else: not its hair elsewhere that the
-    first two passes' hair does not reach. Hair that stops inside the second crop gets no third pass."""
+    first two passes' hair does not reach. Hair that stops inside the second crop, or leaves it only by a
+    side, gets no third pass."""
     first, second, lo, hi = _maps()
     mask = hair_beyond(first, second, HAIR, 1.5)
     seed = far_seed(first, mask, HAIR)
@@ -66,6 +67,9 @@ def test_long_hair_that_runs_out_of_the_second_crop_is_followed_by_a_third_pass(
     short = mask.copy()
     short[-4:] = False  # the second pass's hair stops before the second crop's edge
     assert far_seed(first, short, HAIR) is None
+    side = short.copy()
+    side[30:36, hi:] = True  # ... and runs out of its side instead: clutter or clothing, not long hair
+    assert side[:, -1].any() and far_seed(first, side, HAIR) is None
 
 
 def test_only_the_faces_hair_is_continued_and_only_below_or_beside_the_crop():

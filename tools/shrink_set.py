@@ -1,5 +1,5 @@
-"""An imported set with every photo shrunk F times: small faces with their labels (docs/results.md, "Seen and
-left: where hair beyond the crop goes wrong"). Images are box-filtered, label maps taken nearest; the rest
+"""An imported set with every photo shrunk F times: small faces with their labels (docs/results.md,
+"Where hair beyond the crop goes wrong"). Images are box-filtered, label maps taken nearest; the rest
 of the layout is copied, heights and widths updated. Landmark files are not rescaled: run `facepipe
 landmarks` on the result.
 

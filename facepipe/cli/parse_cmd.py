@@ -56,7 +56,7 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "beyond_crop", "--beyond-crop/--crop-only",
               help="Follow hair that runs beyond the face's crop (long hair, the back of a turned head) with a "
                    "second pass of the network over a crop 1.5 times as wide, below and beside the crop, and "
-                   "where that hair runs on (long hair to the waist) a third over a crop 2.25 times as wide; "
+                   "where that hair runs on down (long hair to the waist) a third over a crop 2.25 times as wide; "
                    "only hair that continues the face's own hair is added. The neck below the crop is followed "
                    "too, by the face's own skin colour (no network pass). --crop-only labels the crop alone "
                    "(half the network's time).")

@@ -15,9 +15,12 @@ own hair across the crop's edge:
   touched the top edge on the selection set it was a cut-off strip or dark clutter, not more hair;
 - the kept pixels are painted as hair only where no face's first crop reaches: inside the crops the
   first pass decides, as before;
-- hair that runs on out of the second crop (long hair down to the waist) is followed once more, the
-  same way, by a third pass over a crop FAR_ZOOM = 2.25 times as wide: seeded by all the hair the first
-  two passes gave, it keeps only hair connected to it outside the second crop, below its top edge.
+- hair that runs on out of the second crop's bottom edge (long hair down to the waist) is followed once
+  more, the same way, by a third pass over a crop FAR_ZOOM = 2.25 times as wide: seeded by all the hair
+  the first two passes gave, it keeps only hair connected to it outside the second crop, below its top
+  edge. Hair that leaves the second crop only by a side does not start it: on the example photos that
+  hair was a backdrop or a wall clock beside a small face in a group photo (docs/results.md, "Where hair
+  beyond the crop goes wrong").
 
 Everything happens in the zoomed-out crop (S x S), so the cost does not grow with the photo. Pure numpy
 and scipy: the masks are made where the network ran and warped into the photo by the writing worker.
@@ -111,8 +114,8 @@ def hair_beyond(first: np.ndarray | None, second: np.ndarray, hair: int, zoom: f
 def far_seed(first: np.ndarray, beyond: np.ndarray, hair: int) -> np.ndarray | None:
     """The hair a third pass follows, in the second crop: the first pass's hair touching the face and the
     second's added hair (`beyond`, hair_beyond's mask); None when that hair does not reach the second
-    crop's bottom or side edges (nothing can continue it: no third pass)."""
-    if not reaches_edge(beyond.astype(np.uint8), 1):
+    crop's bottom edge (no third pass)."""
+    if not beyond[-1].any():
         return None
     return beyond | into_outer(face_hair(first, hair))
 
