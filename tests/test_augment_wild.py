@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from facepipe.data.backgrounds import BackgroundsConfig, gather, run_backgrounds
+from facepipe.data.bald import bald_scalps
 from facepipe.data.face_cache import MEAN, STD
 from facepipe.learn.augment import (
     BASIC,
@@ -282,7 +283,6 @@ def test_train_takes_a_recipe_spec_and_refuses_a_bad_one_before_starting(tmp_pat
 
 
 def test_textured_scalps_carry_the_skin_detail_from_below_and_change_no_label():
-    from facepipe.data.bald import bald_scalps
     s = 96
     yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
     cls = torch.zeros(s, s, dtype=torch.long)
