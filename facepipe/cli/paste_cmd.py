@@ -29,7 +29,7 @@ ZOOM = FiniteRange(1, 8)
                    "hair-backdrop: pasted onto the background recoloured to the face's own hair; "
                    "bald: pasted, the hair above the brows drawn as a bald scalp (its labels: skin); "
                    "tight: the photo cut to a square around the face, as face-crop datasets cut them "
-                   "(nothing pasted).")
+                   "(nothing pasted; of a pasted set: a face-crop photo of a cluttered scene).")
 @field_option(PasteConfig, "split", "--split", help="Which split of DATASET to write.")
 @field_option(PasteConfig, "seed", "--seed", type=SEED,
               help="Picks each photo's background, zoom, crop and hair colour (with its id).")
@@ -65,6 +65,7 @@ def paste_cmd(dataset, quiet, **kw):
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-wide --margin 0.5
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-soft --defocus 0.01
       facepipe paste data/fasseg /usr/share/backgrounds/mate/nature data/fasseg-tight --variant tight
+      facepipe paste data/fasseg-pasted /usr/share/backgrounds/mate/nature data/fasseg-tight-pasted --variant tight
       facepipe landmarks data/fasseg-pasted lm && facepipe align data/fasseg-pasted al --landmarks lm
     """
     rep = reporter(quiet)

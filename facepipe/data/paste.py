@@ -23,10 +23,11 @@ score owes to the backdrop:
            (data/bald.py, as training's `bald` draws it, from this photo's own draws): the scalp is
            labelled skin and the hair around it background; the only variant whose labels change
            (written to labels/, not copied)
-  tight    the plain photo cut to a square around its face (the box of the skin and face parts, 1.2
+  tight    the source photo cut to a square around its face (the box of the skin and face parts, 1.2
            times as wide), as face-crop datasets cut them (UTKFace, aligned CelebA): most of the hair
            lies outside the photo, and the aligned crop is mostly the black fill beyond its edges;
-           nothing is pasted (labels cut the same way)
+           nothing is pasted (labels cut the same way). Cut from a pasted set, it is a face-crop photo
+           of a cluttered scene: a strip of the backdrop between the face and the black fill
 
 --defocus S blurs the background crop of every variant but plain and tight by a Gaussian of S times the
 photo's longer side before it is pasted: a portrait's backdrop out of focus (a phone's portrait mode, a

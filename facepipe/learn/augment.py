@@ -23,7 +23,13 @@ background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
   - grayscale, hue rotation and saturation, a shadow (a linear brightness ramp across the face), blur,
     sensor noise and JPEG compression;
   - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
-    FASSEG's tight photos).
+    FASSEG's tight photos);
+  - tight photos (`tight` for labelled faces, `tightu` for pseudo-labelled ones, off in wild;
+    learn/tight_photo.py): the crop cut to a box around the face,
+    black beyond it and its labels ignored there, as parse sees a face-crop photo (UTKFace, LFW, a
+    passport photo): a strip of the pasted backdrop between the face and the black fill. FASSEG's
+    photos are wide and a pasted backdrop covers the crop's edges, so without it the networks never
+    see that strip.
 Every random draw comes from the generator, so a run is reproducible and ranks stay in step (`part`).
 """
 from __future__ import annotations
@@ -40,6 +46,7 @@ from PIL import Image
 
 from facepipe.data.bald import bald_scalps
 from facepipe.learn.background_bank import BackgroundBank, gauss_blur, load_bank
+from facepipe.learn.tight_photo import face_box, tight_photos
 from facepipe.util.input_norm import LUMA, MEAN, STD
 
 
@@ -64,6 +71,8 @@ class AugmentConfig:
     hairbg: float = 0.0  # probability that a pasted background takes the face's hair colours
     bald: float = 0.0  # probability that the hair above the brows becomes a bald scalp (labelled skin)
     baldtex: float = 0.0  # probability that a drawn scalp carries the face's own skin detail (data.bald)
+    tight: float = 0.0  # probability that a labelled face's crop is cut to a tight photo around the face
+    tightu: float = 0.0  # the same for a pseudo-labelled face (distill's --unlabeled)
 
 
 BASIC = AugmentConfig()
@@ -180,7 +189,7 @@ def augment(x: torch.Tensor, y: torch.Tensor | None, flip_perm: torch.Tensor, cf
 
 def _wild(cfg: AugmentConfig) -> bool:
     return any((cfg.paste, cfg.hair, cfg.gray, cfg.hue, cfg.saturation, cfg.shadow, cfg.blur, cfg.noise,
-                cfg.jpeg, cfg.bald))
+                cfg.jpeg, cfg.bald, cfg.tight, cfg.tightu))
 
 
 def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
@@ -230,6 +239,16 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     img = torch.where((u[:, 2] < cfg.gray)[:, None, None, None], _luma(img)[:, None].expand_as(img), img)
     ramp = _ramp(n, h, w, rand(n, 2), dev)
     img = torch.where((u[:, 3] < cfg.shadow)[:, None, None, None], img * ramp, img)
+    img = _degraded(img, u, cfg, rand)
+    p_tight = cfg.tight if labelled else cfg.tightu
+    if cfg.tight or cfg.tightu:  # last: the black fill beyond a photo is not blurred, noised or compressed with it
+        img, y, soft = tight_photos(img, y, soft, face_box(cls, bg_id, hair_ids), rand(n, 6), p_tight)
+    return (img.clamp(0, 1) - mean) / std, y, soft
+
+
+def _degraded(img, u, cfg: AugmentConfig, rand):
+    """Blur, sensor noise and JPEG on the faces u's columns 4-6 pick (wild's last photometric steps)."""
+    n, _, h, w = img.shape
     sig = 0.5 + rand(n)
     if cfg.blur and (u[:, 4] < cfg.blur).any():
         blurred = torch.stack([gauss_blur(img[i:i + 1], float(sig[i]))[0] for i in range(n)])
@@ -242,7 +261,7 @@ def _wild_rgb(xn, y, soft, labelled: bool, cfg: AugmentConfig, rand, bank, ids):
     q = (30 + rand(n) * 60).round()
     if cfg.jpeg and (u[:, 6] < cfg.jpeg).any():
         img = torch.stack([_jpeg(img[i], int(q[i])) if u[i, 6] < cfg.jpeg else img[i] for i in range(n)])
-    return (img.clamp(0, 1) - mean) / std, y, soft
+    return img
 
 
 def _bald(img, y, soft, cls, hair, p: float, rand, bank, ids, labelled: bool, tex: float = 0.0):

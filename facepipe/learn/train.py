@@ -84,6 +84,9 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT, distributed=None) -> di
     vsplit = val_split(cfg.val_split, train_ds.file)
     val_ds = FaceCache(cfg.cache, split=vsplit, heatmap=cfg.heatmap) if vsplit else None
     recipe = training_recipe(cfg.augment, cfg.backgrounds, train_ds.size, cfg.seed, schema, reporter)
+    if recipe[0].tightu:  # a distill field: train's faces are all labelled (`tight` cuts those)
+        reporter.log(f"[yellow]note[/]: --augment {cfg.augment}: tightu cuts pseudo-labelled faces, which train "
+                     "has none of; tight=P cuts labelled ones.")
     config = config_dict(cfg)
     if cfg.outside_photo == "label":  # recorded only when set: runs made before the option still resume
         del config["outside_photo"]
