@@ -25,11 +25,10 @@ background" and "dark = hair" (docs/results.md, robustness benchmark). Here:
   - more pose and scale jitter, zooming out as well as in (parse's crops show more around the face than
     FASSEG's tight photos);
   - tight photos (`tight` for labelled faces, `tightu` for pseudo-labelled ones, off in wild;
-    learn/tight_photo.py): the crop cut to a box around the face,
-    black beyond it and its labels ignored there, as parse sees a face-crop photo (UTKFace, LFW, a
-    passport photo): a strip of the pasted backdrop between the face and the black fill. FASSEG's
-    photos are wide and a pasted backdrop covers the crop's edges, so without it the networks never
-    see that strip.
+    learn/tight_photo.py): the crop cut to a box around the face, black beyond it and its labels
+    ignored there, as parse sees a face-crop photo (UTKFace, LFW, a passport photo): a strip of the
+    pasted backdrop between the face and the black fill. FASSEG's photos are wide and a pasted backdrop
+    covers the crop's edges, so without it the networks never see that strip.
 Every random draw comes from the generator, so a run is reproducible and ranks stay in step (`part`).
 """
 from __future__ import annotations
