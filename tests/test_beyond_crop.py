@@ -183,6 +183,58 @@ def test_second_pass_masks_reach_the_photo_around_each_first_crop(tmp_path, monk
     assert sum(rec["pixel_counts"].values()) == a.size and rec["pixel_counts"]["hair"] == int((b == HAIR).sum())
 
 
+def test_hair_beyond_the_crop_is_judged_by_the_faces_colours_in_each_pass(tmp_path, monkeypatch):
+    """With the face's colours on, each pass's added hair goes through face_colours.drop_unlike_hair with
+    that pass's own crop and the face's colour samples, before the third pass is seeded; what it drops is
+    not painted. Without them it gets no samples, and keeps everything. Masks forced as in the test above."""
+    from skimage import data
+
+    import facepipe.infer.parse as parse_mod
+    from facepipe.infer.parse import Parser, parse_photos
+
+    save_image(tmp_path / "a.png", data.astronaut())
+    parser = Parser.load(None, "cpu")
+    monkeypatch.setattr(parse_mod, "hair_beyond", lambda first, second, *a, **k: np.ones(second.shape, bool))
+    monkeypatch.setattr(parse_mod, "reaches_edge", lambda first, hair: True)
+    samples, calls = object(), []
+    monkeypatch.setattr(parse_mod, "hair_samples", lambda *a: samples)
+
+    def judge(mask, rgb, got):
+        calls.append((rgb.copy(), got))
+        return np.zeros_like(mask) if len(calls) == 1 else mask  # the second pass's hair all dropped
+
+    monkeypatch.setattr(parse_mod, "drop_unlike_hair", judge)
+    parse_photos(parser, [tmp_path / "a.png"], tmp_path / "on", workers=1, face_colours=True)
+    rec = json.loads((tmp_path / "on" / "a.json").read_text())
+    # Dropped before seeding: no third pass, nothing painted.
+    assert len(calls) == 1 and calls[0][1] is samples and rec["hair_beyond_crop_pixels"] == 0
+    assert calls[0][0].shape == (S * 4, S * 4, 3) and calls[0][0].dtype == np.uint8
+    assert json.loads((tmp_path / "on" / "manifest.json").read_text())["config"]["face_colours"]["beyond_crop_hair"]
+    calls.clear()
+    monkeypatch.setattr(parse_mod, "drop_unlike_hair", lambda mask, rgb, got: calls.append((rgb.copy(), got)) or mask)
+    parse_photos(parser, [tmp_path / "a.png"], tmp_path / "both", workers=1, face_colours=True)
+    # Both passes judged, each on its own crop (the third is wider: another picture of the photo).
+    assert len(calls) == 2 and not np.array_equal(calls[0][0], calls[1][0])
+    assert json.loads((tmp_path / "both" / "a.json").read_text())["hair_beyond_crop_pixels"] > 10000
+    calls.clear()
+    parse_photos(parser, [tmp_path / "a.png"], tmp_path / "off", workers=1, face_colours=False)
+    assert calls and all(got is None for _, got in calls)  # no samples: drop_unlike_hair keeps every piece
+
+
+def test_eval_beyond_crop_judges_hair_by_colour_only_with_face_colours(tmp_path, synthetic_cache, tiny_run,
+                                                                       monkeypatch):
+    import facepipe.infer.evaluate as evaluate_mod
+
+    calls = []
+    monkeypatch.setattr(evaluate_mod, "hair_samples", lambda *a: calls.append(a) or None)
+    for flags, judged in (([], False), (["--face-colours"], True)):
+        calls.clear()
+        r = CliRunner().invoke(cli, ["eval", str(tiny_run), str(synthetic_cache), "--beyond-crop", *flags, "-q",
+                                     "--device", "cpu", "--sheet", str(tmp_path / "s.png")])
+        assert r.exit_code == 0, r.output
+        assert bool(calls) == judged
+
+
 def test_crop_only_folder_is_not_resumed_with_the_second_pass(astronaut_parsed):
     r = CliRunner().invoke(cli, ["parse", str(astronaut_parsed / "p"), "--out", str(astronaut_parsed / "off"), "-q",
                                  "--device", "cpu"])
@@ -210,6 +262,32 @@ def test_long_hair_below_the_crop_is_labelled(tmp_path):
     assert added.sum() > 5000
     rows = np.nonzero(added)[0]
     assert np.median(rows) > face[3]  # mostly below the chin
+
+
+DRESS = LONG_HAIR.with_name("examples_knn_examples_test_kit_with_rose.jpg")
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not DRESS.exists(), reason=f"real photo not available: {DRESS} is absent")
+def test_a_dress_below_long_red_hair_is_not_hair(tmp_path, monkeypatch):
+    """Rose Leslie's red hair runs out of the crop onto her black dress, before a gray wall: the third pass
+    took a block of dress and wall for hair (docs/results.md, "Where hair beyond the crop goes wrong").
+    Judged by her own colours, it goes; her hair below the chin stays."""
+    import facepipe.infer.parse as parse_mod
+    from facepipe.infer.parse import Parser, parse_photos
+
+    parser = Parser.load(None, "cpu")
+    parse_photos(parser, [DRESS], tmp_path / "judged", workers=1, face_colours=True)
+    monkeypatch.setattr(parse_mod, "drop_unlike_hair", lambda mask, rgb, samples: mask)
+    parse_photos(parser, [DRESS], tmp_path / "all", workers=1, face_colours=True)
+    a, b = (np.asarray(Image.open(tmp_path / d / f"{DRESS.stem}.labels.png")) for d in ("all", "judged"))
+    rose = min(json.loads((tmp_path / "judged" / f"{DRESS.stem}.json").read_text())["faces"], key=lambda f: f["box"][0])
+    gone = (a == HAIR) & (b != HAIR)
+    assert gone.sum() > 2000 and (b[gone] == 0).all() and not ((b == HAIR) & (a != HAIR)).any()
+    rows, cols = np.nonzero(gone)
+    assert rows.min() > rose["box"][3] and np.median(cols) < rose["box"][0]  # below her chin, left of her face
+    rec = json.loads((tmp_path / "judged" / f"{DRESS.stem}.json").read_text())
+    assert rec["hair_beyond_crop_pixels"] > 1000  # the hair below her chin
 
 
 def test_eval_beyond_crop_without_the_source_photos_is_one_line(tmp_path, synthetic_cache, tiny_run):

@@ -6,7 +6,7 @@ and eval's side is in test_face_rules.py.
 """
 import numpy as np
 
-from facepipe.infer.face_colours import FaceColours, gaussian_log_density, ycc
+from facepipe.infer.face_colours import FaceColours, drop_unlike_hair, gaussian_log_density, hair_samples, ycc
 from facepipe.util.schema import FASSEG, LabelSchema
 
 S = 64
@@ -155,3 +155,49 @@ def test_stray_hair_needs_sure_pixels_of_both_the_backdrop_and_the_hair():
     before = p.argmax(0)
     FaceColours(FASSEG).apply(p, rgb)
     assert (p.argmax(0)[2:8, 20:30] == HAIR).all() and (before[2:8, 20:30] == HAIR).all()
+
+
+BLACK, RED, WALL = (20, 20, 22), (150, 50, 30), (70, 70, 75)  # a dress, red hair, a dark gray wall
+
+
+def test_hair_beyond_the_crop_in_the_backdrops_colours_is_dropped_piece_by_piece():
+    """Hair a pass beyond the crop added, in another crop: a piece of the hair's brown (long hair) stays, a
+    piece of the backdrop's green goes. Judged by the first crop's sure hair and backdrop, as a stray blob
+    is, so the judgement is relative: a black piece (a dark dress) is nearer this dark hair than the
+    green backdrop and stays; beside red hair before a dark gray wall it goes."""
+    rng = np.random.default_rng(10)
+    rgb, p = _stray(rng)
+    samples = hair_samples(p, rgb, p.argmax(0), BG, HAIR)
+    assert samples is not None
+    other = np.zeros((S, S, 3), np.uint8)
+    other[:, :20], other[:, 20:40], other[:, 40:] = BROWN, GREEN, BLACK
+    other = _noisy(rng, other)
+    mask = np.zeros((S, S), bool)
+    mask[40:, 2:16] = mask[40:, 24:36] = mask[40:, 44:60] = True
+    kept = drop_unlike_hair(mask, other, samples)
+    assert kept[40:, 2:16].all() and not kept[:, 20:40].any() and kept[40:, 44:60].all()
+    assert drop_unlike_hair(mask, other, None) is mask  # no say without samples
+    # Red hair before a dark gray wall: the black piece looks like the wall (no chroma), the red one like hair.
+    head = np.zeros((S, S), bool)
+    head[12:28, 12:] = True
+    red = _noisy(rng, np.where(head[..., None], RED, WALL))
+    samples = hair_samples(p, red, p.argmax(0), BG, HAIR)
+    other[:, :20] = _noisy(rng, np.broadcast_to(np.array(RED), (S, 20, 3)))
+    kept = drop_unlike_hair(mask, other, samples)
+    assert kept[40:, 2:16].all() and not kept[:, 40:].any()
+
+
+def _noisy(rng, colours):
+    return np.clip(colours + rng.normal(0, 4, colours.shape), 0, 255).astype(np.uint8)
+
+
+def test_hair_beyond_the_crop_needs_sure_hair_touching_the_face_and_sure_backdrop():
+    rgb, p = _stray(np.random.default_rng(11))
+    labels = p.argmax(0)
+    assert hair_samples(p, rgb, labels, BG, HAIR) is not None
+    unsure = p.copy()
+    unsure[HAIR] = np.where(unsure[HAIR] > 0.5, 0.6, unsure[HAIR])  # no sure hair at all
+    assert hair_samples(unsure, rgb, labels, BG, HAIR) is None
+    apart = labels.copy()
+    apart[12:28, 12:] = BG  # the head's hair gone: the blobs left touch no part of the face
+    assert hair_samples(p, rgb, apart, BG, HAIR) is None

@@ -162,3 +162,30 @@ def test_cli_refuses_bad_numbers_and_outputs_before_claiming_the_folder(tmp_path
         r = _cli(photos[0], "--out", tmp_path / "o", *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
         assert not (tmp_path / "o").exists(), args
+
+
+def test_the_legend_goes_to_the_corner_that_hides_the_fewest_labelled_pixels():
+    """On a face crop the top-left corner holds an eye: the legend moves to the corner that hides the least,
+    the top-left among equals; clipped to photos smaller than itself."""
+    from facepipe.infer.parse_work import paste_legend
+
+    tile = np.full((20, 30, 3), 7, np.uint8)
+    labels = np.zeros((100, 120), np.uint8)
+    rgb = np.full((100, 120, 3), 200, np.uint8)
+    assert paste_legend(rgb.copy(), tile, labels) == (0, 0) == paste_legend(rgb.copy(), tile)
+    labels[:50, :60] = 3  # an eye under the top-left corner
+    labels[:50, 60:] = 2  # skin under the top-right one
+    labels[50:, :] = 2
+    labels[90:, 95:] = 0  # the bottom-right one the emptiest (350 labelled), though not empty
+    labels[:5, 90:] = 255  # unlabelled pixels are not hidden (the top-right one: 450)
+    out = rgb.copy()
+    assert paste_legend(out, tile, labels) == (80, 90)
+    assert (out[80:, 90:] == 7).all() and (out[:80] == 200).all() and (out[:, :90] == 200).all()
+    # Weighed by each class's share: a corner of skin hides less than one with the whole mouth, though
+    # the mouth's corner has fewer labelled pixels (300 against 600: the rest of it is background).
+    labels[:] = 2
+    labels[80:90, 90:] = 0
+    labels[90:, 90:100] = 5
+    assert paste_legend(rgb.copy(), tile, labels) == (0, 0)
+    small = np.full((10, 12, 3), 200, np.uint8)
+    assert paste_legend(small, tile, np.zeros((10, 12), np.uint8)) == (0, 0) and (small == 7).all()

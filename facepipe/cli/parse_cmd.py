@@ -66,7 +66,8 @@ def _outputs(ctx, param, value):
                    "network hesitates between them, let the face's own colours "
                    "(learned from the pixels it is sure of) settle it: light, grey and red hair, gray photos, "
                    "backdrops; a hair blob apart from the face that looks more like the backdrop than like "
-                   "the face's hair is not hair (fur, foliage, a painting); and background below the chin "
+                   "the face's hair is not hair (fur, foliage, a painting), nor is a piece of the hair beyond the "
+                   "crop that does (a dress below long hair); and background below the chin "
                    "that the face's skin colour explains is the neck.")
 @field_option(parse_photos, "landmark_prior", "--landmark-prior/--no-landmark-prior",
               help="Lay the face's 68 landmarks over the network's answer: inside the inner lip contour is mouth "
@@ -83,7 +84,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     \b
     Works out of the box with the model shipped with facepipe. Writes per photo:
       <photo>.labels.png   palette PNG: pixel value = class id, viewers show the class colours
-      <photo>.overlay.png  the labels over the photo, with a legend
+      <photo>.overlay.png  the labels over the photo, with a legend (in the corner that hides least of the face)
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
                            (and each face's branch, color or gray, for a model with a gray branch;
                            colour_pixels and prior_pixels: crop pixels the two face rules changed;

@@ -21,6 +21,10 @@ own hair across the crop's edge:
   edge. Hair that leaves the second crop only by a side does not start it: on the example photos that
   hair was a backdrop or a wall clock beside a small face in a group photo (docs/results.md, "Where hair
   beyond the crop goes wrong").
+- with the face's colours on (parse's default), each pass's added hair is judged piece by piece by them
+  before the third pass is seeded (infer.face_colours.drop_unlike_hair, the callers' step): a piece that
+  looks more like the face's backdrop than like its hair (a dress or a sweater below the hair) is left
+  out (docs/results.md, "Hair beyond the crop judged by the face's colours").
 
 Everything happens in the zoomed-out crop (S x S), so the cost does not grow with the photo. Pure numpy
 and scipy: the masks are made where the network ran and warped into the photo by the writing worker.

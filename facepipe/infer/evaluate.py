@@ -11,7 +11,7 @@ import numpy as np
 from facepipe.data.face_cache import FaceCache, to_input
 from facepipe.infer.beyond_crop import ZOOM, far_seed, hair_beyond, outer_heatmap, outer_matrix, paint_beyond
 from facepipe.infer.edges import coarse_head, snap_to_edges
-from facepipe.infer.face_colours import FaceColours
+from facepipe.infer.face_colours import FaceColours, drop_unlike_hair, hair_samples
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
@@ -36,15 +36,14 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     beyond_zoom and beyond_above vary it (tools/beyond_crop_select.py).
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
     as parse does; face_colours: first, as parse does, infer.edges (coarse heads), infer.face_colours's
-    re-split of background, hair and skin and the neck below the chin by those colours (infer.neck)."""
+    re-split of background, hair and skin and the neck below the chin by those colours (infer.neck); with
+    beyond_crop, they judge the hair beyond the crop too (face_colours.drop_unlike_hair)."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     n = schema.num_classes
     cm_total = np.zeros((n, n), np.int64)
-    per_image, kept = [], []
-    f = ds.file
-    if coords == "original" and not f.has_photo_labels:
-        raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
+    per_image, kept, f = [], [], ds.file
+    _check_labels(coords, f, cache_path)
     flip_perm = schema.flip_permutation()
     prior = LandmarkPrior(schema) if landmark_prior else None
     colours = FaceColours(schema) if face_colours else None
@@ -69,7 +68,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                     if beyond_crop:
                         _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
                                       beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
-                                      (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema))
+                                      (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema),
+                                      colours.stray if colours is not None else None)
                     image = None
                 cm = confusion(pred, target, n)
                 cm_total += cm
@@ -84,6 +84,11 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     if keep_images:
         out["_images"] = kept
     return out
+
+
+def _check_labels(coords: str, f, cache_path) -> None:
+    if coords == "original" and not f.has_photo_labels:
+        raise FacepipeError(f"{cache_path} has no photo_labels; score with --coords aligned or rebuild the cache.")
 
 
 def _check(coords: str, beyond_crop: bool, schema) -> None:
@@ -116,15 +121,19 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
 
 
 def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above: bool, f, j, hm, net,
-                  neck) -> None:
+                  neck, judge: tuple | None = None) -> None:
     """Hair beyond face j's crop painted into pred (photo labels), as parse does: the second pass's, then,
     where that hair runs on out of the second crop, a third pass's over a crop zoom**2 as wide; then the
-    skin below the crop (neck: the face's probs, crop and second crop's RGB, and the schema)."""
-    masks, mats = [hair_beyond(first, second, hair, zoom, above)], [outer_mat]
+    skin below the crop (neck: the face's probs, crop and second crop's RGB, and the schema). judge:
+    (background id, hair id) when the face's colours have a say: each pass's added pieces that look more
+    like its backdrop than like its hair are dropped, as parse drops them."""
+    samples = hair_samples(neck[0], neck[1], first, *judge) if judge else None
+    masks, mats = [drop_unlike_hair(hair_beyond(first, second, hair, zoom, above), neck[2], samples)], [outer_mat]
     seed = far_seed(first, masks[0], hair)
     if seed is not None:
-        third, far, _ = _outer_pass(f, [j], hm, *net, zoom * zoom)
-        masks.append(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed))
+        third, far, rgb = _outer_pass(f, [j], hm, *net, zoom * zoom)
+        masks.append(drop_unlike_hair(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed), rgb[0],
+                                      samples))
         mats.append(far[0])
     paint_beyond(pred, masks, mats, [f.read("matrices", j)], first.shape[0], hair)
     if zoom == ZOOM and applies(neck[3].classes):  # at parse's zoom, where the rule was checked

@@ -24,6 +24,11 @@ hair. A long strand lying apart from the head keeps the hair's colours and stays
 evidence of hundreds of pixels adds up, so this step is decisive where the per-pixel weight is not.
 "Touches no part of the face" alone, without the colour test, also took a strand of long hair away
 (docs/results.md, "Tried and left: hair must touch the face").
+
+Hair beyond the crop (drop_unlike_hair): the hair that parse's zoomed-out passes add outside the crop
+(infer.beyond_crop) is judged the same way, piece by piece, in the crop that pass saw, with the first
+crop's samples: a dress or a sweater below the hair goes, long hair stays. Like the stray blobs, dark
+clothing below dark hair looks like hair and stays.
 """
 from __future__ import annotations
 
@@ -119,26 +124,66 @@ def drop_stray_hair(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: 
     blobs, n = ndimage.label(is_hair, structure=np.ones((3, 3), bool))
     if n < 2:
         return 0
-    face = ndimage.binary_dilation((labels != hair) & (labels != bg), iterations=2)
-    near = np.unique(blobs[face & is_hair])
-    attached = np.isin(blobs, near[near > 0])
+    attached = _attached_hair(labels, blobs, bg, hair)
     apart = is_hair & ~attached
-    hair_seeds = attached & (probs[hair] > SEED_PROB)
-    bg_seeds = (labels == bg) & (probs[bg] > SEED_PROB)
-    if not apart.any() or hair_seeds.sum() < MIN_SEEDS or bg_seeds.sum() < MIN_SEEDS:
+    samples = _samples(probs, rgb, labels, attached, bg, hair) if apart.any() else None
+    if samples is None:
         return 0
-    feat = ycc(rgb, apart)
-    llr = np.clip(gaussian_log_density(feat, ycc(rgb, hair_seeds)) - gaussian_log_density(feat, ycc(rgb, bg_seeds)),
-                  -tau, tau)
-    ids = blobs[apart]
-    mean = np.bincount(ids, llr, n + 1) / np.maximum(np.bincount(ids, minlength=n + 1), 1)
-    drop = np.flatnonzero(mean < STRAY_MARGIN)
-    mask = apart & np.isin(blobs, drop)
+    mask = _unlike(blobs, n, apart, hair_llr(rgb, apart, samples, tau))
     if not mask.any():
         return 0
     probs[hair][mask] = 0
     labels[mask] = probs[:, mask].argmax(0)
     return int(mask.sum())
+
+
+def hair_samples(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: int, hair: int):
+    """A face's colour samples ((3, M) Y, B-Y, R-Y arrays: its sure hair touching the face, its sure
+    background) from its crop (probs C x S x S, rgb, labels its argmax), as drop_stray_hair takes them;
+    None when either has fewer than MIN_SEEDS pixels (no say)."""
+    blobs, _ = ndimage.label(labels == hair, structure=np.ones((3, 3), bool))
+    return _samples(probs, rgb, labels, _attached_hair(labels, blobs, bg, hair), bg, hair)
+
+
+def hair_llr(rgb: np.ndarray, mask: np.ndarray, samples, tau: float = TAU) -> np.ndarray:
+    """Per pixel of rgb under mask: log-likelihood of the face's hair over its backdrop (hair_samples),
+    clipped to +-tau."""
+    feat = ycc(rgb, mask)
+    return np.clip(gaussian_log_density(feat, samples[0]) - gaussian_log_density(feat, samples[1]), -tau, tau)
+
+
+def drop_unlike_hair(mask: np.ndarray, rgb: np.ndarray, samples, tau: float = TAU) -> np.ndarray:
+    """`mask` (S x S bool: hair a pass beyond the face's crop added, in that pass's crop, whose pixels are
+    rgb) without its 8-connected pieces that look more like the face's backdrop than like its hair (mean
+    log-likelihood ratio below STRAY_MARGIN, as drop_stray_hair judges a blob): a dress or a sweater below
+    long hair. Unchanged without samples (hair_samples' None)."""
+    if samples is None or not mask.any():
+        return mask
+    pieces, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    return mask & ~_unlike(pieces, n, mask, hair_llr(rgb, mask, samples, tau))
+
+
+def _attached_hair(labels: np.ndarray, blobs: np.ndarray, bg: int, hair: int) -> np.ndarray:
+    """The hair blobs (ndimage labels of labels == hair) within 2 pixels of a part of the face."""
+    face = ndimage.binary_dilation((labels != hair) & (labels != bg), iterations=2)
+    near = np.unique(blobs[face & (labels == hair)])
+    return np.isin(blobs, near[near > 0])
+
+
+def _samples(probs, rgb, labels, attached, bg: int, hair: int):
+    hair_seeds = attached & (probs[hair] > SEED_PROB)
+    bg_seeds = (labels == bg) & (probs[bg] > SEED_PROB)
+    if hair_seeds.sum() < MIN_SEEDS or bg_seeds.sum() < MIN_SEEDS:
+        return None
+    return ycc(rgb, hair_seeds), ycc(rgb, bg_seeds)
+
+
+def _unlike(pieces: np.ndarray, n: int, where: np.ndarray, llr: np.ndarray) -> np.ndarray:
+    """The pixels of `where` in pieces (ndimage labels, n of them) whose mean llr (over where's pixels,
+    in order) is below STRAY_MARGIN."""
+    ids = pieces[where]
+    mean = np.bincount(ids, llr, n + 1) / np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    return where & np.isin(pieces, np.flatnonzero(mean < STRAY_MARGIN))
 
 
 def _top_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ from facepipe.infer.edges import coarse_head, snap_to_edges
 from facepipe.infer.face_colours import BETA as COLOUR_BETA
 from facepipe.infer.face_colours import STRAY_MARGIN
 from facepipe.infer.face_colours import TAU as COLOUR_TAU
-from facepipe.infer.face_colours import FaceColours
+from facepipe.infer.face_colours import FaceColours, drop_unlike_hair, hair_samples
 from facepipe.infer.label_warp import pack_scores
 from facepipe.infer.landmark_prior import REACH_IOD, LandmarkPrior
 from facepipe.infer.model import LoadedModel
@@ -308,7 +308,8 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
     necks = _neck_below(parser, batch, probs, labels, crops)
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
-    beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip)
+    judge = (probs, crops, colours.stray) if colours is not None and colours.stray is not None else None
+    beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip, judge)
     k = 0
     for r in batch:
         n = len(r["crops"])
@@ -337,11 +338,15 @@ def _neck_below(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np
     return [neck_below(p, lab, c, o, parser.schema.classes) for p, lab, c, o in zip(probs, labels, crops, outer)]
 
 
-def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool):
+def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool,
+                 judge: tuple | None = None):
     """Each face's masks of hair beyond its crop, (second crop's, third crop's) with None where there is
     nothing to add, or None without second crops. The second pass runs only on faces whose hair reaches
     the crop's bottom or side edges (most do not), the third only on faces whose added hair reaches the
-    second crop's (long hair). first: the first pass's labels (N x S x S)."""
+    second crop's (long hair). first: the first pass's labels (N x S x S). judge: (the first pass's probs,
+    its crops' RGB, (background id, hair id)) when the faces' colours have a say: each pass's added pieces
+    that look more like the face's backdrop than like its hair are dropped (face_colours.drop_unlike_hair),
+    before the third pass is seeded."""
     if not any(r.get("outer_crops") for r in batch):
         return None
     hair = parser.schema.index("hair")
@@ -349,11 +354,12 @@ def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_siz
     faces = [(r, k) for r in batch for k in range(len(r["outer_crops"]))]
     todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
     masks, far_masks = [None] * len(first), [None] * len(first)
+    samples = {i: hair_samples(judge[0][i], judge[1][i], first[i], *judge[2]) for i in todo} if judge else {}
     if todo:
         second, _ = _run_network(parser, [outer[i][0] for i in todo], [outer[i][1] for i in todo], batch_size,
                                  tta_flip)
         for i, q in zip(todo, second):
-            masks[i] = hair_beyond(first[i], q.argmax(0), hair)
+            masks[i] = drop_unlike_hair(hair_beyond(first[i], q.argmax(0), hair), outer[i][0], samples.get(i))
     seeds = {i: far_seed(first[i], masks[i], hair) for i in todo}
     todo = [i for i in todo if seeds[i] is not None]
     if todo:
@@ -361,8 +367,9 @@ def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_siz
         crops = [crop_face(faces[i][0]["rgb"], faces[i][0]["far_matrices"][faces[i][1]], size) for i in todo]
         heat = [outer_heatmap(faces[i][0]["heatmaps"][faces[i][1]], FAR_ZOOM) for i in todo]
         third, _ = _run_network(parser, crops, heat, batch_size, tta_flip)
-        for i, q in zip(todo, third):  # relative to the second crop, the third is ZOOM times as wide
-            far_masks[i] = hair_beyond(None, q.argmax(0), hair, FAR_ZOOM / ZOOM, seed=seeds[i])
+        for i, c, q in zip(todo, crops, third):  # relative to the second crop, the third is ZOOM times as wide
+            far_masks[i] = drop_unlike_hair(hair_beyond(None, q.argmax(0), hair, FAR_ZOOM / ZOOM, seed=seeds[i]), c,
+                                            samples.get(i))
     return masks, far_masks
 
 
@@ -525,6 +532,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
                                   "neck": {"max_distance": NECK_DISTANCE}}
         if coarse_head(parser.model.net):  # only where it runs: the teacher's folders keep their config
             config["face_colours"]["edges"] = {"radius": EDGE_RADIUS, "eps": EDGE_EPS}
+        if beyond_crop:  # hair beyond the crop judged by them too: folders parsed before it are redone
+            config["face_colours"]["beyond_crop_hair"] = True
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config

@@ -154,11 +154,27 @@ def legend(classes, colors, present, photo_side: int) -> np.ndarray | None:
     return np.asarray(tile)
 
 
-def paste_legend(rgb: np.ndarray, tile: np.ndarray | None) -> None:
-    """Into the top-left corner, in place (clipped on photos smaller than the legend)."""
-    if tile is not None:
-        h, w = min(tile.shape[0], rgb.shape[0]), min(tile.shape[1], rgb.shape[1])
-        rgb[:h, :w] = tile[:h, :w]
+def paste_legend(rgb: np.ndarray, tile: np.ndarray | None, labels: np.ndarray | None = None,
+                 counts: np.ndarray | None = None) -> tuple[int, int]:
+    """Into a corner, in place (clipped on photos smaller than the legend): the top-left one, or with the
+    photo's labels the corner that hides the least of them, each class weighed by its share of the photo
+    (counts: pixels per class id, from the labels when not given), so that on a face crop it covers skin
+    or hair rather than an eye or the mouth; the first of top-left, top-right, bottom-left, bottom-right
+    among equals. Returns its top-left pixel (row, column)."""
+    if tile is None:
+        return 0, 0
+    h, w = min(tile.shape[0], rgb.shape[0]), min(tile.shape[1], rgb.shape[1])
+    corners = [(0, 0), (0, rgb.shape[1] - w), (rgb.shape[0] - h, 0), (rgb.shape[0] - h, rgb.shape[1] - w)]
+    if labels is not None:
+        counts = np.bincount(labels.ravel(), minlength=256) if counts is None else counts
+        weight = np.zeros(256)
+        weight[:len(counts)] = 1.0 / np.maximum(counts, 1)
+        weight[0] = weight[255] = 0.0  # background and unlabelled pixels are not hidden
+        hidden = [weight[labels[y:y + h, x:x + w]].sum() for y, x in corners]
+        corners = [corners[int(np.argmin(hidden))]]
+    y, x = corners[0]
+    rgb[y:y + h, x:x + w] = tile[:h, :w]
+    return y, x
 
 
 def label_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
@@ -244,7 +260,8 @@ def write_photo(job: dict) -> dict:
                 rgb = np.ascontiguousarray(rgb)
                 part = rgb[y0:y1, x0:x1]  # a view: drawn in place, the photo is not needed after this
                 overlay_fast(part, labels[y0:y1, x0:x1], palette, 0.5, out=part)
-                paste_legend(rgb, legend(schema["classes"], schema["colors"], counts > 0, min(h, w)))
+                tile = legend(schema["classes"], schema["colors"], counts > 0, min(h, w))
+                paste_legend(rgb, tile, labels, counts)
                 with atomic_path(out / f"{stem}.overlay.png") as tmp:
                     save_rgb_png(tmp, rgb, job.get("png_threads", 1))
                 rec["overlay"] = f"{stem}.overlay.png"
