@@ -84,7 +84,7 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     \b
     Works out of the box with the model shipped with facepipe. Writes per photo:
       <photo>.labels.png   palette PNG: pixel value = class id, viewers show the class colours
-      <photo>.overlay.png  the labels over the photo, with a legend (in the corner that hides least of the face)
+      <photo>.overlay.png  the labels over the photo, the legend in the corner hiding least of them
       <photo>.json         faces, boxes, landmarks, matrices, per-class pixel counts, schema, model
                            (and each face's branch, color or gray, for a model with a gray branch;
                            colour_pixels and prior_pixels: crop pixels the two face rules changed;
