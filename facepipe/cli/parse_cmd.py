@@ -37,6 +37,10 @@ def _outputs(ctx, param, value):
 @field_option(parse_photos, "batch_size", "--batch-size", type=BATCH, help="Faces per network batch.")
 @field_option(parse_photos, "min_score", "--min-score", type=FINITE,
               help="Ignore dlib detections scoring below this (lower finds more faces and more false ones).")
+@field_option(parse_photos, "confirm_below", "--confirm-below", type=FINITE,
+              help="HOG hits scoring under this are kept only where dlib's CNN also finds a face (a look at the "
+                   "region around each, about 0.5 s): HOG's weak hits are mostly small or dim faces, but clutter "
+                   "scores there too. 0 keeps every hit down to --min-score.")
 @field_option(parse_photos, "detector", "--detector", type=click.Choice(list(DETECTORS)),
               help="dlib face detector: hog (frontal faces, fast), cnn (profiles too, ~20x slower on a CPU) or "
                    "hog+cnn (the CNN only on photos where HOG finds no face); a face whose landmarks cannot be "
@@ -148,6 +152,8 @@ def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
         rows.append(("faces turned upright (on their side, upside down)", s["turned"]))
     if gray_branch:  # two-branch model: how many faces its grayscale weights took
         rows.append(("faces on the gray branch", s["gray_branch"]))
+    if s.get("unconfirmed"):
+        rows.append(("weak hits dropped (no CNN face there)", s["unconfirmed"]))
     rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
              ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
              ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]

@@ -38,7 +38,7 @@ import torch
 
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
-from facepipe.data.face_detector import PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
+from facepipe.data.face_detector import CONFIRM_BELOW, PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.edges import EPS as EDGE_EPS
@@ -154,6 +154,7 @@ class Tally:
     box_cut: int = 0  # faces cut from their detector box (CNN faces whose landmarks are not trusted)
     turned: int = 0  # faces found on their side or upside down and turned upright for their landmarks
     gray_branch: int = 0  # faces a two-branch model ran on its grayscale branch (models.gray_route)
+    unconfirmed: int = 0  # weak HOG hits dropped: no CNN face there (FaceDetector.kept)
     resumed: int = 0
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
@@ -167,8 +168,9 @@ class Tally:
             self.seconds[k] = self.seconds.get(k, 0.0) + v
 
     def done(self, path: str, faces: int, grayscale: bool, box_cut: int = 0, gray_branch: int = 0,
-             turned: int = 0) -> None:
+             turned: int = 0, unconfirmed: int = 0) -> None:
         self.faces += faces
+        self.unconfirmed += unconfirmed
         self.box_cut += box_cut
         self.turned += turned
         self.gray_branch += gray_branch
@@ -265,6 +267,7 @@ class Settings:
     beyond_crop: bool = True
     landmark_prior: bool = True
     face_colours: bool = True
+    confirm_below: float = CONFIRM_BELOW
 
 
 def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool):
@@ -382,7 +385,7 @@ class _Pipeline:
         self.reporter, self.advance = reporter, advance
         self.base = {"det_args": st.det_args, "min_score": st.min_score, "align": parser.align, "out": str(out),
                      "outputs": st.outputs, "schema": parser.schema_dict(), "model": parser.identity(),
-                     "beyond_crop": st.beyond_crop}
+                     "beyond_crop": st.beyond_crop, "confirm_below": st.confirm_below}
         self.ex = _executor(st.workers, n_todo, st.det_args)
         self.pooled = isinstance(self.ex, ProcessPoolExecutor)
         cores = len(os.sched_getaffinity(0))  # each writer deflates its overlay on its share of the cores
@@ -404,7 +407,7 @@ class _Pipeline:
         r = f.result()
         self.tally.add_seconds(r["seconds"])
         self.tally.done(r["path"], r["faces"], r["grayscale"], r.get("box_cut", 0), r.get("gray_branch", 0),
-                        r.get("turned", 0))
+                        r.get("turned", 0), r.get("unconfirmed", 0))
         if r["grayscale"] and not self.parser.model.saw_grayscale:
             seen = self.parser.model.augment
             why = (f"the model was trained without grayscale faces (--augment {seen})"
@@ -429,7 +432,8 @@ class _Pipeline:
         self.tally.add_seconds({**steps, "warp back": time.perf_counter() - t1})
         self.tally.network_cpu += cpu
         for r in self.batch:
-            for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "crop_points", "det_args", "min_score"):
+            for k in ("crops", "heatmaps", "outer_crops", "outer_heatmaps", "crop_points", "det_args", "min_score",
+                      "confirm_below"):
                 r.pop(k, None)
             self.writing.append(self.submit(write_photo, r))
             while len(self.writing) > self.window:
@@ -517,9 +521,11 @@ def lays_prior(parser: Parser) -> bool:
 
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR,
                  tta_flip: bool = False, beyond_crop: bool = False, landmark_prior: bool = False,
-                 face_colours: bool = False) -> dict:
+                 face_colours: bool = False, confirm_below: float = 0.0) -> dict:
     config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
               "outputs": list(outputs), "size": parser.size}
+    if confirm_below > min_score:  # weak hits confirmed by the CNN: folders parsed before it are redone
+        config["confirm_below"] = confirm_below
     if tta_flip:  # only when on: folders parsed without it keep their config and resume
         config["tta_flip"] = True
     if beyond_crop:
@@ -543,7 +549,7 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
                  detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True,
                  landmark_prior: bool = True, face_colours: bool = True, upsample: int = DETECTOR[0],
-                 max_side: int = DETECTOR[1]) -> dict:
+                 max_side: int = DETECTOR[1], confirm_below: float = CONFIRM_BELOW) -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
@@ -561,7 +567,9 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     face_colours: before the prior, re-split background, hair and skin where the network hesitates by the
     face's own colours (infer.face_colours) and follow the neck below the chin by them (infer.neck); off
     by itself for letterbox crops (a crop holds every face) and schemas with fewer than two of those
-    classes."""
+    classes.
+    confirm_below: HOG hits scoring from min_score up to this are kept only where dlib's CNN also finds a
+    face (FaceDetector.kept); 0 keeps every hit as HOG scored it."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
@@ -569,10 +577,11 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                   tuple(o for o in OUTPUTS if o in outputs), force,
                   detector_args(detector, int(upsample), int(max_side), DETECTOR[2]), tta_flip,
                   bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser),
-                  bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox)
+                  bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox,
+                  float(confirm_below))
     check_detector(st.det_args)  # before the output folder is claimed
     config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior,
-                          st.face_colours)
+                          st.face_colours, st.confirm_below)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:
@@ -596,7 +605,7 @@ def _resumed(mine: list[tuple]) -> Tally:
         else:
             faces = rec.get("faces", [])
             tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces), gray_branch_faces(faces),
-                       turned_upright(faces))
+                       turned_upright(faces), rec.get("unconfirmed_hits", 0))
     return tally
 
 
@@ -635,7 +644,7 @@ def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Se
 def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
     s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "turned": t.turned,
-         "gray_branch": t.gray_branch, "resumed": t.resumed,
+         "gray_branch": t.gray_branch, "unconfirmed": t.unconfirmed, "resumed": t.resumed,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
          "network_threads": t.network_threads, "network_cpu_seconds": round(t.network_cpu, 3),
@@ -667,6 +676,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     m["box_cut"] = sum(p.get("box_cut", 0) for p in parts)
     m["turned"] = sum(p.get("turned", 0) for p in parts)
     m["gray_branch"] = sum(p.get("gray_branch", 0) for p in parts)
+    m["unconfirmed"] = sum(p.get("unconfirmed", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
     for k in ("no_face", "unreadable", "grayscale"):
         m[k] = [x for p in parts for x in p[k]]
@@ -681,7 +691,8 @@ def _finish(out: Path, summary: dict, config: dict, parser: Parser) -> dict:
     write_json(out / "summary.json", summary)
     counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
     counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]),
-                  box_cut=summary.get("box_cut", 0), turned=summary.get("turned", 0))
+                  box_cut=summary.get("box_cut", 0), turned=summary.get("turned", 0),
+                  unconfirmed=summary.get("unconfirmed", 0))
     write_json(out / MANIFEST, {
         "stage": "parse", "schema_version": SCHEMA_VERSION, "facepipe_version": __version__, "config": config,
         "inputs": {"model": {"path": str(parser.model.path.resolve()), **parser.identity()}},

@@ -92,7 +92,9 @@ def align_photo(job: dict) -> dict:
     if not rgb.flags.writeable:  # numpy views of Pillow's bytes are read-only; write_photo draws in place
         rgb = rgb.copy()
     clock("decode")
-    faces = [f for f in detector(job["det_args"])(rgb) if f["score"] >= job["min_score"]]
+    det = detector(job["det_args"])
+    found = [f for f in det(rgb) if f["score"] >= job["min_score"]]
+    faces = [f for f in found if det.kept(rgb, f, job.get("confirm_below", 0.0))]
     clock("detect+landmarks")
     spec = job["align"]
     cuts, face_mats = face_cuts(spec, rgb.shape, faces)
@@ -110,7 +112,7 @@ def align_photo(job: dict) -> dict:
     # Landmarks in each crop, for the landmark prior (infer.landmark_prior); a letterbox crop holds every face.
     points = [None if spec.letterbox else pts for _, pts in cuts]
     return {**job, "rgb": rgb, "faces": faces, "crops": crops, "heatmaps": hms, "matrices": [m for m, _ in cuts],
-            "crop_points": points,
+            "crop_points": points, "unconfirmed": len(found) - len(faces),
             "face_matrices": face_mats, "grayscale": is_grayscale(rgb), "seconds": clock.seconds, **outer}
 
 
@@ -226,6 +228,7 @@ def write_photo(job: dict) -> dict:
     faces, mats = job["faces"], job["matrices"]
     rec = {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
            "model": job["model"], "schema": schema,
+           **({"unconfirmed_hits": job["unconfirmed"]} if job.get("unconfirmed") else {}),  # weak hits dropped
            "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
                       **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
                       **({"roll": f["roll"]} if "roll" in f else {}),  # a face found on its side
@@ -273,4 +276,4 @@ def write_photo(job: dict) -> dict:
         clock("encode+write")
     return {"path": job["path"], "stem": stem, "faces": len(faces), "grayscale": job["grayscale"],
             "box_cut": box_cut(faces), "turned": turned_upright(faces), "gray_branch": gray_branch_faces(rec["faces"]),
-            "seconds": clock.seconds}
+            "unconfirmed": job.get("unconfirmed", 0), "seconds": clock.seconds}
