@@ -216,6 +216,20 @@ def _paint_beyond(job: dict, labels: np.ndarray, mats: list, classes: list) -> t
                                                              if q is not None]
 
 
+def _photo_record(job: dict, w: int, h: int) -> dict:
+    """The photo's record (its json) before its label counts: the photo, the model and each face."""
+    return {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
+            "model": job["model"], "schema": job["schema"],
+            **({"unconfirmed_hits": job["unconfirmed"]} if job.get("unconfirmed") else {}),  # weak hits dropped
+            "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
+                       **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
+                       **({"roll": f["roll"]} if "roll" in f else {}),  # a face found on its side
+                       **({"branch": job["branches"][i]} if job.get("branches") else {}),  # two-branch models
+                       **({"colour_pixels": job["colour_pixels"][i]} if job.get("colour_pixels") else {}),
+                       **({"prior_pixels": job["prior_pixels"][i]} if job.get("prior_pixels") else {})}
+                      for i, (f, m) in enumerate(zip(job["faces"], job["face_matrices"]))]}
+
+
 def write_photo(job: dict) -> dict:
     """Label map, overlay and record of one photo; the record (json) is written last, as the photo's
     "done" mark for resuming."""
@@ -226,16 +240,7 @@ def write_photo(job: dict) -> dict:
     palette[: len(schema["colors"])] = np.array(schema["colors"], np.uint8)
     h, w = rgb.shape[:2]
     faces, mats = job["faces"], job["matrices"]
-    rec = {"photo": job["path"], "width": w, "height": h, "grayscale": job["grayscale"],
-           "model": job["model"], "schema": schema,
-           **({"unconfirmed_hits": job["unconfirmed"]} if job.get("unconfirmed") else {}),  # weak hits dropped
-           "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),
-                      **({"lm_trusted": f["lm_trusted"]} if "lm_trusted" in f else {}),  # CNN faces only
-                      **({"roll": f["roll"]} if "roll" in f else {}),  # a face found on its side
-                      **({"branch": job["branches"][i]} if job.get("branches") else {}),  # two-branch models
-                      **({"colour_pixels": job["colour_pixels"][i]} if job.get("colour_pixels") else {}),
-                      **({"prior_pixels": job["prior_pixels"][i]} if job.get("prior_pixels") else {})}
-                     for i, (f, m) in enumerate(zip(faces, job["face_matrices"]))]}
+    rec = _photo_record(job, w, h)
     if faces:
         labels = labels_in_photo(job["scores"], mats, job["align"].size, (h, w))
         reach = mats
