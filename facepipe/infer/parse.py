@@ -38,7 +38,8 @@ import torch
 
 from facepipe import __version__
 from facepipe.data.face_cache import to_input
-from facepipe.data.face_detector import CONFIRM_BELOW, PARSE_DETECTOR, box_cut, check_detector, detector_args, turned_upright
+from facepipe.data.face_detector import (CONFIRM_BELOW, PARSE_DETECTOR, box_cut, check_detector, detector_args,
+                                         turned_upright)
 from facepipe.infer.beyond_crop import FAR_ZOOM, ZOOM, far_seed, hair_beyond, outer_heatmap, reaches_edge
 from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.infer.edges import EPS as EDGE_EPS
