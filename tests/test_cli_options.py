@@ -32,6 +32,7 @@ ACCEPTS = {
     ("landmarks", "--upsample"): ({"0", "-1"}, "0 = no upsampling, -1 = by photo size"),
     ("landmarks", "--threshold"): ({"0", "-1"}, "dlib's score offset: negative finds more faces"),
     ("parse", "--min-score"): ({"0", "-1"}, "a dlib score: lower finds more faces"),
+    ("parse", "--confirm-below"): ({"0", "-1"}, "a dlib score: at or under --min-score, nothing is confirmed"),
     ("parse", "--upsample"): ({"0", "-1"}, "0 = no upsampling, -1 = by photo size"),
     ("parse", "--workers"): ({"0"}, "0 = all cores"),
     ("bench", "--workers"): ({"0"}, "0 = all cores (parse workers of --parse)"),

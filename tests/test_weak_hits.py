@@ -1,7 +1,7 @@
 """HOG's weak hits confirmed by dlib's CNN (FaceDetector.kept, parse --confirm-below), on scikit-image's
-astronaut: her face, shown weak, stands; the badge on her suit (where a lossy WebP copy of the photo gave
-HOG a 0.22 hit) does not; a face filling a tight photo stands. The CNN looks at a 240 px view: about half
-a second a call."""
+astronaut: her face, shown weak, stands; the mission patch on her suit (where a lossy WebP copy of the
+photo gave HOG a 0.22 hit) does not; a face filling a tight photo stands. The CNN looks at a 240 px
+view: about half a second a call."""
 import json
 
 import numpy as np
@@ -29,7 +29,7 @@ def det():
 
 @pytest.fixture(scope="module")
 def her_face(astronaut, det):
-    faces = [f for f in det(astronaut) if f["score"] >= 0.2]  # parse's --min-score (the badge scores 0.12 here)
+    faces = [f for f in det(astronaut) if f["score"] >= 0.2]  # parse's --min-score (the patch scores 0.12 here)
     assert len(faces) == 1 and faces[0]["score"] >= CONFIRM_BELOW  # the PNG's one hit, a sure one
     return faces[0]
 
@@ -38,7 +38,7 @@ def test_a_weak_hit_on_her_face_stands(astronaut, det, her_face):
     assert det.kept(astronaut, {**her_face, "score": 0.25})
 
 
-def test_a_weak_hit_on_the_badge_does_not(astronaut, det, her_face):
+def test_a_weak_hit_on_the_mission_patch_does_not(astronaut, det, her_face):
     assert not det.kept(astronaut, {**her_face, "box": BADGE, "score": 0.22})
     assert det.kept(astronaut, {**her_face, "box": BADGE, "score": 0.22}, below=0.0)  # 0: every hit stands
 
@@ -65,7 +65,7 @@ def test_sure_hits_and_the_cnns_own_faces_are_not_looked_at(astronaut, her_face,
 
 
 class _WithBadge:
-    """The real detector, plus a weak hit on the badge (as the WebP copy gives it)."""
+    """The real detector, plus a weak hit on the mission patch (as the WebP copy gives it)."""
 
     def __init__(self, real):
         self.real = real

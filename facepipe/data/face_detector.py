@@ -45,8 +45,8 @@ HOG_WINDOW = 80  # px: the smallest face dlib's frontal (HOG) detector finds wit
 UPSIDE_DOWN_BELOW = 0.2
 # A HOG hit scoring under this is kept by `parse` only where dlib's CNN also finds a face (FaceDetector.kept):
 # HOG's weak hits are mostly real faces, small or dim (the example photos' three under 0.5 score 0.22-0.37,
-# and the CNN confirms each), but clutter scores there too (a badge on the astronaut's suit, 0.22, in a
-# lossy WebP copy of the README's photo, parsed as a face with eyes and a nose; no CNN face there).
+# and the CNN confirms each), but clutter scores there too (the mission patch on the astronaut's suit, 0.22,
+# in a lossy WebP copy of the README's photo, parsed as a face with eyes and a nose; no CNN face there).
 CONFIRM_BELOW = 0.5
 CONFIRM_SIDE = 240  # px: the longer side of the CNN's view of a weak hit's region (3 box widths: the face ~80 px)
 CONFIRM_IOU = 0.3  # a CNN box over the hit's box by this much confirms it (the real ones: 0.66-0.84)
