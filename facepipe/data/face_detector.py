@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import box_iou
 
 DETECTORS = ("hog", "cnn", "hog+cnn")
 USES_CNN = ("cnn", "hog+cnn")
@@ -300,7 +301,7 @@ class FaceDetector:
         size = (max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k)))
         view = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[y0:y1, x0:x1])).resize(size, Image.BILINEAR))
         hit = np.array([l - x0, t - y0, r - x0, b - y0]) * k
-        return any(_iou(hit, [d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()]) >= CONFIRM_IOU
+        return any(box_iou(hit, [d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()]) >= CONFIRM_IOU
                    for d in self._confirm_cnn(np.ascontiguousarray(view), 0))
 
     def _frontal(self):
@@ -321,15 +322,6 @@ def _rot90_points(pts, shape, k: int) -> np.ndarray:
         p = np.stack([p[:, 1], cols - 1 - p[:, 0]], 1)
         rows, cols = cols, rows
     return p
-
-
-def _iou(a, b) -> float:
-    """Intersection over union of two boxes (l, t, r, b)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _pts(shape) -> list[list[float]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.util.errors import FacepipeError
+from facepipe.util.geometry import box_iou
 
 
 def read_imglab(xml_path) -> dict[str, list[dict]]:
@@ -37,14 +38,6 @@ def read_imglab(xml_path) -> dict[str, list[dict]]:
     return out
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def evaluate(landmarks_dir, xml_paths, min_iou: float = 0.3) -> dict:
     gt = {}
     for x in xml_paths:
@@ -62,7 +55,7 @@ def evaluate(landmarks_dir, xml_paths, min_iou: float = 0.3) -> dict:
             annotated += 1
             best, bi = 0.0, None
             for k, d in enumerate(det):
-                v = iou(g["box"], d["box"])
+                v = box_iou(g["box"], d["box"])
                 if k not in used and v > best:
                     best, bi = v, k
             if bi is None or best < min_iou:

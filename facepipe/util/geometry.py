@@ -195,3 +195,12 @@ def crop_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     if y1 <= y0 or x1 <= x0:
         return np.zeros((size, size, 3), np.uint8)
     return warp_image(rgb[y0:y1, x0:x1], shifted(matrix, x0, y0), size)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
