@@ -124,6 +124,16 @@ facepipe distill $I --augment wild,gray=1 --init runs/hairp/gx100-s40-c3 --model
 facepipe distill $I --augment wild,gray=0 --init runs/outside/in-c2 --model-kwargs "$K" --epochs 40 --outside-photo ignore \
     --out runs/outside/ign
 python3 -m facepipe.infer.pack runs/outside/ign facepipe/assets/default.pt --gray runs/outside/gray-in
+# for speed on AVX2-only CPUs (docs/results.md, "The default at stride-8 width 96"): the colour network's stride-8
+# width cut from 128 to 96 (--init keeps the leading channels), 60 epochs at lr 0.001 and 40 at 0.0005; the gray
+# branch packed beside it is the one just packed (a packed model's gray branch is kept as it is).
+K96='{"widths": [32, 64, 96], "stem_width": 16, "relu_after_add": true}'
+facepipe distill $I --augment wild,gray=0 --init default --model-kwargs "$K96" --epochs 60 --lr 0.001 \
+    --outside-photo ignore --out runs/narrow/c96
+facepipe distill $I --augment wild,gray=0 --init runs/narrow/c96 --model-kwargs "$K96" --epochs 40 \
+    --outside-photo ignore --out runs/narrow/c96-c2
+cp facepipe/assets/default.pt runs/narrow/default-128.pt
+python3 -m facepipe.infer.pack runs/narrow/c96-c2 facepipe/assets/default.pt --gray runs/narrow/default-128.pt
 # accurate, two more cycles (docs/results.md, "The teacher, a second cycle with `edge`"): the fill beyond each
 # labelled photo left out of the loss where the photo ends in hair or skin (train --outside-photo edge), 700 epochs
 # in all. The default above was distilled from the accurate.pt packed before these, so they come last.

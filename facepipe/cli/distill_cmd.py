@@ -84,7 +84,7 @@ def distill_cmd(out, dilations, rnorm_target, model_kwargs, no_kd_labeled, quiet
       facepipe distill --teacher runs/t1 --rnorm optimum --out runs/s-opt
       facepipe pseudolabel --teacher accurate data/utk.h5 data/utk-pseudo-acc.h5
       facepipe distill --teacher accurate --labeled data/fasseg.h5 --unlabeled data/utk-pseudo-acc.h5 \\
-          --init fast --model-kwargs '{"widths": [32, 64, 128], "stem_width": 16, "relu_after_add": true}' \\
+          --init fast --model-kwargs '{"widths": [32, 64, 96], "stem_width": 16, "relu_after_add": true}' \\
           --out runs/fast-more                                     # fast's own settings (facepipe models)
       facepipe distill --teacher runs/t1 --init fast \\
           --model-kwargs '{"widths": [48, 96, 192], "stem_width": 16, "relu_after_add": true}' \\
