@@ -159,6 +159,14 @@ def test_tta_flip_changes_the_prediction_and_is_part_of_the_config(tmp_path):
     assert "tta_flip" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())["config"]
     r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain"), "--tta-flip"])
     assert r.exit_code == 1 and "another model or settings" in str(r.exception)
+    # The model is judged by its file: `fast` is the file `default` names, so the folder resumes (nothing redone);
+    # `accurate` is another file, refused.
+    mtime = (tmp_path / "plain" / "a.labels.png").stat().st_mtime_ns
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain"), "--model", "fast"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "plain" / "a.labels.png").stat().st_mtime_ns == mtime
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "plain"), "--model", "accurate"])
+    assert r.exit_code == 1 and "another model or settings" in str(r.exception)
 
 
 def test_a_small_face_in_a_large_photo_needs_upsample_and_the_setting_is_recorded(tmp_path):

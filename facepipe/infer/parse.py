@@ -498,7 +498,7 @@ def _claim(out: Path, config: dict, force: bool) -> int:
         raise FacepipeError(f"output {out} exists and is not a folder.")
     fd = lock_folder(out)
     old = _record(out / MANIFEST) or _record(out / INPROGRESS)
-    if old and old.get("stage") == "parse" and old.get("config") != config and not force:
+    if old and old.get("stage") == "parse" and not _same_config(old.get("config"), config) and not force:
         os.close(fd)
         was = (old.get("config") or {}).get("model", {}).get("name", "?")
         raise FacepipeError(f"{out} holds parse outputs made with another model or settings (model {was}); "
@@ -506,6 +506,14 @@ def _claim(out: Path, config: dict, force: bool) -> int:
     write_json(out / INPROGRESS, {"stage": "parse", "config": config, "started": time.time()})
     (out / MANIFEST).unlink(missing_ok=True)
     return fd
+
+
+def _same_config(old: dict | None, new: dict) -> bool:
+    """Whether a folder's config is this run's, the model judged by its file's sha256: `--model fast` resumes a
+    folder parsed with `default` (the same file under another name)."""
+    def by_file(c):
+        return {**c, "model": {k: v for k, v in (c.get("model") or {}).items() if k != "name"}}
+    return isinstance(old, dict) and by_file(old) == by_file(new)
 
 
 def follows_hair(parser: Parser) -> bool:
