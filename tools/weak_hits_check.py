@@ -7,13 +7,15 @@ it measured the rule (docs/results.md, "HOG's weak hits confirmed by the CNN").
     python tools/weak_hits_check.py /usr/share/backgrounds /usr/share/wallpapers    # faceless photos
 """
 import argparse
+import inspect
 import time
 
 from facepipe.data.face_detector import CONFIRM_BELOW, PARSE_DETECTOR, detector
-from facepipe.infer.parse import collect_photos
+from facepipe.infer.parse import collect_photos, parse_photos
+from facepipe.util.errors import FacepipeError
 from facepipe.util.images import load_rgb
 
-MIN_SCORE = 0.2  # parse's default --min-score
+MIN_SCORE = inspect.signature(parse_photos).parameters["min_score"].default  # parse's --min-score
 
 
 def main(folders, limit):
@@ -46,4 +48,7 @@ if __name__ == "__main__":
     ap.add_argument("folders", nargs="+")
     ap.add_argument("--limit", type=int, default=None, help="the first N photos of each folder (sorted)")
     a = ap.parse_args()
-    main(a.folders, a.limit)
+    try:
+        main(a.folders, a.limit)
+    except FacepipeError as e:
+        raise SystemExit(f"error: {e}") from None

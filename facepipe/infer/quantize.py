@@ -49,9 +49,8 @@ from facepipe.util.progress import SILENT, Reporter
 CALIBRATION_FACES = 100  # evenly spaced over the split: onnxruntime keeps a histogram of every tensor
 PERCENTILE = 99.999
 SCHEME = ("int8 QDQ (onnxruntime.quantization.quantize_static): weights int8 in 7 bits per output channel, "
-          "activations "
-          f"uint8 per tensor, ranges at the {PERCENTILE}th percentile of the calibration faces; the output Resize in "
-          "float; depthwise -> 1x1 conv pairs equalised before (facepipe.infer.quantize.equalized)")
+          f"activations uint8 per tensor, ranges at the {PERCENTILE}th percentile of the calibration faces; the "
+          "output Resize in float; depthwise -> 1x1 conv pairs equalised before (facepipe.infer.quantize.equalized)")
 
 
 def calibration_source(run, given: str | None, int8: bool = True) -> str | None:
