@@ -36,7 +36,9 @@ def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate, quiet):
     face is found, and the table says so).
     --int8 writes int8 graphs for onnxruntime (input and output stay float32), about 1.5x faster on a
     CPU with VNNI; the default loses 0.04-0.69 points of pixel accuracy that way on FASSEG's benchmark
-    variants (docs/results.md, "onnxruntime in int8"); `facepipe eval RUN CACHE --int8` scores them.
+    variants (docs/results.md, "onnxruntime in int8"); `facepipe eval RUN CACHE --int8` scores them. The
+    weights use 7 bits, so that CPUs without VNNI (AVX2 only) do not overflow onnxruntime's 16-bit sums:
+    there int8 is no faster than float, and files exported with 8-bit weights lost 2 points of F1.
 
     \b
     Examples:
