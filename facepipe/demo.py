@@ -244,7 +244,7 @@ def _eval(run: Path, cache: str) -> dict:
     r = evaluate_model(m, cache, split="test", keep_images=True)
     keep = {k: r[k] for k in ("per_class_f1", "overall_f1", "pixel_acc", "mean_f1", "coords", "faces")}
     write_json(run / "eval-test.json", keep)
-    save_image(run / "eval-test.png", best_worst_sheet(r, cache, m.schema))  # last: the sign it is done
+    save_image(run / "eval-test.png", best_worst_sheet(r, cache, r["_schema"]))  # last: the sign it is done
     return keep
 
 

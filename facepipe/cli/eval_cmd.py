@@ -58,13 +58,19 @@ def eval_cmd(json_path, sheet, quiet, **kw):
       facepipe eval default data/fasseg.h5 --beyond-crop       # as parse labels long hair
       facepipe eval default data/fasseg.h5 --face-colours --landmark-prior   # as parse answers
       facepipe eval default data/fasseg.h5 --int8 --calibrate data/fasseg.h5  # the int8 export's networks
+      facepipe eval default data/celeba.h5     # another dataset's classes: scored in those both share
+
+    \b
+    A cache labelled with other classes than the model's (a FASSEG model on CelebAMask-HQ, Helen, LaPa or
+    LFW-PL) is scored in the classes both share; a note says what was renamed, folded or left out.
     """
     cfg = config_from(EvalConfig, kw)
     rep = reporter(quiet)
     report = run_eval(cfg, rep)
     rep.table(report.title, score_rows(report), SCORE_COLUMNS)
-    if report.crop_note:
-        click.echo(report.crop_note, err=True)  # even with -q: the numbers mean something else
+    for note in (report.crop_note, report.result["renamed"] and "note: " + report.result["renamed"]):
+        if note:
+            click.echo(note, err=True)  # even with -q: the numbers mean something else
     sheet = sheet or default_sheet(cfg)
     if sheet:
         write_sheet(report, sheet)

@@ -41,7 +41,7 @@ class EvalConfig:
 class EvalReport:
     config: EvalConfig
     checkpoint: Path
-    schema: object
+    schema: object  # the classes scored: the cache's, or those it shares with the model (result["renamed"])
     result: dict  # evaluate()'s scores, with the faces kept for the best/worst sheet
     crop_note: str | None = None  # the cache's crops are not cut the way `parse` cuts them for this model
     int8: str | None = None  # what the int8 graphs were calibrated on
@@ -67,7 +67,7 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
         r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
                            keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
                            face_colours=cfg.face_colours)
-    return EvalReport(cfg, m.path, m.schema, r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated)
+    return EvalReport(cfg, m.path, r["_schema"], r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated)
 
 
 def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
@@ -106,6 +106,7 @@ def score_json(report: EvalReport) -> dict:
             "beyond_crop": cfg.beyond_crop, "landmark_prior": cfg.landmark_prior,
             "face_colours": cfg.face_colours,
             "crop_note": report.crop_note,
+            "renamed": r["renamed"],  # None, or how the model's and the cache's classes were renamed to be scored
             "int8": report.int8,  # None, or the int8 graphs' calibration faces
             # what the scores are made of: which classes are confused (rows: truth, columns: prediction,
             # pixel counts) and which faces carry the errors

@@ -21,6 +21,8 @@ from facepipe.util.geometry import crop_face
 from facepipe.util.images import load_rgb
 from facepipe.util.metrics import confusion, scores
 from facepipe.util.progress import SILENT, Reporter
+from facepipe.util.schema import LabelSchema
+from facepipe.util.schema_bridge import Bridge, bridge
 from facepipe.util.sheets import grid, overlay
 
 
@@ -28,7 +30,9 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
              device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
              keep_images: bool = False, beyond_crop: bool = False, beyond_zoom: float = ZOOM,
              beyond_above: bool = False, landmark_prior: bool = False, face_colours: bool = False) -> dict:
-    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)].
+    """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)] + the schema the
+    scores are in (a cache labelled with other classes than the model's: the classes both share, renamed
+    as `renamed` says; util.schema_bridge).
 
     beyond_crop: add the hair that runs beyond each face's crop, as `parse --beyond-crop` does
     (infer.beyond_crop: a zoomed-out second pass over the cache's source photo; original coords only),
@@ -40,7 +44,8 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     beyond_crop, they judge the hair beyond the crop too (face_colours.drop_unlike_hair)."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
-    n = schema.num_classes
+    rename, scored = scoring_schema(schema, ds.schema)
+    n = scored.num_classes
     cm_total = np.zeros((n, n), np.int64)
     per_image, kept, f = [], [], ds.file
     _check_labels(coords, f, cache_path)
@@ -58,32 +63,45 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
             if beyond_crop:
                 outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
             for k, j in enumerate(idx):
-                if coords == "aligned":
-                    target = f.read("labels", j)
-                    pred = probs[k].argmax(0).astype(np.uint8)
-                    image = imgs[k]
-                else:
-                    target = f.photo_label(j)
-                    pred = probs_to_photo(probs[k], f.read("matrices", j), target.shape).argmax(-1).astype(np.uint8)
-                    if beyond_crop:
-                        _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
-                                      beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
-                                      (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema),
-                                      colours.stray if colours is not None else None)
-                    image = None
+                pred, target, image = _answer(probs[k], imgs[k], f, j, coords)
+                if beyond_crop:  # photo coordinates only (_check)
+                    _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
+                                  beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
+                                  (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema),
+                                  colours.stray if colours is not None else None)
+                if rename is not None:  # both into the classes they share (util.schema_bridge)
+                    pred, target = rename.pred[pred], rename.true[target]
                 cm = confusion(pred, target, n)
                 cm_total += cm
-                s = scores(cm, schema)
+                s = scores(cm, scored)
                 per_image.append((ds.ids[j], s["pixel_acc"], s["overall_f1"]))  # ids cover the whole file
                 if keep_images:
                     kept.append((ds.ids[j], int(j), pred, target, image))
                 advance()
-    out = scores(cm_total, schema)
+    out = scores(cm_total, scored)
     out.update({"coords": coords, "split": split, "faces": len(ds), "tta_flip": tta_flip,
-                "per_image": per_image, "confusion": cm_total.tolist()})
-    if keep_images:
-        out["_images"] = kept
+                "per_image": per_image, "confusion": cm_total.tolist(), "classes": list(scored.classes),
+                "renamed": rename.note if rename is not None else None})
+    if keep_images:  # with the schema they are drawn in
+        out["_images"], out["_schema"] = kept, scored
     return out
+
+
+def _answer(probs, crop, f, j, coords: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(prediction, truth, the crop to show or None) of face j: in its crop, or warped back onto its photo."""
+    if coords == "aligned":
+        return probs.argmax(0).astype(np.uint8), f.read("labels", j), crop
+    target = f.photo_label(j)
+    return probs_to_photo(probs, f.read("matrices", j), target.shape).argmax(-1).astype(np.uint8), target, None
+
+
+def scoring_schema(model: LabelSchema, data: LabelSchema | None) -> tuple[Bridge | None, LabelSchema]:
+    """(renaming or None, the schema the scores are in). A cache with the model's classes is scored by its
+    own schema (its dataset's overall set and groups); one with other classes in the classes both share."""
+    if data is None:  # a cache written before caches kept their schema
+        return None, model
+    rename = bridge(model, data)
+    return (rename, rename.schema) if rename is not None else (None, data)
 
 
 def _check_labels(coords: str, f, cache_path) -> None:
@@ -175,9 +193,10 @@ def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:
 
 
 def best_worst_sheet(result: dict, cache_path, schema, n: int = 4):
-    """PNG rows: worst and best faces by pixel accuracy: photo | truth | prediction."""
+    """PNG rows: worst and best faces by pixel accuracy: photo | truth | prediction (in `schema`: the
+    classes scored, result["_schema"])."""
     items = sorted(result["_images"], key=lambda t: dict((a, b) for a, b, _ in result["per_image"])[t[0]])
-    pick = items[:n] + items[-n:]
+    pick = items if len(items) <= 2 * n else items[:n] + items[-n:]  # a small split: each face once
     acc = {a: b for a, b, _ in result["per_image"]}
     ds = FaceCache(cache_path, need_labels=False)
     f = ds.file

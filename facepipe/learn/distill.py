@@ -136,7 +136,7 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
     heat = bool(t_ck["heatmap"])
     device, d = start_ranks(cfg.device, cfg.threads, (cfg.batch_size, cfg.unlabeled_batch))
     lab_ds = FaceCache(labeled, split="train", heatmap=heat, outside=cfg.outside_photo)
-    check_sizes(t_ck, lab_ds.size, labeled, unl, reporter)
+    check_inputs(t_ck, lab_ds, labeled, unl, reporter)
     schema = lab_ds.schema
     vsplit = val_split(cfg.val_split, lab_ds.file)
     val_ds = FaceCache(labeled, split=vsplit, heatmap=heat) if vsplit else None
@@ -187,14 +187,18 @@ def distill(cfg: DistillConfig, reporter: Reporter = SILENT) -> dict:
                           counts=counts)
 
 
-def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None, reporter: Reporter = SILENT) -> None:
-    """The labelled crops and the pseudo-labels must share one crop side: a student fed two sides learns
-    two scales (the networks are fully convolutional, so nothing else would complain). Refuse, before a
-    run exists. A teacher of another side is fine: it labels the crops resampled to its own side
-    (LoadedModel.predict_at_own_side), as `pseudolabel` does."""
+def check_inputs(t_ck: dict, lab_ds: FaceCache, labeled: str, unl: str | None, reporter: Reporter = SILENT) -> None:
+    """Refused before a run exists: a teacher or pseudo-labels with other classes than the labelled cache's
+    (the student learns one set of classes from all three), and pseudo-labels of another crop side than
+    the labelled crops (a student fed two sides learns two scales; the networks are fully convolutional,
+    so nothing else would complain). A teacher of another side is fine: it labels the crops resampled to
+    its own side (LoadedModel.predict_at_own_side), as `pseudolabel` does."""
+    size, classes = lab_ds.size, tuple(lab_ds.schema.classes)
+    _same_classes("the teacher", tuple(t_ck["schema"]["classes"]), labeled, classes)
     if unl:
         pf = PseudoFile(unl)
         try:
+            _same_classes(unl, tuple(pf.schema.classes), labeled, classes)
             if pf.size != size:
                 raise FacepipeError(f"{unl} holds {pf.size}px faces but {labeled} {size}px ones; pseudo-label "
                                     f"a cache aligned with --size {size}.")
@@ -204,6 +208,12 @@ def check_sizes(t_ck: dict, size: int, labeled: str, unl: str | None, reporter: 
     if t and int(t) != size:
         reporter.log(f"the teacher was trained on {t}px crops: it labels {labeled}'s {size}px crops resampled "
                      f"to {t}px, the student learns at {size}px.")
+
+
+def _same_classes(what: str, theirs: tuple, labeled: str, classes: tuple) -> None:
+    if theirs != classes:
+        raise FacepipeError(f"{what} predicts {', '.join(theirs)} but {labeled} is labelled {', '.join(classes)}: "
+                            "distill from a teacher trained on the labelled cache's classes.")
 
 
 def student_align(t_ck: dict, lab_ds: FaceCache) -> dict:
