@@ -14,8 +14,8 @@ from facepipe.infer.checkpoint import load_checkpoint, run_checkpoint
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.pack import pack
 from facepipe.data.paste import to_sepia
-from facepipe.models.gray_route import (GRAY_SATURATION, TONED_RESIDUAL, GrayRoute, luma_input, mean_saturation,
-                                         toned_residual)
+from facepipe.models.gray_route import (GRAY_SATURATION, TONED_RESIDUAL, GrayRoute, colourless, luma_input,
+                                         mean_saturation, toned_residual)
 from facepipe.util.atomic import save_image
 from facepipe.util.errors import FacepipeError
 
@@ -40,6 +40,14 @@ def test_saturation_reads_colour_and_ignores_black_border():
     assert abs(s[2] - s[0]) < 0.1 * s[0]  # a black border around the same face does not dilute it
     dark = (colour // 16)[None]  # every pixel below the brightness floor: no colour evidence, 0
     assert mean_saturation(to_input(dark, None)).item() == 0
+
+
+def test_colourless_is_the_routers_rule_on_a_uint8_crop():
+    """infer.neck asks it of crops beside any model: it must send the same faces a bundled router would."""
+    crops = [_crop(), _crop(gray=True), _crop(border=8), _crop(gray=True, border=8), _crop(sepia=True)]
+    route = GrayRoute(torch.nn.Identity(), torch.nn.Identity(), GRAY_SATURATION, TONED_RESIDUAL)
+    want = route.routes(to_input(np.stack(crops), None)).tolist()
+    assert [colourless(c) for c in crops] == want == [False, True, False, True, True]
 
 
 def test_toned_residual_tells_toned_from_colour():

@@ -147,3 +147,25 @@ def test_neck_in_crop_needs_landmarks_and_stays_below_the_chin_between_the_jaws_
     n = neck_in_crop(one_hot(labels), labels, rgb, landmarks(jaw=(44.0, 51.0)), CLASSES)
     added = np.argwhere(labels != before)
     assert n == len(added) > 0 and added[:, 1].min() >= 44 and added[:, 1].max() <= 51 and added[:, 0].min() >= 70
+
+
+def gray(rgb):
+    """The same pixels in black and white (luma in all three channels)."""
+    y = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(y + 0.5, 0, 255).astype(np.uint8)[..., None], 3, 2)
+
+
+def test_no_neck_rule_on_colourless_crops():
+    """In a black-and-white photo brightness alone cannot tell a neck from a light shirt (the gray copies of
+    the example photos had shirts painted skin in boxes below the chin): both steps leave gray crops alone,
+    on the same scenes that they change in colour."""
+    ids = scene()
+    outer = photo(ids)
+    labels = first_crop(ids)
+    assert neck_below(one_hot(labels), labels, first_crop(outer), outer, CLASSES) is not None
+    assert neck_below(one_hot(labels), labels, first_crop(gray(outer)), gray(outer), CLASSES) is None
+    rgb, missed = photo(ids), (ids == SKIN) & (np.arange(S)[:, None] > 72)
+    for crop, changes in ((rgb, True), (gray(rgb), False)):
+        labels = ids.copy()
+        labels[missed] = BG
+        assert (neck_in_crop(one_hot(labels), labels, crop, landmarks(), CLASSES) > 0) == changes

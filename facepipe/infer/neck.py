@@ -21,7 +21,9 @@ growth, and only those connected to the face's main skin are kept. Two places:
   where no other face's first crop reaches (the rule of the hair beyond the crop), so a face below keeps
   its own labels.
 
-Only schemas with skin and without a neck class of their own (CelebAMask-HQ labels necks apart) get it.
+Only schemas with skin and without a neck class of their own (CelebAMask-HQ labels necks apart) get it,
+and only faces in colour: in a gray or toned crop (the faces a gray branch takes) brightness alone cannot
+tell a neck from a collar.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from scipy import ndimage
 
 from facepipe.infer.beyond_crop import ZOOM, _inner_box, into_outer
 from facepipe.infer.face_colours import MIN_SEEDS, RIDGE, SEED_PROB, gaussian_log_density, ycc
+from facepipe.models.gray_route import colourless
 
 MAX_DISTANCE = 16.0  # squared Mahalanobis distance from the skin's mean: 4 standard deviations
 WIDEN = 0.25  # the bottom edge's skin span, widened by this share of itself on each side
@@ -52,7 +55,11 @@ def bottom_skin(labels: np.ndarray, skin: int) -> np.ndarray | None:
 
 def _colours(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, classes):
     """(skin samples, [background and hair samples]) from the crop's sure pixels (3 x N each, ycc), or None
-    when skin, or both others, have fewer than MIN_SEEDS."""
+    when skin, or both others, have fewer than MIN_SEEDS, or when the crop has no colour (gray or toned:
+    gray_route.colourless). Brightness alone does not tell a neck from a white collar or a grey shirt: in
+    the gray copies of the example photos the rule painted shirts skin in boxes below the chin."""
+    if colourless(crop):
+        return None
     bg, hair, skin = (list(classes).index(c) for c in ("background", "hair", "skin"))
     seeds = {c: (labels == c) & (probs[c] > SEED_PROB) for c in (bg, hair, skin)}
     if seeds[skin].sum() < MIN_SEEDS:

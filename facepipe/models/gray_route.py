@@ -115,6 +115,16 @@ def toned_residual(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(_residual(rgb, bright))
 
 
+def colourless(crop: np.ndarray) -> bool:
+    """Whether an aligned crop (S x S x 3 uint8 RGB) is one the router sends to a gray branch, by both of its
+    rules at their bundled cuts (gray: mean saturation; toned: the chroma residual): a face whose colour says
+    nothing that its brightness does not. For rules that read colour beside any model (infer.neck)."""
+    v = np.ascontiguousarray(crop[::_STEP, ::_STEP, :3], np.float32).reshape(1, -1, 3).transpose(0, 2, 1) / 255
+    hi = v.max(1)
+    bright = hi > _BRIGHT
+    return bool(_saturation(v, hi, bright)[0] < GRAY_SATURATION or _residual(v, bright)[0] < TONED_RESIDUAL)
+
+
 def luma_input(x: torch.Tensor) -> torch.Tensor:
     """The same normalised batch with its RGB replaced by luma in all three channels (heatmap kept)."""
     w = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
