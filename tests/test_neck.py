@@ -155,17 +155,17 @@ def gray(rgb):
     return np.repeat(np.clip(y + 0.5, 0, 255).astype(np.uint8)[..., None], 3, 2)
 
 
-def test_no_neck_rule_on_colourless_crops():
+def test_no_neck_below_the_crop_of_a_colourless_crop():
     """In a black-and-white photo brightness alone cannot tell a neck from a light shirt (the gray copies of
-    the example photos had shirts painted skin in boxes below the chin): both steps leave gray crops alone,
-    on the same scenes that they change in colour."""
+    the example photos had shirts painted skin in boxes below the chin): below the crop the step leaves a
+    gray crop alone, on the same scene that it changes in colour. In the crop, between the jaw's ends, it
+    still runs (on 4 real CelebAMask-HQ photos in gray it was right)."""
     ids = scene()
     outer = photo(ids)
     labels = first_crop(ids)
     assert neck_below(one_hot(labels), labels, first_crop(outer), outer, CLASSES) is not None
     assert neck_below(one_hot(labels), labels, first_crop(gray(outer)), gray(outer), CLASSES) is None
     rgb, missed = photo(ids), (ids == SKIN) & (np.arange(S)[:, None] > 72)
-    for crop, changes in ((rgb, True), (gray(rgb), False)):
-        labels = ids.copy()
-        labels[missed] = BG
-        assert (neck_in_crop(one_hot(labels), labels, crop, landmarks(), CLASSES) > 0) == changes
+    labels = ids.copy()
+    labels[missed] = BG
+    assert neck_in_crop(one_hot(labels), labels, gray(rgb), landmarks(), CLASSES) > 0

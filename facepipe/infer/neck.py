@@ -21,9 +21,9 @@ growth, and only those connected to the face's main skin are kept. Two places:
   where no other face's first crop reaches (the rule of the hair beyond the crop), so a face below keeps
   its own labels.
 
-Only schemas with skin and without a neck class of their own (CelebAMask-HQ labels necks apart) get it,
-and only faces in colour: in a gray or toned crop (the faces a gray branch takes) brightness alone cannot
-tell a neck from a collar.
+Only schemas with skin and without a neck class of their own (CelebAMask-HQ labels necks apart) get it.
+Below the crop only faces in colour: in a gray or toned crop (the faces a gray branch takes) brightness
+alone cannot tell a neck from a collar there; in the crop the landmarks' zone keeps the step on the neck.
 """
 from __future__ import annotations
 
@@ -55,11 +55,7 @@ def bottom_skin(labels: np.ndarray, skin: int) -> np.ndarray | None:
 
 def _colours(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, classes):
     """(skin samples, [background and hair samples]) from the crop's sure pixels (3 x N each, ycc), or None
-    when skin, or both others, have fewer than MIN_SEEDS, or when the crop has no colour (gray or toned:
-    gray_route.colourless). Brightness alone does not tell a neck from a white collar or a grey shirt: in
-    the gray copies of the example photos the rule painted shirts skin in boxes below the chin."""
-    if colourless(crop):
-        return None
+    when skin, or both others, have fewer than MIN_SEEDS."""
     bg, hair, skin = (list(classes).index(c) for c in ("background", "hair", "skin"))
     seeds = {c: (labels == c) & (probs[c] > SEED_PROB) for c in (bg, hair, skin)}
     if seeds[skin].sum() < MIN_SEEDS:
@@ -138,9 +134,12 @@ def neck_in_crop(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, points
 def neck_below(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, outer: np.ndarray,
                classes) -> np.ndarray | None:
     """Boolean S x S mask, in the zoomed-out crop, of the skin that continues the face's below its crop,
-    or None. probs, labels: the first pass's (after the face rules); crop, outer: the two crops' RGB."""
+    or None. probs, labels: the first pass's (after the face rules); crop, outer: the two crops' RGB.
+    None too for a crop without colour (gray or toned: gray_route.colourless): brightness alone does not
+    tell a neck from a white collar or a grey shirt, and in the gray copies of the example photos this step
+    painted shirts skin in boxes below the chin more often than it followed a neck (docs/results.md)."""
     row = bottom_skin(labels, list(classes).index("skin"))
-    if row is None:
+    if row is None or colourless(crop):
         return None
     fit = _colours(probs, labels, crop, classes)
     if fit is None:
