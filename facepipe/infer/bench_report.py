@@ -37,7 +37,9 @@ def add_accuracy(rows: list[dict], entry: Entry, cache, split: str = "test", rep
     side), and join the scores to its speed rows."""
     r = evaluate_model(LoadedModel.load(entry.run), cache, split=split, reporter=reporter)
     acc = {"overall_f1": r["overall_f1"], "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"],
-           "coords": r["coords"], "split": split}
+           "coords": r["coords"], "split": split, "renamed": r["renamed"]}
+    if r["renamed"]:  # a cache of other classes: the scores are in those both share (util.schema_bridge)
+        reporter.log("note: " + r["renamed"])
     for row in rows:
         if row["model"] == entry.name:
             row.update(acc)
