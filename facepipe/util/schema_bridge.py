@@ -57,8 +57,9 @@ def bridge(model: LabelSchema, data: LabelSchema) -> Bridge | None:
     unknown = [c for c in dict.fromkeys(model.classes + data.classes) if c not in WORDS]
     if unknown:
         raise FacepipeError(f"the model's classes ({', '.join(model.classes)}) and the cache's "
-                            f"({', '.join(data.classes)}) differ, and {', '.join(unknown)} has no known counterpart: "
-                            "score this model on a cache with its own classes.")
+                            f"({', '.join(data.classes)}) differ, and {', '.join(unknown)} has no known counterpart "
+                            "(names are matched to those of FASSEG, Helen, LaPa, LFW-PL and CelebAMask-HQ): "
+                            "score this model on a cache with its own classes, or name them so in schema.json.")
     mine, theirs = _words(model), _words(data)
     shared = _shared(mine, theirs)
     names = tuple(w for w in ORDER if w in set(shared.values()))
