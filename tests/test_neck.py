@@ -7,6 +7,7 @@ FASSEG's ids: 0 background, 1 hair, 2 skin.
 import numpy as np
 
 from facepipe.infer.beyond_crop import ZOOM, _inner_box, outer_matrix, paint_beyond
+import facepipe.infer.neck as neck_module
 from facepipe.infer.neck import applies, bottom_skin, neck_below, neck_in_crop
 
 CLASSES = ("background", "hair", "skin", "eyes", "nose", "mouth")
@@ -155,17 +156,45 @@ def gray(rgb):
     return np.repeat(np.clip(y + 0.5, 0, 255).astype(np.uint8)[..., None], 3, 2)
 
 
-def test_no_neck_below_the_crop_of_a_colourless_crop():
-    """In a black-and-white photo brightness alone cannot tell a neck from a light shirt (the gray copies of
-    the example photos had shirts painted skin in boxes below the chin): below the crop the step leaves a
-    gray crop alone, on the same scene that it changes in colour. In the crop, between the jaw's ends, it
-    still runs (on 4 real CelebAMask-HQ photos in gray it was right)."""
+def shirt_scene():
+    """The scene's photo with a lit face (skin brightness spread as in a photo: rows lit from 0.75 to 1.15),
+    a shadowed neck (0.85) and a light shirt collar on both sides of it from row 84 (labelled backdrop)."""
     ids = scene()
-    outer = photo(ids)
+    rgb = photo(ids).astype(np.float32)
+    y = np.arange(S, dtype=np.float32)[:, None, None]
+    rgb = np.where((ids == SKIN)[..., None], rgb * (0.75 + 0.4 * np.clip((70 - y) / 60, 0, 1)), rgb)
+    neck = (ids == SKIN) & (y[..., 0] >= 75)
+    rgb[neck] = np.array(COLOURS[SKIN], np.float32) * 0.85
+    shirt = np.zeros((S, S), bool)
+    shirt[84:, int(C) - 16:int(C) + 17] = True
+    shirt &= ids == BG
+    rgb[shirt] = 195  # a light grey shirt: within 4 standard deviations of the skin in luma, far above its mean
+    return ids, np.clip(rgb, 0, 255).astype(np.uint8), neck, shirt
+
+
+def test_in_a_colourless_crop_the_neck_is_no_brighter_than_the_face(monkeypatch):
+    """In a black-and-white photo brightness is all the test reads, and a white collar beside the neck
+    passed it (the gray copies of the example photos had shirts painted skin in boxes below the chin). In
+    a colourless crop a skin-like pixel must be no brighter than the skin's mean luma plus GRAY_CAP of its
+    standard deviations: the shadowed neck is still followed below the crop and in it, the collar is not."""
+    ids, rgb, neck, shirt = shirt_scene()
+    g = gray(rgb)
     labels = first_crop(ids)
-    assert neck_below(one_hot(labels), labels, first_crop(outer), outer, CLASSES) is not None
-    assert neck_below(one_hot(labels), labels, first_crop(gray(outer)), gray(outer), CLASSES) is None
-    rgb, missed = photo(ids), (ids == SKIN) & (np.arange(S)[:, None] > 72)
-    labels = ids.copy()
-    labels[missed] = BG
-    assert neck_in_crop(one_hot(labels), labels, gray(rgb), landmarks(), CLASSES) > 0
+    mask = neck_below(one_hot(labels), labels, first_crop(g), g, CLASSES)
+    below = np.zeros((S, S), bool)
+    below[HI:] = True
+    assert mask is not None and mask[neck & below].mean() > 0.8 and not mask[shirt].any()
+    monkeypatch.setattr(neck_module, "GRAY_CAP", np.inf)  # without the cap the collar is taken
+    uncapped = neck_below(one_hot(labels), labels, first_crop(g), g, CLASSES)
+    assert uncapped[shirt].sum() > 20
+    monkeypatch.undo()
+    # In colour the collar's lack of chroma keeps it out without any cap.
+    colour = neck_below(one_hot(labels), labels, first_crop(rgb), rgb, CLASSES)
+    assert colour[neck & below].mean() > 0.8 and not colour[shirt].any()
+    # In the crop too: the neck the network missed comes back in gray, the collar does not.
+    missed = neck & (np.arange(S)[:, None] > 72)
+    crop_ids = ids.copy()
+    crop_ids[missed] = BG
+    lab = crop_ids.copy()
+    assert neck_in_crop(one_hot(lab), lab, g, landmarks(), CLASSES) > 0
+    assert (lab[missed] == SKIN).mean() > 0.8 and not (lab[shirt] == SKIN).any()

@@ -22,8 +22,9 @@ growth, and only those connected to the face's main skin are kept. Two places:
   its own labels.
 
 Only schemas with skin and without a neck class of their own (CelebAMask-HQ labels necks apart) get it.
-Below the crop only faces in colour: in a gray or toned crop (the faces a gray branch takes) brightness
-alone cannot tell a neck from a collar there; in the crop the landmarks' zone keeps the step on the neck.
+In a gray or toned crop (the faces a gray branch takes) the test reads brightness only, and a white collar
+passes it; there a skin-like pixel must also be no brighter than the skin's mean luma plus GRAY_CAP of its
+standard deviations.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ from facepipe.infer.face_colours import MIN_SEEDS, RIDGE, SEED_PROB, gaussian_lo
 from facepipe.models.gray_route import colourless
 
 MAX_DISTANCE = 16.0  # squared Mahalanobis distance from the skin's mean: 4 standard deviations
+# In a crop without colour, no brighter than the skin's mean luma plus this many of its standard deviations
+# (docs/results.md, "Black-and-white photos": 1 kept white collars out and shadowed necks in; 0.5 lost necks).
+GRAY_CAP = 1.0
 WIDEN = 0.25  # the bottom edge's skin span, widened by this share of itself on each side
 _EIGHT = np.ones((3, 3), bool)
 CHIN, JAW = 8, slice(4, 13)  # dlib's 68 points: the chin's tip; the jaw from below one ear to the other
@@ -54,14 +58,21 @@ def bottom_skin(labels: np.ndarray, skin: int) -> np.ndarray | None:
 
 
 def _colours(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, classes):
-    """(skin samples, [background and hair samples]) from the crop's sure pixels (3 x N each, ycc), or None
-    when skin, or both others, have fewer than MIN_SEEDS."""
+    """(skin samples, [background and hair samples], luma cap or None) from the crop's sure pixels (3 x N
+    each, ycc), or None when skin, or both others, have fewer than MIN_SEEDS. The cap, for a crop without
+    colour (gray or toned: gray_route.colourless), is the skin's mean luma plus GRAY_CAP of its standard
+    deviations: there brightness is all the test reads, and a white collar or a light shirt below the chin
+    passes a two-sided test; a neck lies in the face's shadow, not above its brightness."""
     bg, hair, skin = (list(classes).index(c) for c in ("background", "hair", "skin"))
     seeds = {c: (labels == c) & (probs[c] > SEED_PROB) for c in (bg, hair, skin)}
     if seeds[skin].sum() < MIN_SEEDS:
         return None
     others = [ycc(crop, seeds[c]) for c in (bg, hair) if seeds[c].sum() >= MIN_SEEDS]
-    return (ycc(crop, seeds[skin]), others) if others else None
+    if not others:
+        return None
+    samples = ycc(crop, seeds[skin])
+    cap = float(samples[0].mean() + GRAY_CAP * samples[0].std()) if colourless(crop) else None
+    return samples, others, cap
 
 
 def _grow(rgb: np.ndarray, zone: np.ndarray, seed: np.ndarray, fit) -> np.ndarray:
@@ -78,8 +89,8 @@ def _grow(rgb: np.ndarray, zone: np.ndarray, seed: np.ndarray, fit) -> np.ndarra
 
 def _skin_like(rgb: np.ndarray, zone: np.ndarray, fit) -> np.ndarray:
     """Boolean map (rgb's shape) of the zone's pixels that the skin explains best, within MAX_DISTANCE,
-    opened 3x3."""
-    skin, others = fit
+    opened 3x3; with a luma cap (a colourless crop), those no brighter than it."""
+    skin, others, cap = fit
     feat = ycc(rgb, zone)
     dens = gaussian_log_density(feat, skin)
     # gaussian_log_density is -q/2 - log|cov|/2: q, the squared Mahalanobis distance, from it.
@@ -87,7 +98,10 @@ def _skin_like(rgb: np.ndarray, zone: np.ndarray, fit) -> np.ndarray:
     best_other = np.max([gaussian_log_density(feat, o) for o in others], 0)
     like = np.zeros(zone.shape, bool)
     like[zone] = (dens > best_other) & (q < MAX_DISTANCE)
-    return ndimage.binary_opening(like, structure=_EIGHT)
+    like = ndimage.binary_opening(like, structure=_EIGHT)
+    if cap is not None:  # after the opening, as measured (docs/results.md, "Black-and-white photos")
+        like[zone] &= feat[0] <= cap
+    return like
 
 
 def _connected(cand: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -135,11 +149,9 @@ def neck_below(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, outer: n
                classes) -> np.ndarray | None:
     """Boolean S x S mask, in the zoomed-out crop, of the skin that continues the face's below its crop,
     or None. probs, labels: the first pass's (after the face rules); crop, outer: the two crops' RGB.
-    None too for a crop without colour (gray or toned: gray_route.colourless): brightness alone does not
-    tell a neck from a white collar or a grey shirt, and in the gray copies of the example photos this step
-    painted shirts skin in boxes below the chin more often than it followed a neck (docs/results.md)."""
+    """
     row = bottom_skin(labels, list(classes).index("skin"))
-    if row is None or colourless(crop):
+    if row is None:
         return None
     fit = _colours(probs, labels, crop, classes)
     if fit is None:
