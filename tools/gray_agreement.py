@@ -15,6 +15,7 @@ OLD and NEW, what REF calls them; REF is the colour photos' parse, standing in f
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,8 @@ def agree(ref: Path, other: Path) -> None:
         m = np.bincount(x.ravel().astype(np.int64) * n + y.ravel(), minlength=n * n).reshape(n, n)
         cm += m
         per.append((str(rel), (m.sum() - np.trace(m)) / max(m.sum() - m[0, 0], 1)))
+    if not per:
+        sys.exit(f"no label maps (*.labels.png) that both {ref} and {other} hold: give two `facepipe parse` folders")
     differ = cm.sum() - np.trace(cm)
     print(f"{len(per)} photos: {100 * differ / cm.sum():.2f}% of the pixels differ, "
           f"{100 * differ / (cm.sum() - cm[0, 0]):.2f}% of those either calls a face class")
@@ -65,6 +68,8 @@ def moved(ref: Path, old: Path, new: Path) -> None:
             keys, counts = np.unique(np.stack([o[d], w[d], r[d]], 1), axis=0, return_counts=True)
             for k, c in zip(map(tuple, keys), counts):
                 tally[k] = tally.get(k, 0) + int(c)
+    if not any(True for _ in pairs(new, ref, old)):
+        sys.exit(f"no label maps (*.labels.png) that {ref}, {old} and {new} all hold: give three `facepipe parse` folders")
     total = sum(tally.values())
     print(f"{total} pixels moved")
     for (o, w, r), c in sorted(tally.items(), key=lambda t: -t[1])[:8]:
