@@ -148,8 +148,7 @@ def neck_in_crop(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, points
 def neck_below(probs: np.ndarray, labels: np.ndarray, crop: np.ndarray, outer: np.ndarray,
                classes) -> np.ndarray | None:
     """Boolean S x S mask, in the zoomed-out crop, of the skin that continues the face's below its crop,
-    or None. probs, labels: the first pass's (after the face rules); crop, outer: the two crops' RGB.
-    """
+    or None. probs, labels: the first pass's (after the face rules); crop, outer: the two crops' RGB."""
     row = bottom_skin(labels, list(classes).index("skin"))
     if row is None:
         return None
