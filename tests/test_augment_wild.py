@@ -203,7 +203,7 @@ def test_ranks_augment_their_rows_as_one_process_would():
     assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
 
 
-def _photo(path, seed, size=(96, 64)):
+def _photo(path, seed, size=(192, 128)):  # at least backgrounds.MIN_SIDE on the short side
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 

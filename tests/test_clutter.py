@@ -32,7 +32,7 @@ def test_backgrounds_procedural_adds_drawings_after_the_photos(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(src / "wall.png")
+    Image.fromarray(rng.integers(0, 255, (128, 192, 3), dtype=np.uint8)).save(src / "wall.png")
     out = tmp_path / "bg"
     m = run_backgrounds(BackgroundsConfig(sources=(str(src),), out=str(out), short_side=96, procedural=5))
     assert m["counts"]["photos"] == 1 and m["counts"]["procedural"] == 5

@@ -161,6 +161,9 @@ def _quad_fit(x: np.ndarray, y: np.ndarray) -> dict:
             "resid_std": float(np.std(y - fit)), "fitted_std": float(np.std(fit))}
 
 
+SAME_F1 = "none measured: every cell scored the same overall F1 (train the cells longer)"
+
+
 def analyse(cells: list[dict]) -> dict:
     f1 = np.array([c["overall_f1"] for c in cells])
     lr = np.log([c["r_norm"] for c in cells])
@@ -169,7 +172,9 @@ def analyse(cells: list[dict]) -> dict:
     best = max(cells, key=lambda c: c["overall_f1"])
     opt, how = best["r_norm"], "best cell"
     coef = fits["log_rnorm"]["coef"]
-    if coef is not None and coef[0] < 0:
+    if np.ptp(f1) == 0:  # every cell alike (untrained cells all score 0): the numbers say nothing of r/s
+        how = SAME_F1
+    elif coef is not None and coef[0] < 0:
         v = -coef[1] / (2 * coef[0])
         if lr.min() <= v <= lr.max():
             opt, how = float(math.exp(v)), "vertex of the quadratic fit in log(r/s)"

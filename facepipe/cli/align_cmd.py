@@ -16,6 +16,7 @@ from facepipe.cli.options import (
 )
 from facepipe.data.align import AlignConfig, run_align
 from facepipe.util.manifest import parse_shard
+from facepipe.util.pool import NO_FACE
 
 
 @click.command("align", context_settings=CONTEXT)
@@ -68,6 +69,7 @@ def align_cmd(shard, quiet, **kw):
     rep = reporter(quiet)
     m = run_align(config_from(AlignConfig, kw, shard=parse_shard(shard)), rep)
     rep.table(f"align -> {kw['out']}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
+    rep.skipped([s for s in m.get("skipped", []) if s["reason"] != NO_FACE])  # no face: counted in the table
 
 
 COMMANDS = [align_cmd]

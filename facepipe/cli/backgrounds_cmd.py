@@ -36,10 +36,7 @@ def backgrounds_cmd(quiet, **kw):
     m = run_backgrounds(config_from(BackgroundsConfig, kw), rep)
     rows = [(k, v) for k, v in m["counts"].items()] + [("seconds", m["seconds"])]
     rep.table(f"backgrounds -> {kw['out']}", rows, ("", "count"))
-    for s in m["skipped"][:10]:
-        rep.log(f"[yellow]skipped[/] {s['source']}: {s['reason']}")
-    if len(m["skipped"]) > 10:
-        rep.log(f"... and {len(m['skipped']) - 10} more (manifest.json lists them all)")
+    rep.skipped(m["skipped"], key="source")
 
 
 COMMANDS = [backgrounds_cmd]

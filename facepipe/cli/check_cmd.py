@@ -25,7 +25,11 @@ def check_cmd(landmarks_dir, xml, min_iou, json_path):
       facepipe check-landmarks data/dlib-lm ~/datasets/dlib-faces/*_with_face_landmarks.xml
     """
     r = evaluate(landmarks_dir, xml, min_iou)
-    Reporter(quiet=False).table("landmarks vs ground truth", list(r.items()), ("", "value"))
+    rep = Reporter(quiet=False)
+    rep.table("landmarks vs ground truth", [(k, "-" if v is None else v) for k, v in r.items()], ("", "value"))
+    if not r["scored_faces"]:
+        rep.log("[yellow]no face found has 68 annotated points in the XML (boxes only?): detection is scored, "
+                "landmark error is not[/]")
     if json_path:
         write_json(json_path, r)
 

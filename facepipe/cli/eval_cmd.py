@@ -75,6 +75,8 @@ def eval_cmd(json_path, sheet, quiet, **kw):
     if sheet:
         write_sheet(report, sheet)
         rep.log(f"worst/best faces: {sheet}")
+    else:
+        rep.log(f"worst/best faces: not drawn ({cfg.run} is not a run folder to put them in); --sheet FILE.png")
     if json_path:
         write_json(json_path, score_json(report))
 

@@ -41,8 +41,7 @@ def import_cmd(format, src, out, quiet, **kw):
     m = import_dataset(format, src, out, reporter=rep, **config_kwargs(ImportConfig, kw))
     rows = [(k, v) for k, v in m["counts"].items()] + [("seconds", m["seconds"])]
     rep.table(f"import {format} -> {out}", rows, ("", "count"))
-    for s in m["skipped"][:10]:
-        rep.log(f"[yellow]skipped[/] {s['id']}: {s['reason']}")
+    rep.skipped(m["skipped"])
 
 
 COMMANDS = [import_cmd]

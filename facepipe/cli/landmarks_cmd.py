@@ -16,6 +16,7 @@ from facepipe.cli.options import (
 from facepipe.data.face_detector import DETECTORS
 from facepipe.data.landmarks import LandmarksConfig, run_landmarks
 from facepipe.util.manifest import parse_shard
+from facepipe.util.pool import NO_FACE
 
 
 @click.command("landmarks", context_settings=CONTEXT)
@@ -54,6 +55,7 @@ def landmarks_cmd(shard, quiet, **kw):
     rep = reporter(quiet)
     m = run_landmarks(config_from(LandmarksConfig, kw, shard=parse_shard(shard)), rep)
     rep.table(f"landmarks -> {kw['out']}", list(m["counts"].items()) + [("seconds", m["seconds"])], ("", "count"))
+    rep.skipped([s for s in m["skipped"] if s["reason"] != NO_FACE])  # no face: counted in the table
 
 
 COMMANDS = [landmarks_cmd]

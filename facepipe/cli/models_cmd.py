@@ -12,7 +12,7 @@ from facepipe.util.progress import Reporter
 @click.command("models", context_settings=CONTEXT)
 @field_option(architectures, "size", "--size", type=SIZE, help="Input side for MACs and r/s.")
 @field_option(architectures, "rf", "--rf/--no-rf",
-              help="Measure the exact receptive field (about a second per model).")
+              help="Measure the exact receptive field (a few seconds per model on a CPU; --no-rf skips it).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Write the listing as JSON here (`-`: standard output, no tables).")
 def models_cmd(size, rf, json_path):

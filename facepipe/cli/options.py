@@ -247,7 +247,7 @@ def amp_option(config, help: str = "Mixed precision: fp16 on CUDA, bf16 on CPUs 
 
 def augment_options(config):
     """--augment and --backgrounds of train and distill (`config` holds their defaults)."""
-    backgrounds = field_option(config, "backgrounds", "--backgrounds", type=click.Path(file_okay=False),
+    backgrounds = field_option(config, "backgrounds", "--backgrounds", type=click.Path(file_okay=False, exists=True),
                                help="A `facepipe backgrounds` folder: the wild recipe pastes faces onto its photos.")
     augment = field_option(config, "augment", "--augment", callback=_recipe, metavar="RECIPE[,FIELD=V...]",
                            help="none, basic (flips, pose jitter, brightness/contrast) or wild (basic with more "

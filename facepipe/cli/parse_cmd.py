@@ -113,7 +113,9 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
     """
     rep = reporter(quiet)
     parser = Parser.load(model, device)
-    files = collect_photos(photos)
+    files = collect_photos(photos, own=out)
+    if files.own:
+        rep.log(f"left out {files.own} image(s) in the output folder {out} (parse's own outputs are not photos)")
     if getattr(files, "dangling", None):
         rep.log(f"[yellow]skipped {len(files.dangling)} link(s) that lead nowhere[/], e.g. {files.dangling[0]}")
     if files.unreadable:
@@ -146,7 +148,10 @@ def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
     """The end-of-run table's rows from parse's summary."""
     sec = s["stage_seconds"]
     total = sum(sec.values()) or 1.0
-    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", s["faces"])]
+    faces = s["faces"]
+    if s.get("faces_uncounted_photos"):  # resumed photos without a .json record: their faces are not known
+        faces = f"{faces} + those of {s['faces_uncounted_photos']} photo(s) resumed without .json"
+    rows = [("photos", s["photos"]), ("parsed (a face or more)", s["parsed"]), ("faces", faces)]
     if kw.get("detector", "hog") != "hog":  # profiles: no heatmap, so their eyes, nose and mouth are weaker
         rows.append(("faces cut from their box (profiles)", s["box_cut"]))
         rows.append(("faces turned upright (on their side, upside down)", s["turned"]))

@@ -16,6 +16,7 @@ from facepipe.data.pseudo_file import default_output
 from facepipe.learn.pseudolabel import PseudoConfig, pseudo_sheet, run_pseudolabel
 from facepipe.util.atomic import save_image
 from facepipe.util.distributed import is_main
+from facepipe.util.errors import FacepipeError
 
 
 @click.command("pseudolabel", context_settings=CONTEXT)
@@ -42,7 +43,8 @@ def pseudolabel_cmd(out, sheet, quiet, **kw):
 
     \b
     SRC is a cache of unlabelled faces (landmarks -> align -> cache on your photos). OUT defaults to
-    TEACHER/pseudo/unlabeled.h5, where `facepipe distill --teacher TEACHER` looks for it.
+    TEACHER/pseudo/unlabeled.h5, where `facepipe distill --teacher TEACHER` looks for it; a teacher
+    that is a checkpoint file or a bundled model (accurate) needs OUT.
     Resumable: rerun after an interrupt to continue. The labels keep SRC's crop side; a teacher
     trained at another (the bundled accurate: 384 px) labels the faces resampled to its own.
 
@@ -54,6 +56,11 @@ def pseudolabel_cmd(out, sheet, quiet, **kw):
       facepipe pseudolabel --teacher runs/t1 data/utk.h5
       torchrun --standalone --nproc-per-node 2 -m facepipe pseudolabel --teacher runs/t1 data/utk.h5
     """
+    if out is None and not Path(kw["teacher"]).is_dir():  # a bundled name or a checkpoint file has no run folder:
+        # a folder named after it in the working directory would shadow the bundled name from then on
+        raise FacepipeError(f"--teacher {kw['teacher']} is not a run folder to keep the pseudo-labels in: name "
+                            f"OUT, e.g. `facepipe pseudolabel --teacher {kw['teacher']} {kw['src']} "
+                            "data/pseudo.h5`.")
     out = out or str(default_output(kw["teacher"]))
     rep = reporter(quiet)
     m = run_pseudolabel(config_from(PseudoConfig, kw, out=out), rep)

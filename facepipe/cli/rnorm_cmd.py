@@ -1,6 +1,9 @@
+import json
+from pathlib import Path
+
 import click
 
-from facepipe.analysis.rnorm_sweep import SweepConfig, run_sweep
+from facepipe.analysis.rnorm_sweep import SAME_F1, SweepConfig, run_sweep
 from facepipe.analysis.rnorm_table import rnorm_tables, sweep_tables
 from facepipe.cli.options import (
     CONTEXT,
@@ -67,7 +70,7 @@ COMMANDS = [rnorm_cmd]
 # --help has shown 300 since the option exists; SweepConfig's 300.0 is the same number once click converts it.
 @field_option(SweepConfig, "budget", "--budget", type=POSITIVE, default=300,
               help="Training seconds per cell (epochs = what the budget buys at the timed step speed).")
-@field_option(SweepConfig, "epochs", "--epochs", type=click.IntRange(min=0), show_default=False,
+@field_option(SweepConfig, "epochs", "--epochs", type=click.IntRange(min=1), default=None,
               help="Fixed epochs per cell instead of --budget.")
 @field_option(SweepConfig, "loss", "--loss", type=click.Choice(["ce", "center", "sc", "sc-all"]))
 @field_option(SweepConfig, "heatmap", "--heatmap/--no-heatmap")
@@ -91,8 +94,11 @@ def sweep_cmd(quiet, **kw):
       facepipe rnorm sweep data/fasseg.h5 --out runs/rn-teacher --arch teacher-small --budget 120 --jobs 2
       facepipe rnorm sweep data/fasseg.h5 --out runs/rn-student --arch student --epochs 30
     """
+    kw["epochs"] = kw["epochs"] or 0  # 0: --budget decides
     cfg = config_from(SweepConfig, kw)
     rep = reporter(quiet)
     m = run_sweep(cfg, rep)
     for t in sweep_tables(cfg.out, m, cfg.arch):
         rep.table(*t)
+    if json.loads((Path(cfg.out) / "sweep.json").read_text()).get("optimum_from") == SAME_F1:
+        rep.log(f"[yellow]no optimum r/s: {SAME_F1.split(': ', 1)[1]}; --epochs or --budget[/]")

@@ -37,7 +37,7 @@ from facepipe.util.images import load_ids, load_rgb
 from facepipe.util.landmark_txt import read_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict, read_manifest, shard_summary
 from facepipe.util.photos import Photo, list_photos
-from facepipe.util.pool import each_photo
+from facepipe.util.pool import NO_FACE, each_photo, new_since
 from facepipe.util.progress import SILENT, Reporter
 
 
@@ -61,6 +61,21 @@ class AlignConfig:
     shard: tuple[int, int] | None = field(default=None, metadata={"identity": False})  # (I, N): every Nth photo
 
 
+NOT_IN_LANDMARKS = "not in landmarks output"  # a skipped photo's reason, counted apart from unreadable ones
+
+
+def _landmarks_cover(photos: list, cfg: AlignConfig, lm_man: dict, reporter: Reporter) -> None:
+    """A landmarks folder made from other photos is refused; one that misses some of these is named."""
+    missing = sum(not (Path(cfg.landmarks) / "faces" / f"{p.id}.json").exists() for p in photos)
+    made_from = (lm_man.get("config") or {}).get("src", "?")
+    if photos and missing == len(photos):
+        raise FacepipeError(f"{cfg.landmarks} has landmarks for none of the {len(photos)} photos in {cfg.src} (it "
+                            f"was made from {made_from}): run `facepipe landmarks {cfg.src} LANDMARKS` first.")
+    if missing:
+        reporter.log(f"[yellow]{missing} of {len(photos)} photos in {cfg.src} are not in {cfg.landmarks} (made from "
+                     f"{made_from}): skipped, counted as not_in_landmarks[/]")
+
+
 def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
     if cfg.landmarks == "dataset":
         if not photo.landmarks:
@@ -69,7 +84,7 @@ def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
     if cfg.landmarks:
         f = Path(cfg.landmarks) / "faces" / f"{photo.id}.json"
         if not f.exists():
-            raise BadImage(f"{photo.id}: not in landmarks output {cfg.landmarks}")
+            raise BadImage(f"{photo.id}: {NOT_IN_LANDMARKS} {cfg.landmarks}")
         faces = json.loads(f.read_text())["faces"]
     else:
         faces = detector(detector_args())(rgb)  # dlib's HOG at its default settings
@@ -145,11 +160,28 @@ def _work(args):
         return photo.id, None, str(e)
 
 
+def _records(photos: list, done) -> tuple[list, list, int]:
+    """The aligned faces of the photos done, the photos without a face (skipped items), faces dropped."""
+    faces, no_face, dropped = [], [], 0
+    for p in photos:
+        f = done(p)
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        dropped += r.get("dropped_faces", 0)
+        if not r["faces"]:
+            no_face.append({"id": p.id, "reason": NO_FACE})
+        faces.extend(r["faces"])
+    return faces, no_face, dropped
+
+
 def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
     photos, in_man = list_photos(cfg.src)
     lm_man = None
     if cfg.landmarks and cfg.landmarks != "dataset":
         lm_man = read_manifest(cfg.landmarks, ("landmarks",), what="landmarks folder")
+    if lm_man:
+        _landmarks_cover(photos, cfg, lm_man, reporter)
     if cfg.landmarks == "dataset" and not any(p.landmarks for p in photos):
         raise FacepipeError(f"{cfg.src} has no dataset landmarks; drop --landmarks dataset to detect faces.")
     if cfg.size < 32 or cfg.size > 2048:
@@ -158,27 +190,27 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
     config = config_dict(cfg)
     if not cfg.turn_shift:
         del config["turn_shift"]  # absent when unused: outputs made before --turn-shift existed still match
+
+    def done(p):
+        return out / "records" / f"{p.id}.json"
+
     with StageOutput(out, "align", config, force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
-            return so.manifest
-        mine, todo, skipped = each_photo("align", photos, cfg.shard, lambda p: out / "records" / f"{p.id}.json",
+            new = [] if cfg.shard is not None else new_since(so.manifest, photos, done)
+            if not new:
+                return so.manifest
+            reporter.log(f"{len(new)} photo(s) in {cfg.src} are new since {out} was finished: adding them")
+            so.reopen()
+        mine, todo, skipped = each_photo("align", photos, cfg.shard, done,
                                          _work, lambda p: (p, cfg, str(out)), cfg.workers, reporter)
         if cfg.shard is not None:
             return shard_summary(so, cfg.shard, len(mine), len(todo), skipped)
-        faces, n_photos, no_face, dropped = [], 0, [], 0
-        for p in photos:
-            f = out / "records" / f"{p.id}.json"
-            if not f.exists():
-                continue
-            r = json.loads(f.read_text())
-            n_photos += 1
-            dropped += r.get("dropped_faces", 0)
-            if not r["faces"]:
-                no_face.append({"id": p.id, "reason": "no face found"})
-            faces.extend(r["faces"])
+        faces, no_face, dropped = _records(photos, done)
+        uncovered = sum(NOT_IN_LANDMARKS in str(s.get("reason", "")) for s in skipped)
         if not faces:
-            raise FacepipeError(f"no face could be aligned in {cfg.src} ({len(skipped)} unreadable, "
-                                f"{len(no_face)} without a face).")
+            raise FacepipeError(f"no face could be aligned in {cfg.src} ({len(skipped) - uncovered} unreadable, "
+                                f"{len(no_face)} without a face"
+                                f"{f', {uncovered} not in {cfg.landmarks}' if uncovered else ''}).")
         write_text(out / "faces.jsonl", "".join(json.dumps(f) + "\n" for f in faces))
         src_schema = Path(cfg.src) / "schema.json"
         if src_schema.exists():
@@ -186,8 +218,10 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
         fitted = sum(f["fitted"] for f in faces)
         counts = {"photos": len(photos), "faces": len(faces), "detected": len(faces) - fitted,
                   "fitted_no_face": fitted, "photos_without_face_skipped": len(no_face),
-                  "extra_or_small_faces_dropped": dropped, "unreadable": len(skipped),
+                  "extra_or_small_faces_dropped": dropped, "unreadable": len(skipped) - uncovered,
                   "labelled": sum("label" in f for f in faces)}
+        if uncovered:  # only where it happens: manifests of complete landmarks folders stay as they were
+            counts["not_in_landmarks"] = uncovered
         box_aligned = sum(f.get("lm_trusted") is False and not f["fitted"] and not cfg.letterbox for f in faces)
         if box_aligned:  # only CNN landmarks give these; HOG manifests stay as they were
             counts["box_aligned"] = box_aligned

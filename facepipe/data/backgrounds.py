@@ -95,6 +95,9 @@ def gather(sources, exclude=()) -> tuple[list[Path], list[dict]]:
     return sorted(set(out)), skipped
 
 
+MIN_SIDE = 128  # smaller images (icons, thumbnails) would be blown up to a blur behind a 256 px face
+
+
 def shrink(rgb: np.ndarray, short_side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     k = short_side / min(h, w)
@@ -122,6 +125,11 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
                     rgb = load_rgb(f)
                 except BadImage as e:
                     skipped.append({"source": str(f), "reason": str(e)})
+                    advance()
+                    continue
+                if min(rgb.shape[:2]) < MIN_SIDE:
+                    skipped.append({"source": str(f), "reason": f"too small ({rgb.shape[1]}x{rgb.shape[0]}; "
+                                                                f"a backdrop needs {MIN_SIDE} px on its short side)"})
                     advance()
                     continue
                 faces = detect(rgb)

@@ -212,7 +212,8 @@ class FaceCache(torch.utils.data.Dataset):
         self.ids, self.has_labels, self.size, self.schema = (self.file.ids, self.file.has_labels, self.file.size,
                                                              self.file.schema)
         if need_labels and not self.has_labels:
-            raise FacepipeError(f"{self.path} has no labels; training needs a labelled cache.")
+            raise FacepipeError(f"{self.path} has no labels (a cache of unlabelled faces); this command needs a "
+                                "labelled one (`facepipe import FORMAT DATASET OUT`, then landmarks, align, cache).")
         self.indices = np.asarray(self.file.rows(split) if indices is None else indices)
 
     def __len__(self):

@@ -70,7 +70,10 @@ def evaluate(landmarks_dir, xml_paths, min_iou: float = 0.3) -> dict:
     if images == 0:
         raise FacepipeError(f"no image of the XML files has a record in {landmarks_dir}; "
                             "run `facepipe landmarks` on the folder holding those images.")
-    e = np.array(errors) if errors else np.array([np.nan])
+    e = np.array(errors)
+    # No matched face with 68 annotated points (an XML of boxes only): detection is scored, the points are not
+    # (None, JSON null: NaN is not JSON).
+    nme = {"nme_mean": float(np.mean(e)), "nme_median": float(np.median(e)), "nme_p90": float(np.percentile(e, 90))
+           } if errors else dict.fromkeys(("nme_mean", "nme_median", "nme_p90"))
     return {"images": images, "annotated_faces": annotated, "found": matched, "missed": annotated - matched,
-            "extra_detections": extra, "nme_mean": float(np.mean(e)), "nme_median": float(np.median(e)),
-            "nme_p90": float(np.percentile(e, 90)), "scored_faces": len(errors)}
+            "extra_detections": extra, **nme, "scored_faces": len(errors)}

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from facepipe.data.face_detector import box_cut, check_detector, detector, detector_args, turned_upright
 from facepipe.util.atomic import write_json, write_text
-from facepipe.util.errors import BadImage
+from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import load_rgb
 from facepipe.util.manifest import StageOutput, config_dict, shard_summary
 from facepipe.util.photos import Photo, list_photos
-from facepipe.util.pool import each_photo
+from facepipe.util.pool import NO_FACE, each_photo, new_since
 from facepipe.util.progress import SILENT, Reporter
 
 
@@ -75,10 +75,18 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
     check_detector(det_args)  # before the output folder is claimed
     photos, in_man = list_photos(cfg.src)
     out = Path(cfg.out)
+
+    def done(p):
+        return out / "faces" / f"{p.id}.json"
+
     with StageOutput(out, "landmarks", landmarks_config(cfg), force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
-            return so.manifest
-        mine, todo, skipped = each_photo("landmarks", photos, cfg.shard, lambda p: out / "faces" / f"{p.id}.json",
+            new = [] if cfg.shard is not None else new_since(so.manifest, photos, done)
+            if not new:
+                return so.manifest
+            reporter.log(f"{len(new)} photo(s) in {cfg.src} are new since {out} was finished: adding them")
+            so.reopen()
+        mine, todo, skipped = each_photo("landmarks", photos, cfg.shard, done,
                                          _work, lambda p: (p, det_args, str(out)), cfg.workers, reporter)
         if cfg.shard is not None:
             return shard_summary(so, cfg.shard, len(mine), len(todo), skipped)
@@ -96,7 +104,10 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
         if cfg.detector != "hog":  # faces the CNN found, and of those the ones align will cut from their box
             cnn = [fc for r in recs for fc in r["faces"] if "lm_trusted" in fc]
             counts.update(cnn_faces=len(cnn), box_cut=box_cut(cnn), turned=turned_upright(cnn))
-        nofaces = [{"id": r["id"], "reason": "no face found"} for r in recs if not r["faces"]]
+        if photos and not recs:  # nothing read: not a finished output, and a non-zero exit
+            raise FacepipeError(f"no photo in {cfg.src} could be read ({len(skipped)} unreadable, e.g. "
+                                f"{skipped[0]['reason']}).")
+        nofaces = [{"id": r["id"], "reason": NO_FACE} for r in recs if not r["faces"]]
         return so.finish(inputs={"src": {"path": str(Path(cfg.src).resolve()),
                                          "manifest_sha256": in_man["_sha256"] if in_man else None}},
                          counts=counts, skipped=skipped + nofaces)

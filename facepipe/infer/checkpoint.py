@@ -118,6 +118,10 @@ def run_checkpoint(run_or_file, which: str = "best") -> Path:
         c = p / "checkpoints" / f"{name}.pt"
         if c.exists():
             return c
+    if bundled_checkpoint(run_or_file) is not None:  # the folder hides the bundled model of its name
+        raise FacepipeError(f"{p} is a folder here with no checkpoint, and a folder wins over the bundled model "
+                            f"{str(run_or_file)!r} of the same name: rename or move the folder, or pass "
+                            f"{bundled_checkpoint(run_or_file)} itself.")
     raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`, "
                         f"or name a bundled model ({', '.join(BUNDLED)}).")
 

@@ -126,13 +126,24 @@ class Parser:
                 "colors": [list(c) for c in self.schema.colors]}
 
 
-def collect_photos(paths) -> ImageList:
+OWN_SUFFIXES = (".labels.png", ".overlay.png")  # what parse writes per photo that a folder search would find
+
+
+def collect_photos(paths, own: str | Path | None = None) -> ImageList:
     """The photos given (files, or folders searched by list_images), with the folders' links that lead
-    nowhere (`.dangling`) and photos skipped for their format (`.unreadable`: HEIC, camera raw)."""
+    nowhere (`.dangling`) and photos skipped for their format (`.unreadable`: HEIC, camera raw). own:
+    parse's output folder; the label maps and overlays a folder search finds in it (parse's own outputs,
+    when --out is or lies inside a folder parsed) are left out and counted in `.own`."""
     out = ImageList()
+    skip = Path(own).resolve() if own is not None else None
+    out.own = 0
     for p in map(Path, paths):
         if p.is_dir():
             found = list_images(p)
+            if skip is not None:
+                mine = {f for f in found if f.name.endswith(OWN_SUFFIXES) and skip in f.resolve().parents}
+                out.own += len(mine)
+                found[:] = [f for f in found if f not in mine]
             out += found
             out.dangling += found.dangling
             out.unreadable += found.unreadable
@@ -142,7 +153,9 @@ def collect_photos(paths) -> ImageList:
             raise FacepipeError(f"{p} does not exist.")
     if not out:
         formats = unreadable_note(out.unreadable)
-        raise FacepipeError(f"no photos given (files or folders of .jpg/.png/...){'; ' + formats if formats else ''}.")
+        mine = f"; {out.own} image(s) in the output folder {own} left out" if out.own else ""
+        raise FacepipeError(f"no photos given (files or folders of .jpg/.png/...){'; ' + formats if formats else ''}"
+                            f"{mine}.")
     return out
 
 
@@ -157,6 +170,7 @@ class Tally:
     gray_branch: int = 0  # faces a two-branch model ran on its grayscale branch (models.gray_route)
     unconfirmed: int = 0  # weak HOG hits dropped: no CNN face there (FaceDetector.kept)
     resumed: int = 0
+    uncounted: int = 0  # resumed photos whose faces are not known: no .json record (--outputs without json)
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
     grayscale: list = field(default_factory=list)
@@ -195,6 +209,19 @@ def _record(path: Path) -> dict | None:
         return None
 
 
+def _same_photo(recorded, photo: Path) -> bool:
+    """A record's photo is this one: the same path as given, or another path to the same file (a photo
+    given by name once and found in its folder's search, which gives absolute paths, the next time)."""
+    if recorded is None:
+        return False
+    if recorded == str(photo):
+        return True
+    try:
+        return os.path.samefile(recorded, photo)
+    except OSError:
+        return False
+
+
 def _whole(path: Path) -> bool:
     """Present and not empty (outputs are not fsynced: a power cut can leave an empty file)."""
     try:
@@ -216,7 +243,7 @@ def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, f
             if stem in taken:
                 continue
             rec = _record(out / f"{stem}.json") if "json" in outputs else None
-            if rec is not None and rec.get("photo") != str(p):
+            if rec is not None and not _same_photo(rec.get("photo"), p):
                 continue
             break
         taken.add(stem)
@@ -611,6 +638,7 @@ def _resumed(mine: list[tuple]) -> Tally:
         tally.resumed += 1
         if rec.get("_nojson"):
             tally.parsed += 1
+            tally.uncounted += 1
         else:
             faces = rec.get("faces", [])
             tally.done(str(p), len(faces), rec.get("grayscale", False), box_cut(faces), gray_branch_faces(faces),
@@ -654,6 +682,7 @@ def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     sec = {k: round(v, 3) for k, v in t.seconds.items()}
     s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "turned": t.turned,
          "gray_branch": t.gray_branch, "unconfirmed": t.unconfirmed, "resumed": t.resumed,
+         "faces_uncounted_photos": t.uncounted,
          "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
          "network_threads": t.network_threads, "network_cpu_seconds": round(t.network_cpu, 3),
@@ -686,6 +715,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     m["turned"] = sum(p.get("turned", 0) for p in parts)
     m["gray_branch"] = sum(p.get("gray_branch", 0) for p in parts)
     m["unconfirmed"] = sum(p.get("unconfirmed", 0) for p in parts)
+    m["faces_uncounted_photos"] = sum(p.get("faces_uncounted_photos", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
     for k in ("no_face", "unreadable", "grayscale"):
         m[k] = [x for p in parts for x in p[k]]

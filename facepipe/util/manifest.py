@@ -125,6 +125,7 @@ class StageOutput:
         out = self.out
         if out.exists() and not out.is_dir():
             raise FacepipeError(f"output {out} exists and is not a folder.")
+        refuse_input_inside(out, self.config)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -152,13 +153,21 @@ class StageOutput:
                     "rerun that command to finish it, or use --force to start over.")
             else:
                 self._wipe()
-        elif any(not p.name.startswith(LOCK) for p in out.iterdir()):
-            if not self.force:
-                raise FacepipeError(f"{out} is not empty and was not made by facepipe; use --force or another folder.")
-            self._wipe()
+        else:
+            foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(LOCK))
+            if foreign:  # never wiped, not even with --force: facepipe replaces only what it wrote
+                raise FacepipeError(f"{out} is not empty and was not made by facepipe (it holds {foreign[0]}"
+                                    f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
+                                    "choose an empty or new folder.")
         if self.shard is None or not prog.exists():
             write_json(prog, {"stage": self.stage, "config": self.config, "started": self.started})
         return self
+
+    def reopen(self) -> None:
+        """A finished output taken up again with the same config (its source gained items): in progress,
+        state "resume"; finish() writes the manifest anew."""
+        write_json(self.out / INPROGRESS, {"stage": self.stage, "config": self.config, "started": self.started})
+        self.state = "resume"
 
     def finish(self, inputs: dict | None = None, counts: dict | None = None,
                skipped: list | None = None, extra: dict | None = None) -> dict:
@@ -249,6 +258,7 @@ class FileOutput:
         return self
 
     def _claim(self) -> None:
+        refuse_input_inside(self.out, self.config)
         if self.out.exists() and not self.force:
             old = self._read(self.out)
             if old.get("config") == self.config:
@@ -273,6 +283,21 @@ class FileOutput:
             self._lock.__exit__(None, None, None)
             self._lock = None
         return False
+
+
+def refuse_input_inside(out: Path, config: dict) -> None:
+    """Refuse an output that is, or holds, one of the stage's inputs (config's values naming a file or folder
+    that exists, the key "out" aside): --force replaces an output whole, input and all, and even without it
+    a stage reading its own output folder reads what it writes."""
+    o = Path(out).resolve()
+    for key, value in config.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if key == "out" or not isinstance(v, str) or not v or not os.path.exists(v):
+                continue
+            p = Path(v).resolve()
+            if p == o or o in p.parents:
+                raise FacepipeError(f"the output {out} {'is' if p == o else 'holds'} this stage's input {v}; "
+                                    "write the output somewhere else.")
 
 
 def lock_folder(out: Path, name: str = LOCK, what=None) -> int:
@@ -316,6 +341,8 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
         i, n = (int(v) for v in value.split("/"))
     except ValueError:
         raise FacepipeError(f"--shard {value!r} must look like I/N, e.g. 0/4.") from None
+    if n < 1:
+        raise FacepipeError(f"--shard {value}: N, the number of shards, must be 1 or more.")
     if not 0 <= i < n:
         raise FacepipeError(f"--shard {value}: I must be in 0..N-1.")
     return i, n

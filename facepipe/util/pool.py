@@ -9,6 +9,9 @@ from typing import Callable, Iterator
 from facepipe.util.interrupt import check, deferred_sigint, ignore_sigint, sigint_blocked, stop_pool
 
 
+NO_FACE = "no face found"  # a per-photo stage's skipped item read without trouble: no face in it
+
+
 def run_jobs(fn: Callable, jobs: list, workers: int, min_jobs: int = 5, chunksize: int = 8) -> Iterator:
     """Yield fn(job) for every job, in order. `fn` must be a module-level function (it is pickled).
 
@@ -47,3 +50,10 @@ def each_photo(name: str, photos: list, shard: tuple[int, int] | None, done: Cal
                 skipped.append({"id": pid, "reason": err})
             advance()
     return mine, todo, skipped
+
+
+def new_since(manifest: dict, photos: list, done: Callable[[object], Path]) -> list:
+    """The photos a finished per-photo stage has not seen: no file marks them done and its manifest does not
+    name them as skipped (photos added to SRC after the stage finished)."""
+    seen = {str(s.get("id")) for s in manifest.get("skipped", [])}
+    return [p for p in photos if str(p.id) not in seen and not done(p).exists()]
