@@ -55,7 +55,6 @@ ACCEPTS = {
     ("distill", "--threads"): ({"0"}, "0 = all cores"),
     ("pseudolabel", "--threads"): ({"0"}, "0 = all cores"),
     ("bench", "--threads"): ({"0"}, "0 = all cores"),
-    ("rnorm sweep", "--epochs"): ({"0"}, "0 = epochs from --budget"),
     ("rnorm sweep", "--seed"): ({"0"}, "any seed >= 0"),
     ("rnorm sweep", "--threads"): ({"0"}, "0 = all cores"),
     ("show", "--seed"): ({"0"}, "any seed >= 0"),
@@ -227,7 +226,8 @@ def _stage_configs():
 # Options named like a config field whose value the command turns into the field's (the default differs).
 CONVERTED = {("train", "model_kwargs"): "JSON text -> dict", ("distill", "model_kwargs"): "JSON text -> dict",
              ("bench", "sizes"): "none given: the config's", ("bench", "batches"): "none given: the config's",
-             ("backgrounds", "exclude"): "repeatable, no default: none given is (), the config's"}
+             ("backgrounds", "exclude"): "repeatable, no default: none given is (), the config's",
+             ("rnorm sweep", "epochs"): "none given: 0, --budget decides (0 itself is refused)"}
 
 
 def test_option_defaults_are_the_stage_configs():

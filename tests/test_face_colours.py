@@ -63,6 +63,35 @@ def test_a_backdrop_the_network_took_for_hair_goes_back_to_background():
     assert changed == 8 * S
 
 
+def test_the_fill_beyond_the_photo_is_no_sample_of_the_backdrops_colours():
+    """A crop reaching past the photo's edge: its black fill is labelled background, sure. As a sample it
+    made the backdrop's colours run from black to its light wall, so dark shadows in the hair that the
+    network hesitated on went to background; within the photo the backdrop is light, and they stay hair."""
+    rng = np.random.default_rng(2)
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[:, :16] = 0  # beyond the photo's left edge
+    rgb[:, 16:] = (210, 210, 205)  # a light wall
+    rgb[16:40, 24:56] = (45, 35, 30)  # dark hair
+    rgb[40:, 24:56] = PINK
+    rgb[28:34, 30:50] = (12, 10, 10)  # a shadow in the hair, nearly as dark as the fill
+    noisy = np.clip(rgb + rng.normal(0, 3, rgb.shape), 0, 255).astype(np.uint8)
+    noisy[:, :16] = 0
+    p = np.full((6, S, S), 0.01, np.float32)
+    p[BG] = 0.95
+    p[BG, 16:40, 24:56], p[HAIR, 16:40, 24:56] = 0.01, 0.95
+    p[BG, 40:, 24:56], p[SKIN, 40:, 24:56] = 0.01, 0.95
+    p[BG, 28:34, 30:50], p[HAIR, 28:34, 30:50] = 0.52, 0.44  # the shadow: the network leans to background
+    p /= p.sum(0, keepdims=True)
+    inside = np.ones((S, S), bool)
+    inside[:, :16] = False
+    with_fill, without = p.copy(), p.copy()
+    FaceColours(FASSEG, stray_hair=False).apply(with_fill, noisy)
+    FaceColours(FASSEG, stray_hair=False).apply(without, noisy, inside=inside)
+    assert (with_fill.argmax(0)[28:34, 30:50] == BG).all()  # what the fill as a sample did
+    assert (without.argmax(0)[28:34, 30:50] == HAIR).all()
+    assert (without.argmax(0)[:, :16] == BG).all()  # the fill itself keeps the network's answer
+
+
 def test_a_sure_network_is_not_overruled_by_colour():
     """The weight is small (at most 1 nat of log-odds): a 0.9 / 0.06 answer stays, whatever the colour."""
     rgb, p = _face(np.random.default_rng(1), hesitant=0.9)

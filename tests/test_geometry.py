@@ -6,6 +6,7 @@ from facepipe.util.geometry import (
     crop_mask_in_photo,
     fit_similarity,
     five_from,
+    inside_or_none,
     inside_photo,
     letterbox_matrix,
     template,
@@ -98,3 +99,12 @@ def test_inside_photo_is_where_the_warp_samples_the_photo_alone(angle, scale, sh
     inside = inside_photo(m, 128, (150, 200))
     assert inside.any() and (~inside).any()
     assert (white[inside] == 255).all() and (white[~inside] < 255).mean() > 0.95
+
+
+def test_inside_or_none_skips_the_grid_for_a_crop_wholly_inside_the_photo():
+    m = np.array([[0.5, 0.0, -10.0], [0.0, 0.5, -5.0], [0, 0, 1.0]])  # a 64 px crop of a 200 x 150 photo's middle
+    assert inside_or_none(m, 64, (150, 200)) is None
+    edge = m.copy()
+    edge[0, 2] = 20.0  # moved right: its left strip lies beyond the photo's left edge
+    mask = inside_or_none(edge, 64, (150, 200))
+    assert mask is not None and (mask == inside_photo(edge, 64, (150, 200))).all() and not mask[:, 0].any()

@@ -53,8 +53,24 @@ def test_an_output_holding_its_own_input_is_refused_even_with_force(tmp_path):
             with FileOutput(cache, {"src": str(cache)}, force, lambda p: {}, lambda p: None):
                 pass
     assert cache.read_bytes() == b"cache"
+    link = run / "linked.h5"  # an input that is a link inside OUT: the wipe would remove the link
+    link.symlink_to(tmp_path / "elsewhere.h5")
+    (tmp_path / "elsewhere.h5").write_bytes(b"x")
+    with pytest.raises(FacepipeError, match="holds this stage's input"):
+        with StageOutput(run, "train", {"cache": str(link)}, force=True):
+            pass
+    assert link.is_symlink()
     with StageOutput(tmp_path / "other", "train", {"cache": str(cache), "exclude": ["*/mate/*"]}) as so:
         assert so.state == "fresh"  # an input elsewhere, and values that name no file, are fine
+
+
+def test_hidden_files_neither_block_a_folder_nor_get_wiped(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"finder")
+    with StageOutput(out, "x", {"a": 1}) as so:
+        assert so.state == "fresh"
+    assert (out / ".DS_Store").read_bytes() == b"finder"
 
 
 def test_shard_count_of_zero_is_named():
@@ -120,7 +136,19 @@ def two_photos(tmp_path_factory):
     return root
 
 
-def test_landmarks_takes_up_photos_added_after_it_finished(tmp_path, two_photos):
+def _heard():
+    """A Reporter that prints into a buffer, and the buffer."""
+    import io
+
+    from rich.console import Console
+
+    from facepipe.util.progress import Reporter
+
+    buf = io.StringIO()
+    return Reporter(quiet=False, console=Console(file=buf, width=300)), buf
+
+
+def test_a_finished_landmarks_folder_names_photos_added_since_and_stays_as_it_was(tmp_path, two_photos):
     from facepipe.data.landmarks import LandmarksConfig, run_landmarks
 
     src = tmp_path / "src"
@@ -130,11 +158,25 @@ def test_landmarks_takes_up_photos_added_after_it_finished(tmp_path, two_photos)
     cfg = LandmarksConfig(src=str(src), out=str(tmp_path / "lm"), workers=1)
     m = run_landmarks(cfg)
     assert m["counts"]["read"] == 1 and m["counts"]["unreadable"] == 1
-    assert run_landmarks(cfg)["finished"] == m["finished"]  # nothing new: the finished folder as it was
+    rep, heard = _heard()
+    assert run_landmarks(cfg, rep)["finished"] == m["finished"] and "not in" not in heard.getvalue()
     (src / "mirrored.jpg").write_bytes((two_photos / "b" / "mirrored.jpg").read_bytes())
-    m2 = run_landmarks(cfg)
-    assert m2["counts"]["photos"] == 3 and m2["counts"]["read"] == 2 and m2["counts"]["unreadable"] == 1
-    assert (tmp_path / "lm" / "faces" / "mirrored.json").exists()
+    rep, heard = _heard()
+    m2 = run_landmarks(cfg, rep)
+    assert m2 == m  # the manifest the next stage was made from is left alone
+    assert "1 photo(s)" in heard.getvalue() and "mirrored.jpg" in heard.getvalue() and "--force" in heard.getvalue()
+
+
+def test_an_align_output_inside_its_photo_folder_does_not_take_its_crops_for_new_photos(tmp_path, two_photos):
+    from facepipe.data.align import AlignConfig, run_align
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "astronaut.jpg").write_bytes((two_photos / "a" / "astronaut.jpg").read_bytes())
+    cfg = AlignConfig(src=str(src), out=str(src / "aligned"), size=64, workers=1)
+    m = run_align(cfg)
+    rep, heard = _heard()
+    assert run_align(cfg, rep) == m and "not in" not in heard.getvalue()
 
 
 def test_landmarks_with_no_readable_photo_fails_naming_one(tmp_path):
@@ -195,3 +237,15 @@ def test_backgrounds_skips_images_too_small_to_be_a_backdrop(tmp_path):
     m = run_backgrounds(BackgroundsConfig(sources=(str(tmp_path / "src"),), out=str(tmp_path / "bg")))
     assert m["counts"]["photos"] == 1
     assert any("icon" in s["source"] and "too small" in s["reason"] for s in m["skipped"])
+
+
+def test_parse_knows_a_record_by_its_absolute_path_not_by_a_relative_name(tmp_path, monkeypatch):
+    from facepipe.infer.parse import _same_photo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.jpg").write_bytes(b"x")
+    here = tmp_path / "x.jpg"
+    assert _same_photo({"photo": "x.jpg", "photo_abs": str(here)}, here)
+    # Written from another working directory, a relative name may be another photo: not matched through ours.
+    assert not _same_photo({"photo": "x.jpg"}, here)
+    assert _same_photo({"photo": str(here)}, here)

@@ -172,7 +172,7 @@ def analyse(cells: list[dict]) -> dict:
     best = max(cells, key=lambda c: c["overall_f1"])
     opt, how = best["r_norm"], "best cell"
     coef = fits["log_rnorm"]["coef"]
-    if np.ptp(f1) == 0:  # every cell alike (untrained cells all score 0): the numbers say nothing of r/s
+    if len(cells) > 1 and np.ptp(f1) == 0:  # every cell alike (untrained cells all score 0): the numbers say nothing of r/s
         how = SAME_F1
     elif coef is not None and coef[0] < 0:
         v = -coef[1] / (2 * coef[0])
@@ -197,7 +197,8 @@ def table_md(cells: list[dict], a: dict) -> str:
                     f"{c['overall_f1']:.4f} | {c['pixel_acc']:.4f} | {p.get('eyes', float('nan')):.3f} | "
                     f"{p.get('nose', float('nan')):.3f} | {p.get('mouth', float('nan')):.3f} |")
     f = a["fits"]
-    rows += ["", f"Optimum r/s: {a['optimum_rnorm']:.3f} ({a['optimum_from']}); best cell {a['best_cell']} "
+    opt = "none" if a["optimum_from"] == SAME_F1 else f"{a['optimum_rnorm']:.3f}"
+    rows += ["", f"Optimum r/s: {opt} ({a['optimum_from']}); best cell {a['best_cell']} "
                  f"(F1 {a['best_f1']:.4f}).",
              f"R^2 of a quadratic fit of F1 in log(r/s): {f['log_rnorm']['r2']:.3f}; in log(r): "
              f"{f['log_r']['r2']:.3f}; in log(s): {f['log_s']['r2']:.3f}.",

@@ -13,6 +13,7 @@ from facepipe.cli.options import (
     reporter,
 )
 from facepipe.data.pseudo_file import default_output
+from facepipe.infer.checkpoint import bundled_checkpoint
 from facepipe.learn.pseudolabel import PseudoConfig, pseudo_sheet, run_pseudolabel
 from facepipe.util.atomic import save_image
 from facepipe.util.distributed import is_main
@@ -56,8 +57,10 @@ def pseudolabel_cmd(out, sheet, quiet, **kw):
       facepipe pseudolabel --teacher runs/t1 data/utk.h5
       torchrun --standalone --nproc-per-node 2 -m facepipe pseudolabel --teacher runs/t1 data/utk.h5
     """
-    if out is None and not Path(kw["teacher"]).is_dir():  # a bundled name or a checkpoint file has no run folder:
-        # a folder named after it in the working directory would shadow the bundled name from then on
+    t = Path(kw["teacher"])
+    if out is None and (t.is_file() or (not t.exists() and bundled_checkpoint(kw["teacher"]) is not None)):
+        # A checkpoint file or a bundled name has no run folder; a folder named after a bundled model in the
+        # working directory would hide it from then on. (A path that does not exist is named by the loader.)
         raise FacepipeError(f"--teacher {kw['teacher']} is not a run folder to keep the pseudo-labels in: name "
                             f"OUT, e.g. `facepipe pseudolabel --teacher {kw['teacher']} {kw['src']} "
                             "data/pseudo.h5`.")

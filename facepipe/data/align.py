@@ -37,7 +37,7 @@ from facepipe.util.images import load_ids, load_rgb
 from facepipe.util.landmark_txt import read_landmark_txt
 from facepipe.util.manifest import StageOutput, config_dict, read_manifest, shard_summary
 from facepipe.util.photos import Photo, list_photos
-from facepipe.util.pool import NO_FACE, each_photo, new_since
+from facepipe.util.pool import NO_FACE, each_photo, name_new, new_since
 from facepipe.util.progress import SILENT, Reporter
 
 
@@ -64,16 +64,18 @@ class AlignConfig:
 NOT_IN_LANDMARKS = "not in landmarks output"  # a skipped photo's reason, counted apart from unreadable ones
 
 
-def _landmarks_cover(photos: list, cfg: AlignConfig, lm_man: dict, reporter: Reporter) -> None:
-    """A landmarks folder made from other photos is refused; one that misses some of these is named."""
-    missing = sum(not (Path(cfg.landmarks) / "faces" / f"{p.id}.json").exists() for p in photos)
+def _landmarks_cover(photos: list, cfg: AlignConfig, lm_man: dict) -> str:
+    """A landmarks folder made from other photos is refused; one that misses some of these (not photos it
+    could not read: align cannot either) gets a line to print."""
+    unread = {str(s.get("id")) for s in lm_man.get("skipped", [])}
+    missing = sum(str(p.id) not in unread and not (Path(cfg.landmarks) / "faces" / f"{p.id}.json").exists()
+                  for p in photos)
     made_from = (lm_man.get("config") or {}).get("src", "?")
     if photos and missing == len(photos):
         raise FacepipeError(f"{cfg.landmarks} has landmarks for none of the {len(photos)} photos in {cfg.src} (it "
                             f"was made from {made_from}): run `facepipe landmarks {cfg.src} LANDMARKS` first.")
-    if missing:
-        reporter.log(f"[yellow]{missing} of {len(photos)} photos in {cfg.src} are not in {cfg.landmarks} (made from "
-                     f"{made_from}): skipped, counted as not_in_landmarks[/]")
+    return (f"[yellow]{missing} of {len(photos)} photos in {cfg.src} are not in {cfg.landmarks} (made from "
+            f"{made_from}): skipped, counted as not_in_landmarks[/]") if missing else ""
 
 
 def _faces_for(photo: Photo, rgb: np.ndarray, cfg: AlignConfig) -> list[dict]:
@@ -180,8 +182,7 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
     lm_man = None
     if cfg.landmarks and cfg.landmarks != "dataset":
         lm_man = read_manifest(cfg.landmarks, ("landmarks",), what="landmarks folder")
-    if lm_man:
-        _landmarks_cover(photos, cfg, lm_man, reporter)
+    cover_note = _landmarks_cover(photos, cfg, lm_man) if lm_man else ""
     if cfg.landmarks == "dataset" and not any(p.landmarks for p in photos):
         raise FacepipeError(f"{cfg.src} has no dataset landmarks; drop --landmarks dataset to detect faces.")
     if cfg.size < 32 or cfg.size > 2048:
@@ -196,11 +197,10 @@ def run_align(cfg: AlignConfig, reporter: Reporter = SILENT) -> dict:
 
     with StageOutput(out, "align", config, force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
-            new = [] if cfg.shard is not None else new_since(so.manifest, photos, done)
-            if not new:
-                return so.manifest
-            reporter.log(f"{len(new)} photo(s) in {cfg.src} are new since {out} was finished: adding them")
-            so.reopen()
+            name_new(new_since(so.manifest, photos, done, out), cfg.src, out, reporter)
+            return so.manifest
+        if cover_note:
+            reporter.log(cover_note)
         mine, todo, skipped = each_photo("align", photos, cfg.shard, done,
                                          _work, lambda p: (p, cfg, str(out)), cfg.workers, reporter)
         if cfg.shard is not None:

@@ -95,7 +95,8 @@ def gather(sources, exclude=()) -> tuple[list[Path], list[dict]]:
     return sorted(set(out)), skipped
 
 
-MIN_SIDE = 128  # smaller images (icons, thumbnails) would be blown up to a blur behind a 256 px face
+MIN_SIDE = 128  # smaller images (icons, thumbnails) would be blown up to a blur behind a 256 px face (or the
+# --short-side asked for, if smaller)
 
 
 def shrink(rgb: np.ndarray, short_side: int) -> np.ndarray:
@@ -127,9 +128,9 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
                     skipped.append({"source": str(f), "reason": str(e)})
                     advance()
                     continue
-                if min(rgb.shape[:2]) < MIN_SIDE:
-                    skipped.append({"source": str(f), "reason": f"too small ({rgb.shape[1]}x{rgb.shape[0]}; "
-                                                                f"a backdrop needs {MIN_SIDE} px on its short side)"})
+                if min(rgb.shape[:2]) < min(MIN_SIDE, cfg.short_side):
+                    skipped.append({"source": str(f), "reason": f"too small ({rgb.shape[1]}x{rgb.shape[0]}; a "
+                                    f"backdrop needs {min(MIN_SIDE, cfg.short_side)} px on its short side)"})
                     advance()
                     continue
                 faces = detect(rgb)
@@ -152,7 +153,9 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter = SILENT) -> dict
                                 "width": w, "height": h})
                 advance()
         if not records:
-            raise FacepipeError("every candidate photo was excluded or holds a face; nothing to write.")
+            eg = f" (e.g. {skipped[0]['source']}: {skipped[0]['reason']})" if skipped else ""
+            raise FacepipeError(f"every candidate photo was excluded, holds a face or is too small{eg}; nothing to "
+                                "write.")
         write_text(out / "sources.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         counts = {"photos": len(records) - cfg.procedural, "procedural": cfg.procedural, "skipped": len(skipped)}
         return so.finish(counts=counts, skipped=skipped,

@@ -26,7 +26,7 @@ from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.images import load_rgb
 from facepipe.util.manifest import StageOutput, config_dict, shard_summary
 from facepipe.util.photos import Photo, list_photos
-from facepipe.util.pool import NO_FACE, each_photo, new_since
+from facepipe.util.pool import NO_FACE, each_photo, name_new, new_since
 from facepipe.util.progress import SILENT, Reporter
 
 
@@ -81,11 +81,8 @@ def run_landmarks(cfg: LandmarksConfig, reporter: Reporter = SILENT) -> dict:
 
     with StageOutput(out, "landmarks", landmarks_config(cfg), force=cfg.force, shard=cfg.shard) as so:
         if so.state == "done":
-            new = [] if cfg.shard is not None else new_since(so.manifest, photos, done)
-            if not new:
-                return so.manifest
-            reporter.log(f"{len(new)} photo(s) in {cfg.src} are new since {out} was finished: adding them")
-            so.reopen()
+            name_new(new_since(so.manifest, photos, done, out), cfg.src, out, reporter)
+            return so.manifest
         mine, todo, skipped = each_photo("landmarks", photos, cfg.shard, done,
                                          _work, lambda p: (p, det_args, str(out)), cfg.workers, reporter)
         if cfg.shard is not None:

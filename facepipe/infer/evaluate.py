@@ -124,13 +124,14 @@ def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colou
     with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order."""
     probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
     edges = colours is not None and coarse_head(model)
+    inside = f.inside_photo(idx) if colours is not None else None  # colour samples within the photos only
     for k, j in enumerate(idx if colours is not None or prior is not None else ()):
         labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior
         points = f.read("landmarks", j)[:int(f.read("n_landmarks", j))]
         if colours is not None:
             if edges:  # onto the crop's edges first (infer.edges)
                 snap_to_edges(probs[k], imgs[k], colours.classes, labels)
-            colours.apply(probs[k], imgs[k], labels)
+            colours.apply(probs[k], imgs[k], labels, inside[k])
             if applies(colours.names):  # the neck below the chin, by the same colours (infer.neck)
                 neck_in_crop(probs[k], labels, imgs[k], points, colours.names)
         if prior is not None:
@@ -145,7 +146,7 @@ def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above:
     skin below the crop (neck: the face's probs, crop and second crop's RGB, and the schema). judge:
     (background id, hair id) when the face's colours have a say: each pass's added pieces that look more
     like its backdrop than like its hair are dropped, as parse drops them."""
-    samples = hair_samples(neck[0], neck[1], first, *judge) if judge else None
+    samples = hair_samples(neck[0], neck[1], first, *judge, f.inside_photo(j)[0]) if judge else None
     masks, mats = [drop_unlike_hair(hair_beyond(first, second, hair, zoom, above), neck[2], samples)], [outer_mat]
     seed = far_seed(first, masks[0], hair)
     if seed is not None:

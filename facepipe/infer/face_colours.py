@@ -65,19 +65,21 @@ class FaceColours:
     def active(self) -> bool:
         return len(self.classes) >= 2
 
-    def apply(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None = None) -> int:
+    def apply(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None = None,
+              inside: np.ndarray | None = None) -> int:
         """Re-split the classes on one crop (probs C x S x S, changed in place; rgb S x S x 3 uint8, the crop
         the network saw), then take hair blobs apart from the face that look like the backdrop away from
-        hair. labels: probs' argmax, when the caller has it; it is kept up to date. Returns how many
-        pixels' argmax changed."""
+        hair. labels: probs' argmax, when the caller has it; it is kept up to date. inside: the crop pixels
+        within the photo (util.geometry.inside_photo), when the crop reaches beyond it: only they are
+        samples of a class's colours. Returns how many pixels' argmax changed."""
         labels = probs.argmax(0) if labels is None else labels
-        changed = self._resplit(probs, rgb, labels)
+        changed = self._resplit(probs, rgb, labels, inside)
         if self.stray is not None:
-            changed += drop_stray_hair(probs, rgb, labels, *self.stray, self.tau)
+            changed += drop_stray_hair(probs, rgb, labels, *self.stray, self.tau, inside)
         return changed
 
-    def _resplit(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray) -> int:
-        seeds = {c: (labels == c) & (probs[c] > SEED_PROB) for c in self.classes}
+    def _resplit(self, probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, inside: np.ndarray | None) -> int:
+        seeds = {c: _within((labels == c) & (probs[c] > SEED_PROB), inside) for c in self.classes}
         cls = [c for c in self.classes if seeds[c].sum() >= MIN_SEEDS]
         if len(cls) < 2:
             return 0
@@ -114,7 +116,7 @@ class FaceColours:
 
 
 def drop_stray_hair(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: int, hair: int,
-                    tau: float = TAU) -> int:
+                    tau: float = TAU, inside: np.ndarray | None = None) -> int:
     """Hair blobs (8-connected) that touch no other class than background (within 2 pixels) and whose
     pixels look more like the face's backdrop than like its hair (their mean log-likelihood ratio, each
     clipped to +-tau, below STRAY_MARGIN) are not hair: hair's probability there is zeroed and the
@@ -126,7 +128,7 @@ def drop_stray_hair(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: 
         return 0
     attached = _attached_hair(labels, blobs, bg, hair)
     apart = is_hair & ~attached
-    samples = _samples(probs, rgb, labels, attached, bg, hair) if apart.any() else None
+    samples = _samples(probs, rgb, labels, attached, bg, hair, inside) if apart.any() else None
     if samples is None:
         return 0
     mask = _unlike(blobs, n, apart, hair_llr(rgb, apart, samples, tau))
@@ -137,12 +139,13 @@ def drop_stray_hair(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: 
     return int(mask.sum())
 
 
-def hair_samples(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: int, hair: int):
+def hair_samples(probs: np.ndarray, rgb: np.ndarray, labels: np.ndarray, bg: int, hair: int,
+                 inside: np.ndarray | None = None):
     """A face's colour samples ((3, M) Y, B-Y, R-Y arrays: its sure hair touching the face, its sure
-    background) from its crop (probs C x S x S, rgb, labels its argmax), as drop_stray_hair takes them;
-    None when either has fewer than MIN_SEEDS pixels (no say)."""
+    background, within the photo) from its crop (probs C x S x S, rgb, labels its argmax), as
+    drop_stray_hair takes them; None when either has fewer than MIN_SEEDS pixels (no say)."""
     blobs, _ = ndimage.label(labels == hair, structure=np.ones((3, 3), bool))
-    return _samples(probs, rgb, labels, _attached_hair(labels, blobs, bg, hair), bg, hair)
+    return _samples(probs, rgb, labels, _attached_hair(labels, blobs, bg, hair), bg, hair, inside)
 
 
 def hair_llr(rgb: np.ndarray, mask: np.ndarray, samples, tau: float = TAU) -> np.ndarray:
@@ -170,9 +173,16 @@ def _attached_hair(labels: np.ndarray, blobs: np.ndarray, bg: int, hair: int) ->
     return np.isin(blobs, near[near > 0])
 
 
-def _samples(probs, rgb, labels, attached, bg: int, hair: int):
-    hair_seeds = attached & (probs[hair] > SEED_PROB)
-    bg_seeds = (labels == bg) & (probs[bg] > SEED_PROB)
+def _within(mask: np.ndarray, inside: np.ndarray | None) -> np.ndarray:
+    """mask without the crop's fill beyond the photo: the black fill is not a colour of the backdrop (as
+    a sample it widened the background's Gaussian toward black and dark hair; docs/results.md, "The
+    fill beyond the photo is not a colour of the backdrop")."""
+    return mask if inside is None else mask & inside
+
+
+def _samples(probs, rgb, labels, attached, bg: int, hair: int, inside: np.ndarray | None = None):
+    hair_seeds = _within(attached & (probs[hair] > SEED_PROB), inside)
+    bg_seeds = _within((labels == bg) & (probs[bg] > SEED_PROB), inside)
     if hair_seeds.sum() < MIN_SEEDS or bg_seeds.sum() < MIN_SEEDS:
         return None
     return ycc(rgb, hair_seeds), ycc(rgb, bg_seeds)

@@ -60,7 +60,7 @@ from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
-from facepipe.util.geometry import crop_face
+from facepipe.util.geometry import crop_face, inside_or_none
 from facepipe.util.images import ImageList, list_images, unreadable_note
 from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
@@ -209,15 +209,14 @@ def _record(path: Path) -> dict | None:
         return None
 
 
-def _same_photo(recorded, photo: Path) -> bool:
-    """A record's photo is this one: the same path as given, or another path to the same file (a photo
-    given by name once and found in its folder's search, which gives absolute paths, the next time)."""
-    if recorded is None:
-        return False
-    if recorded == str(photo):
+def _same_photo(rec: dict, photo: Path) -> bool:
+    """A record is this photo's: the same path as given, or the same file as the absolute path it recorded
+    (a photo given by a relative name once and found by its folder's search the next time). A relative
+    name alone is not matched against the working directory: it was written from another one perhaps."""
+    if rec.get("photo") == str(photo):
         return True
     try:
-        return os.path.samefile(recorded, photo)
+        return "photo_abs" in rec and os.path.samefile(rec["photo_abs"], photo)
     except OSError:
         return False
 
@@ -243,7 +242,7 @@ def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, f
             if stem in taken:
                 continue
             rec = _record(out / f"{stem}.json") if "json" in outputs else None
-            if rec is not None and not _same_photo(rec.get("photo"), p):
+            if rec is not None and not _same_photo(rec, p):
                 continue
             break
         taken.add(stem)
@@ -328,10 +327,11 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     labels = probs.argmax(1)
     t0, c0 = time.perf_counter(), time.thread_time()
     points = [q for r in batch for q in r["crop_points"]]
+    inside = _inside(batch, crops) if colours is not None else None
     if colours is not None:
         # Onto the crop's edges first (infer.edges), then the colours' re-split: one count for both.
-        recoloured = [(snap_to_edges(p, c, colours.classes, lab) if edges else 0) + colours.apply(p, c, lab)
-                      for p, c, lab in zip(probs, crops, labels)]
+        recoloured = [(snap_to_edges(p, c, colours.classes, lab) if edges else 0) + colours.apply(p, c, lab, ins)
+                      for p, c, lab, ins in zip(probs, crops, labels, inside)]
         if applies(parser.schema.classes):  # the neck below the chin, by the same colours
             recoloured = [n + neck_in_crop(p, lab, c, pts, parser.schema.classes)
                           for n, p, c, lab, pts in zip(recoloured, probs, crops, labels, points)]
@@ -339,7 +339,7 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
         changed = [prior.apply(p, pts, lab) for p, pts, lab in zip(probs, points, labels)]
     necks = _neck_below(parser, batch, probs, labels, crops)
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
-    judge = (probs, crops, colours.stray) if colours is not None and colours.stray is not None else None
+    judge = (probs, crops, colours.stray, inside) if colours is not None and colours.stray is not None else None
     beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip, judge)
     k = 0
     for r in batch:
@@ -357,6 +357,12 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
             r["prior_pixels"] = changed[k:k + n]
         k += n
     return rules
+
+
+def _inside(batch: list[dict], crops: list) -> list:
+    """Per crop, its pixels within the photo (None where the whole crop is): the face's colours take their
+    samples there only (infer.face_colours)."""
+    return [inside_or_none(m, c.shape[0], r["rgb"].shape[:2]) for r in batch for m, c in zip(r["matrices"], r["crops"])]
 
 
 def _neck_below(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np.ndarray, crops: list):
@@ -385,7 +391,8 @@ def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_siz
     faces = [(r, k) for r in batch for k in range(len(r["outer_crops"]))]
     todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
     masks, far_masks = [None] * len(first), [None] * len(first)
-    samples = {i: hair_samples(judge[0][i], judge[1][i], first[i], *judge[2]) for i in todo} if judge else {}
+    samples = ({i: hair_samples(judge[0][i], judge[1][i], first[i], *judge[2], judge[3][i]) for i in todo}
+               if judge else {})
     if todo:
         second, _ = _run_network(parser, [outer[i][0] for i in todo], [outer[i][1] for i in todo], batch_size,
                                  tta_flip)

@@ -163,6 +163,18 @@ def inside_photo(matrix: np.ndarray, size: int, photo_hw) -> np.ndarray:
     return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
 
 
+def inside_or_none(matrix: np.ndarray, size: int, photo_hw) -> np.ndarray | None:
+    """inside_photo's mask, or None when the whole crop lies inside the photo (its four corners do: most
+    faces of most photos, which then cost four points instead of a size x size grid)."""
+    inv = np.linalg.inv(np.asarray(matrix, np.float64))
+    corners = inv @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]], np.float64)
+    h, w = (float(t) for t in photo_hw)
+    if (corners[0] >= 0).all() and (corners[0] <= w - 1).all() and (corners[1] >= 0).all() and (
+            corners[1] <= h - 1).all():
+        return None
+    return inside_photo(matrix, size, photo_hw)
+
+
 def crop_mask_in_photo(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
     """Boolean HxW mask of the photo pixels that the crop covers."""
     ones = np.ones((size, size), np.float32)

@@ -154,7 +154,8 @@ class StageOutput:
             else:
                 self._wipe()
         else:
-            foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(LOCK))
+            # Hidden files (.DS_Store, a temp file of a write cut short, a lock) neither block nor get wiped.
+            foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
             if foreign:  # never wiped, not even with --force: facepipe replaces only what it wrote
                 raise FacepipeError(f"{out} is not empty and was not made by facepipe (it holds {foreign[0]}"
                                     f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
@@ -162,12 +163,6 @@ class StageOutput:
         if self.shard is None or not prog.exists():
             write_json(prog, {"stage": self.stage, "config": self.config, "started": self.started})
         return self
-
-    def reopen(self) -> None:
-        """A finished output taken up again with the same config (its source gained items): in progress,
-        state "resume"; finish() writes the manifest anew."""
-        write_json(self.out / INPROGRESS, {"stage": self.stage, "config": self.config, "started": self.started})
-        self.state = "resume"
 
     def finish(self, inputs: dict | None = None, counts: dict | None = None,
                skipped: list | None = None, extra: dict | None = None) -> dict:
@@ -289,15 +284,17 @@ def refuse_input_inside(out: Path, config: dict) -> None:
     """Refuse an output that is, or holds, one of the stage's inputs (config's values naming a file or folder
     that exists, the key "out" aside): --force replaces an output whole, input and all, and even without it
     a stage reading its own output folder reads what it writes."""
-    o = Path(out).resolve()
     for key, value in config.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if key == "out" or not isinstance(v, str) or not v or not os.path.exists(v):
+            if key == "out" or not isinstance(v, str) or not v or not os.path.lexists(v):
                 continue
-            p = Path(v).resolve()
-            if p == o or o in p.parents:
-                raise FacepipeError(f"the output {out} {'is' if p == o else 'holds'} this stage's input {v}; "
-                                    "write the output somewhere else.")
+            # Resolved and as written: an input that is a link inside OUT resolves elsewhere, and a wipe would
+            # remove the link.
+            pairs = ((Path(out).resolve(), Path(v).resolve()), (Path(os.path.abspath(out)), Path(os.path.abspath(v))))
+            for o, p in pairs:
+                if p == o or o in p.parents:
+                    raise FacepipeError(f"the output {out} {'is' if p == o else 'holds'} this stage's input {v}; "
+                                        "write the output somewhere else.")
 
 
 def lock_folder(out: Path, name: str = LOCK, what=None) -> int:

@@ -52,8 +52,19 @@ def each_photo(name: str, photos: list, shard: tuple[int, int] | None, done: Cal
     return mine, todo, skipped
 
 
-def new_since(manifest: dict, photos: list, done: Callable[[object], Path]) -> list:
-    """The photos a finished per-photo stage has not seen: no file marks them done and its manifest does not
-    name them as skipped (photos added to SRC after the stage finished)."""
+def new_since(manifest: dict, photos: list, done: Callable[[object], Path], out: Path) -> list:
+    """The photos a finished per-photo stage has not seen: no file marks them done, its manifest does not
+    name them as skipped, and they are not its own outputs (an OUT inside SRC): photos added to SRC after
+    the stage finished, or renamed."""
     seen = {str(s.get("id")) for s in manifest.get("skipped", [])}
-    return [p for p in photos if str(p.id) not in seen and not done(p).exists()]
+    o = Path(out).resolve()
+    return [p for p in photos if str(p.id) not in seen and not done(p).exists()
+            and o not in Path(p.path).resolve().parents]
+
+
+def name_new(new: list, src, out, reporter) -> None:
+    """The warning of a finished stage rerun on a SRC that gained photos: they are not taken up (a finished
+    output is left alone: its manifest's sha256 is what the next stage was made from)."""
+    if new:
+        reporter.log(f"[yellow]{len(new)} photo(s) in {src} are not in {out}, finished before they came "
+                     f"(e.g. {new[0].path}): --force redoes the folder with them, or write to another[/]")
