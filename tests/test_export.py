@@ -105,7 +105,7 @@ def test_bundled_names_resolve_and_paths_win(tmp_path, monkeypatch):
     (tmp_path / "fast").write_bytes(b"")  # a file called `fast` here is that file, not the bundled model
     assert run_checkpoint("fast").resolve() == (tmp_path / "fast").resolve()
     (tmp_path / "default").mkdir()  # and a folder called `default` is a run folder (without checkpoints)
-    with pytest.raises(FacepipeError, match="no checkpoint in default"):
+    with pytest.raises(FacepipeError, match="default is a folder here with no checkpoint"):
         run_checkpoint("default")
     with pytest.raises(FacepipeError, match="bundled model"):
         run_checkpoint("no-such-model")
