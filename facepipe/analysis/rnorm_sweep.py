@@ -172,7 +172,8 @@ def analyse(cells: list[dict]) -> dict:
     best = max(cells, key=lambda c: c["overall_f1"])
     opt, how = best["r_norm"], "best cell"
     coef = fits["log_rnorm"]["coef"]
-    if len(cells) > 1 and np.ptp(f1) == 0:  # every cell alike (untrained cells all score 0): the numbers say nothing of r/s
+    # Every cell alike (untrained cells all score 0): the numbers say nothing of r/s.
+    if len(cells) > 1 and np.ptp(f1) == 0:
         how = SAME_F1
     elif coef is not None and coef[0] < 0:
         v = -coef[1] / (2 * coef[0])

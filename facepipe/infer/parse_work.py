@@ -221,7 +221,8 @@ def _photo_record(job: dict, w: int, h: int) -> dict:
     """The photo's record (its json) before its label counts: the photo, the model and each face."""
     # photo_abs: the same photo given by a relative name once and found by a folder search (absolute paths)
     # the next time is known by it (parse.plan_photos); a relative name alone means another photo elsewhere.
-    return {"photo": job["path"], "photo_abs": os.path.abspath(job["path"]), "width": w, "height": h, "grayscale": job["grayscale"],
+    return {"photo": job["path"], "photo_abs": os.path.abspath(job["path"]), "width": w, "height": h,
+            "grayscale": job["grayscale"],
             "model": job["model"], "schema": job["schema"],
             **({"unconfirmed_hits": job["unconfirmed"]} if job.get("unconfirmed") else {}),  # weak hits dropped
             "faces": [{"box": f["box"], "score": f["score"], "landmarks68": f["lm68"], "matrix": m.tolist(),

@@ -53,12 +53,12 @@ class Reporter:
         if not self.quiet:
             self.console.print(msg)
 
-    def skipped(self, items: list[dict], key: str = "id", shown: int = 10, where: str = "manifest.json"):
+    def skipped(self, items: list[dict], key: str = "id", shown: int = 10):
         """Name the first `shown` skipped items ({key: name, "reason": why}), then how many more."""
         for s in items[:shown]:
             self.log(f"[yellow]skipped[/] {s[key]}: {s['reason']}")
         if len(items) > shown:
-            self.log(f"... and {len(items) - shown} more ({where} lists them all)")
+            self.log(f"... and {len(items) - shown} more (manifest.json lists them all)")
 
     def table(self, title: str, rows: list[tuple], columns: tuple[str, ...] = ("", "")):
         """Print a summary table (always, unless quiet)."""
