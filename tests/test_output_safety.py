@@ -249,3 +249,30 @@ def test_parse_knows_a_record_by_its_absolute_path_not_by_a_relative_name(tmp_pa
     # Written from another working directory, a relative name may be another photo: not matched through ours.
     assert not _same_photo({"photo": "x.jpg"}, here)
     assert _same_photo({"photo": str(here)}, here)
+
+
+def test_a_run_that_failed_before_writing_anything_leaves_no_mark(tmp_path):
+    from facepipe.data.backgrounds import MIN_SIDE, BackgroundsConfig, run_backgrounds
+
+    rng = np.random.default_rng(0)
+    save_image(tmp_path / "icons" / "icon.png", rng.integers(0, 255, (20, 20, 3), np.uint8))
+    save_image(tmp_path / "walls" / "wall.png", rng.integers(0, 255, (MIN_SIDE, 200, 3), np.uint8))
+    with pytest.raises(FacepipeError):
+        run_backgrounds(BackgroundsConfig(sources=(str(tmp_path / "icons"),), out=str(tmp_path / "bg")))
+    assert not (tmp_path / "bg" / ".inprogress.json").exists()
+    # The corrected command into the same folder runs without --force.
+    m = run_backgrounds(BackgroundsConfig(sources=(str(tmp_path / "walls"),), out=str(tmp_path / "bg")))
+    assert m["counts"]["photos"] == 1
+
+
+def test_a_failed_run_that_wrote_work_keeps_its_mark(tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(RuntimeError):
+        with StageOutput(out, "x", {"a": 1}):
+            (out / "item.png").write_bytes(b"x")
+            raise RuntimeError("cut short")
+    with StageOutput(out, "x", {"a": 1}) as so:
+        assert so.state == "resume"
+    with pytest.raises(FacepipeError, match="unfinished"):
+        with StageOutput(out, "x", {"a": 2}):
+            pass

@@ -189,12 +189,23 @@ class StageOutput:
         self.manifest = m
         return m
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None and self._lock_fd is not None and self.shard is None:
+            self._drop_empty_claim()
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
         return False
+
+    def _drop_empty_claim(self):
+        """A run that failed before writing anything leaves no mark: its in-progress config would only make
+        the corrected command into the same folder ask for --force, with nothing to resume."""
+        try:
+            if not any(not p.name.startswith(".") for p in self.out.iterdir()):
+                (self.out / INPROGRESS).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _lock(self):
         name = LOCK if self.shard is None else f"{LOCK}-shard{self.shard[0]}of{self.shard[1]}"
