@@ -148,6 +148,11 @@ PY
 facepipe distill $I --augment wild,gray=1 --init runs/grayout/gray-bundled.pt --model-kwargs '{"widths": [40, 80, 160]}' \
     --epochs 40 --outside-photo ignore --out runs/grayout/ign
 python3 -m facepipe.infer.pack runs/narrow/c96-c2 facepipe/assets/default.pt --gray runs/grayout/ign
+# The same weights, their file now asking parse and eval to show the colour network the photo's colour along its
+# edge where a crop reaches past the photo, instead of black (docs/results.md, "The backdrop's colour beyond the
+# photo"; infer/photo_fill.py). Equivalently, add --beyond-photo-fill edge to the pack above.
+python3 -m facepipe.infer.pack facepipe/assets/default.pt facepipe/assets/default.pt --gray facepipe/assets/default.pt \
+    --beyond-photo-fill edge
 # accurate, two more cycles (docs/results.md, "The teacher, a second cycle with `edge`"): the fill beyond each
 # labelled photo left out of the loss where the photo ends in hair or skin (train --outside-photo edge), 700 epochs
 # in all. The default above was distilled from the accurate.pt packed before these, so they come last.

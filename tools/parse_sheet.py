@@ -5,6 +5,7 @@
 
 Each row: one photo's overlay from BEFORE and from AFTER, cropped to its faces (3x the face box, within
 the photo) and scaled to one height. Photos are given by stem; without --photos, every stem both hold.
+BEFORE may be the word `photo`: the photo itself beside AFTER's overlay (what a parse still gets wrong).
 """
 import argparse
 import json
@@ -25,9 +26,10 @@ def crop_box(rec: dict) -> tuple[int, int, int, int]:
             int(min(w, cx + side / 2)), int(min(h, cy + side / 2)))
 
 
-def tile(folder: Path, stem: str, box, height: int) -> Image.Image:
+def tile(folder: Path, stem: str, box, height: int, photo: bool = False) -> Image.Image:
     rec = json.loads((folder / f"{stem}.json").read_text())
-    im = Image.open(folder / rec["overlay"]).convert("RGB").crop(box)
+    src = rec.get("photo_abs", rec["photo"]) if photo else folder / rec["overlay"]
+    im = Image.open(src).convert("RGB").crop(box)
     return im.resize((max(1, round(im.width * height / im.height)), height), Image.BILINEAR)
 
 
@@ -40,7 +42,8 @@ def main():
     ap.add_argument("--height", type=int, default=220)
     ap.add_argument("--titles", nargs=2, default=("before", "after"))
     a = ap.parse_args()
-    before, after = Path(a.before), Path(a.after)
+    photo = a.before == "photo"  # the photo itself on the left, from AFTER's records
+    before, after = Path(a.after if photo else a.before), Path(a.after)
     stems = a.photos or sorted({p.stem for p in before.glob("*.json")} & {p.stem for p in after.glob("*.json")})
     rows = []
     for s in stems:
@@ -50,7 +53,7 @@ def main():
         if "overlay" not in rec:
             continue
         box = crop_box(rec)
-        rows.append((s, tile(before, s, box, a.height), tile(after, s, box, a.height)))
+        rows.append((s, tile(before, s, box, a.height, photo), tile(after, s, box, a.height)))
     pairs = [(s, b, c) for s, b, c in rows]
     cols = 2  # two photos (four tiles) per sheet row
     tw = max(b.width + c.width for _, b, c in pairs) + 12

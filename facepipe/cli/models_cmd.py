@@ -53,6 +53,7 @@ def models_cmd(size, rf, json_path):
                 ("input", f"{b['input']}, {b['size']}x{b['size']} aligned face (iod {al['iod']}"
                           f"{', letterboxed' if al['letterbox'] else ''}, box width {al['box_width']}"
                           f"{', turn shift ' + str(al['turn_shift']) if al.get('turn_shift') else ''})"),
+                ("beyond the photo", _FILL_WORDS[b.get("beyond_photo_fill", "black")]),
                 ("classes", f"{b['schema']}: {', '.join(b['classes'])}")]
         if b.get("gray_branch"):
             g = b["gray_branch"]
@@ -68,6 +69,11 @@ def models_cmd(size, rf, json_path):
     for a in listing["architectures"]:
         if a.get("rf_note"):
             click.echo(f"{a['arch']}: r not shown: {a['rf_note']}")
+
+
+# What the network sees where a crop reaches past its photo (infer.photo_fill)
+_FILL_WORDS = {"edge": "the photo's colour along its edge, for colour faces (--fill-beyond-photo)",
+               "black": "black, as cut"}
 
 
 def _toned(g: dict) -> str:

@@ -16,6 +16,7 @@ from facepipe.cli.options import (
 )
 from facepipe.infer.parse import DETECTORS, Parser, collect_photos, parse_photos
 from facepipe.infer.parse_work import OUTPUTS
+from facepipe.infer.photo_fill import FILLS
 from facepipe.util.errors import FacepipeError
 from facepipe.util.images import unreadable_note
 
@@ -79,6 +80,12 @@ def _outputs(ctx, param, value):
                    "landmarks is not that part, and skin far from the face and ringed by background (a lamp, "
                    "a hand) is background. Faces without trusted landmarks (profiles cut from their box) "
                    "are left as the network says.")
+@field_option(parse_photos, "fill", "--fill-beyond-photo", "fill", type=click.Choice(FILLS),
+              help="What the network sees where a face's crop reaches past the photo's edge: `edge`, the mean "
+                   "colour of the photo along that edge (a plain backdrop), or `black`, the crop as cut; `model` "
+                   "takes what the model's file asks for (the bundled default: edge, for colour faces; accurate: "
+                   "black). Black above a head made a strip of backdrop along a photo's top edge hair, and white "
+                   "hair skin, for the default.")
 @field_option(Parser.load, "device", "--device")
 @force_option
 @quiet_option

@@ -108,6 +108,7 @@ def _bundled_facts(m: LoadedModel, rf: bool) -> dict:
         "classes": list(schema.classes), "alignment": m.align.to_dict(),
         "defaults": _defaults(ck.get("model_kwargs", {})), "epoch": ck.get("epoch"),
         "facepipe_version": ck.get("facepipe_version"), "bytes": m.path.stat().st_size, "sha256": m.sha256(),
+        "beyond_photo_fill": m.fill,
     }
     if m.gray_branch:
         g = m.net.gray

@@ -15,9 +15,12 @@ from facepipe.infer.face_colours import FaceColours, drop_unlike_hair, hair_samp
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
+from facepipe.infer.photo_fill import network_crop
+from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.infer.predict import AtSide, predict_probs, probs_to_photo
+from facepipe.models.gray_route import GrayRoute
 from facepipe.util.errors import BadImage, FacepipeError
-from facepipe.util.geometry import crop_face
+from facepipe.util.geometry import crop_face, inside_or_none
 from facepipe.util.images import load_rgb
 from facepipe.util.metrics import confusion, scores
 from facepipe.util.progress import SILENT, Reporter
@@ -29,7 +32,8 @@ from facepipe.util.sheets import grid, overlay
 def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "original", heatmap: bool = True,
              device: str = "cpu", batch_size: int = 8, tta_flip: bool = False, reporter: Reporter = SILENT,
              keep_images: bool = False, beyond_crop: bool = False, beyond_zoom: float = ZOOM,
-             beyond_above: bool = False, landmark_prior: bool = False, face_colours: bool = False) -> dict:
+             beyond_above: bool = False, landmark_prior: bool = False, face_colours: bool = False,
+             fill: str = "black") -> dict:
     """Returns scores (metrics.scores) + coords + per_image [(id, pixel_acc, overall F1)] + the schema the
     scores are in (a cache labelled with other classes than the model's: the classes both share, renamed
     as `renamed` says; util.schema_bridge).
@@ -41,7 +45,9 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
     landmark_prior: lay infer.landmark_prior over each face's probabilities from the cache's landmarks,
     as parse does; face_colours: first, as parse does, infer.edges (coarse heads), infer.face_colours's
     re-split of background, hair and skin and the neck below the chin by those colours (infer.neck); with
-    beyond_crop, they judge the hair beyond the crop too (face_colours.drop_unlike_hair)."""
+    beyond_crop, they judge the hair beyond the crop too (face_colours.drop_unlike_hair).
+    fill: "edge" shows the network colour crops filled beyond their photo, as parse does for a model
+    whose file asks for it (infer.photo_fill; evaluate_model resolves "model"); "black": as cut."""
     _check(coords, beyond_crop, schema)
     ds = FaceCache(cache_path, split=split, heatmap=heatmap)
     rename, scored = scoring_schema(schema, ds.schema)
@@ -58,16 +64,19 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
             idx = ds.indices[start: start + batch_size]
             imgs = f.read("images", idx)
             hms = f.read("heatmaps", idx) if heatmap else None
-            probs = _probs(model, to_input(imgs, hms).to(device), flip_perm, tta_flip, device, f, idx, imgs,
-                           colours, prior)
+            inside = f.inside_photo(idx) if colours is not None or fill == "edge" else None
+            probs = _probs(model, _shown(imgs, hms, inside, fill), flip_perm, tta_flip, device, f, idx, imgs,
+                           colours, prior, inside)
             if beyond_crop:
-                outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom)
+                outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom,
+                                                     fill)
             for k, j in enumerate(idx):
                 pred, target, image = _answer(probs[k], imgs[k], f, j, coords)
                 if beyond_crop:  # photo coordinates only (_check)
                     _paint_beyond(pred, probs[k].argmax(0), outer[k].argmax(0), mats[k], schema.index("hair"),
                                   beyond_zoom, beyond_above, f, j, hms[k:k + 1] if hms is not None else None,
-                                  (model, flip_perm, tta_flip, device), (probs[k], imgs[k], outer_rgb[k], schema),
+                                  (model, flip_perm, tta_flip, device, fill),
+                                  (probs[k], imgs[k], outer_rgb[k], schema),
                                   colours.stray if colours is not None else None)
                 if rename is not None:  # both into the classes they share (util.schema_bridge)
                     pred, target = rename.pred[pred], rename.true[target]
@@ -118,13 +127,33 @@ def _check(coords: str, beyond_crop: bool, schema) -> None:
         raise FacepipeError(f"--beyond-crop follows hair, and schema {schema.name} has no class called hair.")
 
 
-def _probs(model, x, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colours: FaceColours | None,
-           prior: LandmarkPrior | None) -> np.ndarray:
+def _shown(imgs: np.ndarray, hms, inside, fill: str) -> tuple:
+    """(the network's input batch, the batch the router reads or None when it is the same): the crops
+    filled beyond their photo for fill "edge" (infer.photo_fill), as cut for the router."""
+    if fill != "edge":
+        return to_input(imgs, hms), None
+    shown = [network_crop(c, m, fill) for c, m in zip(imgs, inside)]
+    if all(a is b for a, b in zip(shown, imgs)):
+        return to_input(imgs, hms), None
+    return to_input(np.stack(shown), hms), to_input(imgs, hms)
+
+
+def _predict(model, xs: tuple, flip_perm, tta_flip: bool, device: str) -> np.ndarray:
+    """Probabilities (N x C x S x S) of `_shown`'s batches: a two-branch model's router reads the crops as cut."""
+    x, raw = (t if t is None else t.to(device) for t in xs)
+    net = model.net if isinstance(model, AtSide) else model
+    routes = net.routes(raw) if raw is not None and isinstance(net, GrayRoute) else None
+    return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda"),
+                         routes=routes).cpu().numpy()
+
+
+def _probs(model, xs: tuple, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colours: FaceColours | None,
+           prior: LandmarkPrior | None, inside) -> np.ndarray:
     """The network's probabilities for faces `idx` (N x C x S x S), re-split by the faces' own colours and
-    with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order."""
-    probs = predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy()
+    with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order.
+    inside: the crops' pixels within their photos (colour samples are taken there only)."""
+    probs = _predict(model, xs, flip_perm, tta_flip, device)
     edges = colours is not None and coarse_head(model)
-    inside = f.inside_photo(idx) if colours is not None else None  # colour samples within the photos only
     for k, j in enumerate(idx if colours is not None or prior is not None else ()):
         labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior
         points = f.read("landmarks", j)[:int(f.read("n_landmarks", j))]
@@ -150,7 +179,7 @@ def _paint_beyond(pred, first, second, outer_mat, hair: int, zoom: float, above:
     masks, mats = [drop_unlike_hair(hair_beyond(first, second, hair, zoom, above), neck[2], samples)], [outer_mat]
     seed = far_seed(first, masks[0], hair)
     if seed is not None:
-        third, far, rgb = _outer_pass(f, [j], hm, *net, zoom * zoom)
+        third, far, rgb = _outer_pass(f, [j], hm, *net[:4], zoom * zoom, net[4])
         masks.append(drop_unlike_hair(hair_beyond(None, third[0].argmax(0), hair, zoom, above, seed=seed), rgb[0],
                                       samples))
         mats.append(far[0])
@@ -168,10 +197,11 @@ def _paint_skin(pred, probs, crop, outer, outer_mat, classes) -> None:
                      over=list(classes).index("background"))
 
 
-def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM):
+def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom: float = ZOOM,
+                fill: str = "black"):
     """The zoomed-out second crops of faces `idx`, cut from their source photos, and their
     probabilities: (probs N x C x S x S, photo -> outer crop matrices, the crops' RGB)."""
-    crops, heat, mats = [], [], []
+    crops, heat, mats, insides = [], [], [], []
     for k, j in enumerate(idx):
         m = outer_matrix(f.read("matrices", j), f.size, zoom)
         path = f.strings("photos", j)
@@ -181,16 +211,19 @@ def _outer_pass(f, idx, hms, model, flip_perm, tta_flip: bool, device: str, zoom
             raise FacepipeError(f"--beyond-crop reads the cache's source photos, and {path} cannot be read "
                                 f"({e}); score without it or rebuild the cache where the photos are.") from None
         crops.append(crop_face(rgb, m, f.size))
+        insides.append(inside_or_none(m, f.size, rgb.shape[:2]))
         heat.append(outer_heatmap(hms[k], zoom) if hms is not None else None)
         mats.append(m)
-    x = to_input(np.stack(crops), np.stack(heat) if hms is not None else None).to(device)
-    return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda")).cpu().numpy(), mats, crops
+    xs = _shown(np.stack(crops), np.stack(heat) if hms is not None else None, insides, fill)
+    return _predict(model, xs, flip_perm, tta_flip, device), mats, crops
 
 
-def evaluate_model(m: LoadedModel, cache_path, **kw) -> dict:
+def evaluate_model(m: LoadedModel, cache_path, fill: str = "model", **kw) -> dict:
     """`evaluate` of a loaded model: its network, run at its own crop side (infer.predict.AtSide: crops of
-    another side resampled to it), schema, heatmap channel and device."""
-    return evaluate(AtSide(m.net, m.size), cache_path, m.schema, heatmap=m.heatmap, device=str(m.device), **kw)
+    another side resampled to it), schema, heatmap channel and device; beyond the photo, what its file asks
+    for (fill "model") or `fill` (infer.photo_fill)."""
+    return evaluate(AtSide(m.net, m.size), cache_path, m.schema, heatmap=m.heatmap, device=str(m.device),
+                    fill=resolve_fill(fill, m.checkpoint), **kw)
 
 
 def best_worst_sheet(result: dict, cache_path, schema, n: int = 4):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from facepipe.infer.checkpoint import build_from_checkpoint, load_checkpoint, run_checkpoint, training_augment
+from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.infer.predict import AtSide, predict_probs
 from facepipe.learn.augment import saw_grayscale
 from facepipe.models.fold import fold_batchnorm
@@ -64,6 +65,11 @@ class LoadedModel:
         return 4 if self.heatmap else 3
 
     @property
+    def fill(self) -> str:
+        """What this model sees beyond the photo: "edge" or "black" (infer.photo_fill)."""
+        return resolve_fill("model", self.checkpoint)
+
+    @property
     def augment(self) -> str | None:
         """The training augmentation ("none", "basic", "wild", maybe with fields set: "wild,gray=0"), or
         None when the checkpoint does not say (files packed before it was kept)."""
@@ -109,12 +115,14 @@ class LoadedModel:
         flip = self.schema.flip_permutation() if tta_flip else None
         return predict_probs(AtSide(self.net, self.size), x.to(self.device), flip, tta_flip, autocast=autocast)
 
-    def predict_routed(self, x: torch.Tensor, tta_flip: bool = False) -> tuple[torch.Tensor, np.ndarray | None]:
-        """`predict` and `routes_gray` with the branch chosen once (parse records each face's branch)."""
+    def predict_routed(self, x: torch.Tensor, tta_flip: bool = False,
+                       routes_from: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+        """`predict` and `routes_gray` with the branch chosen once (parse records each face's branch).
+        routes_from: the batch the router reads when x is not the crops as cut (infer.photo_fill)."""
         x = x.to(self.device)
         if not isinstance(self.net, GrayRoute):
             return self.predict(x, tta_flip), None
-        g = self.net.routes(x)
+        g = self.net.routes(x if routes_from is None else routes_from.to(self.device))
         flip = self.schema.flip_permutation() if tta_flip else None
         return predict_probs(self.net, x, flip, tta_flip, routes=g), g.cpu().numpy()
 

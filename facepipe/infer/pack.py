@@ -1,7 +1,7 @@
 """Pack a run's best checkpoint as the package's default model: weights, schema and alignment only
 (no optimiser state, no absolute paths of the machine that trained it).
 
-Usage: python -m facepipe.infer.pack RUN OUT.pt [--fp16] [--gray GRAY_RUN]
+Usage: python -m facepipe.infer.pack RUN OUT.pt [--fp16] [--gray GRAY_RUN] [--beyond-photo-fill edge|black]
 
 --fp16 stores floating-point weights in half precision (half the file; loading casts them back to the
 model's fp32 parameters, so only the rounding of the stored weights changes the outputs).
@@ -9,6 +9,9 @@ model's fp32 parameters, so only the rounding of the stored weights changes the 
 on the faces whose crop has next to no colour. It must take the same input (size, channels, alignment) and
 predict the same classes as RUN; it may be wider. GRAY_RUN may also be a packed model with a gray branch
 (the bundled `default`, say): its gray branch is kept as it is, for a new colour network beside it.
+--beyond-photo-fill records what `parse` and `eval` show the network where a crop reaches past its photo
+(infer.photo_fill): edge (the photo's colour along that edge, for colour faces) or black (as cut; files
+without the key). RUN may be a packed file: its own setting is kept unless this flag is given.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from facepipe.util.atomic import atomic_path
 from facepipe.util.errors import FacepipeError
 
 KEEP = ("format", "format_version", "facepipe_version", "arch", "model_kwargs", "num_classes", "in_channels",
-        "heatmap", "size", "schema", "state_dict", "align", "epoch", "metrics")
+        "heatmap", "size", "schema", "state_dict", "align", "epoch", "metrics", "beyond_photo_fill")
 # What the two branches must share to take one crop each: the same input and classes. The gray branch may
 # be another width (it runs only on grayscale faces, so a wider one costs colour photos nothing).
 SAME = ("num_classes", "in_channels", "heatmap", "size", "schema", "align")
@@ -42,7 +45,9 @@ def _gray_branch(g: dict, fp16: bool) -> dict:
             "epoch": g.get("epoch"), "metrics": g.get("metrics")}
 
 
-def pack(run, out, fp16: bool = False, gray=None) -> dict:
+def pack(run, out, fp16: bool = False, gray=None, fill: str | None = None) -> dict:
+    if fill not in (None, "edge", "black"):
+        raise FacepipeError(f"--beyond-photo-fill must be edge or black, not {fill!r}.")
     ck = load_checkpoint(run_checkpoint(run))
     small = {k: ck[k] for k in KEEP if k in ck}
     small["state_dict"] = _weights(ck, fp16)
@@ -60,22 +65,25 @@ def pack(run, out, fp16: bool = False, gray=None) -> dict:
             raise FacepipeError(f"--gray {gray} differs from {run} in {', '.join(differ)}; the gray branch must "
                                 "take the same input and predict the same classes.")
         small["gray_branch"] = _gray_branch(g, fp16)
+    if fill is not None:
+        small["beyond_photo_fill"] = fill
     with atomic_path(out) as tmp:
         torch.save(small, tmp)
     return small
 
 
 if __name__ == "__main__":
-    args, gray = sys.argv[1:], None
-    if "--gray" in args:
-        i = args.index("--gray")
-        gray = args[i + 1] if i + 1 < len(args) else sys.exit(__doc__)
-        del args[i:i + 2]
+    args, opts = sys.argv[1:], {}
+    for flag in ("--gray", "--beyond-photo-fill"):
+        if flag in args:
+            i = args.index(flag)
+            opts[flag] = args[i + 1] if i + 1 < len(args) else sys.exit(__doc__)
+            del args[i:i + 2]
     args = [a for a in args if a != "--fp16"]
     if len(args) != 2:
         sys.exit(__doc__)
     try:
-        pack(args[0], args[1], fp16="--fp16" in sys.argv, gray=gray)
+        pack(args[0], args[1], fp16="--fp16" in sys.argv, gray=opts.get("--gray"), fill=opts.get("--beyond-photo-fill"))
     except FacepipeError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {args[1]}")

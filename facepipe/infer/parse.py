@@ -56,6 +56,9 @@ from facepipe.infer.neck import MAX_DISTANCE as NECK_DISTANCE
 from facepipe.infer.neck import WIDEN as NECK_WIDEN
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
 from facepipe.infer.parse_work import OUTPUTS, align_photo, gray_branch_faces, init_worker, write_photo
+from facepipe.infer.photo_fill import RING as FILL_RING
+from facepipe.infer.photo_fill import network_crop
+from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
@@ -295,14 +298,23 @@ class Settings:
     landmark_prior: bool = True
     face_colours: bool = True
     confirm_below: float = CONFIRM_BELOW
+    fill: str = "black"  # beyond the photo: "edge" or "black" (infer.photo_fill), resolved from the model
 
 
-def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool):
-    """(probabilities N x C x S x S, whether each crop took the gray branch or None) for `crops`."""
+def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_flip: bool, insides=None,
+                 fill: str = "black"):
+    """(probabilities N x C x S x S, whether each crop took the gray branch or None) for `crops`.
+    insides: each crop's pixels within its photo (None where all are): with fill "edge", the network sees
+    the crops filled beyond the photo (infer.photo_fill) and the router reads them as cut."""
     probs, gray = [], []
+    shown = crops if insides is None else [network_crop(c, i, fill) for c, i in zip(crops, insides)]
     for a in range(0, len(crops), batch_size):
-        x = to_input(np.stack(crops[a:a + batch_size]), np.stack(hms[a:a + batch_size]) if parser.heatmap else None)
-        p, g = parser.model.predict_routed(x, tta_flip=tta_flip)  # g: None for a one-branch model
+        hm = np.stack(hms[a:a + batch_size]) if parser.heatmap else None
+        x = to_input(np.stack(shown[a:a + batch_size]), hm)
+        raw = None
+        if any(c is not s for c, s in zip(crops[a:a + batch_size], shown[a:a + batch_size])):
+            raw = to_input(np.stack(crops[a:a + batch_size]), hm)
+        p, g = parser.model.predict_routed(x, tta_flip=tta_flip, routes_from=raw)  # g: None for one branch
         probs.append(p.cpu().numpy())
         gray.append(g)
     return np.concatenate(probs), None if gray[0] is None else np.concatenate(gray)
@@ -310,24 +322,25 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
 
 def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool = False,
              colours: FaceColours | None = None, prior: LandmarkPrior | None = None,
-             edges: bool = False) -> tuple[float, float]:
+             edges: bool = False, fill: str = "black") -> tuple[float, float]:
     """Probabilities for every face of the photos in `batch`, stored on each photo's job, moved onto the
     crop's edges between background, hair and skin when `edges` (infer.edges), re-split between them by
     the face's own colours (the neck below the chin too: infer.neck) and with the landmark prior laid
     over them (how many crop pixels each changed, per face); with zoomed-out second crops
     (infer.beyond_crop), each face's masks of hair and of skin (the neck) beyond its crop too. Returns
     the wall and CPU seconds of the rules (parse's "face rules" step, so that the network step stays
-    the network's)."""
+    the network's). fill: what the network sees beyond the photo (infer.photo_fill)."""
     crops = [c for r in batch for c in r["crops"]]
     if not crops:
         return 0.0, 0.0
-    probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip)
+    inside = _inside(batch, crops) if colours is not None or fill == "edge" else None
+    probs, gray = _run_network(parser, crops, [h for r in batch for h in r["heatmaps"]], batch_size, tta_flip,
+                               inside if fill == "edge" else None, fill)
     # One argmax per face for all that follows: the two rules keep it up to date, the hair beyond the crop
     # and the warp back (label_warp.pack_scores) read it.
     labels = probs.argmax(1)
     t0, c0 = time.perf_counter(), time.thread_time()
     points = [q for r in batch for q in r["crop_points"]]
-    inside = _inside(batch, crops) if colours is not None else None
     if colours is not None:
         # Onto the crop's edges first (infer.edges), then the colours' re-split: one count for both.
         recoloured = [(snap_to_edges(p, c, colours.classes, lab) if edges else 0) + colours.apply(p, c, lab, ins)
@@ -340,7 +353,7 @@ def _network(parser: Parser, batch: list[dict], batch_size: int, tta_flip: bool 
     necks = _neck_below(parser, batch, probs, labels, crops)
     rules = (time.perf_counter() - t0, time.thread_time() - c0)
     judge = (probs, crops, colours.stray, inside) if colours is not None and colours.stray is not None else None
-    beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip, judge)
+    beyond = _hair_beyond(parser, batch, labels, batch_size, tta_flip, judge, fill)
     k = 0
     for r in batch:
         n = len(r["crops"])
@@ -365,6 +378,11 @@ def _inside(batch: list[dict], crops: list) -> list:
     return [inside_or_none(m, c.shape[0], r["rgb"].shape[:2]) for r in batch for m, c in zip(r["matrices"], r["crops"])]
 
 
+def _inside_of(job: dict, matrix: np.ndarray, fill: str) -> np.ndarray | None:
+    """A second or third crop's pixels within its photo, when the network is to see them filled (else None)."""
+    return inside_or_none(matrix, job["crops"][0].shape[0], job["rgb"].shape[:2]) if fill == "edge" else None
+
+
 def _neck_below(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np.ndarray, crops: list):
     """Each face's mask of skin below its crop (infer.neck: the neck, by the face's own colours,
     in the zoomed-out crop), None where there is none; None without second crops or for a schema with a
@@ -376,18 +394,19 @@ def _neck_below(parser: Parser, batch: list[dict], probs: np.ndarray, labels: np
 
 
 def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_size: int, tta_flip: bool,
-                 judge: tuple | None = None):
+                 judge: tuple | None = None, fill: str = "black"):
     """Each face's masks of hair beyond its crop, (second crop's, third crop's) with None where there is
     nothing to add, or None without second crops. The second pass runs only on faces whose hair reaches
     the crop's bottom or side edges (most do not), the third only on faces whose added hair reaches the
     second crop's (long hair). first: the first pass's labels (N x S x S). judge: (the first pass's probs,
     its crops' RGB, (background id, hair id)) when the faces' colours have a say: each pass's added pieces
     that look more like the face's backdrop than like its hair are dropped (face_colours.drop_unlike_hair),
-    before the third pass is seeded."""
+    before the third pass is seeded. fill: what the network sees beyond the photo (infer.photo_fill)."""
     if not any(r.get("outer_crops") for r in batch):
         return None
     hair = parser.schema.index("hair")
-    outer = [(c, h) for r in batch for c, h in zip(r["outer_crops"], r["outer_heatmaps"])]
+    outer = [(c, h, _inside_of(r, m, fill)) for r in batch
+             for c, h, m in zip(r["outer_crops"], r["outer_heatmaps"], r["outer_matrices"])]
     faces = [(r, k) for r in batch for k in range(len(r["outer_crops"]))]
     todo = [i for i in range(len(first)) if reaches_edge(first[i], hair)]
     masks, far_masks = [None] * len(first), [None] * len(first)
@@ -395,7 +414,7 @@ def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_siz
                if judge else {})
     if todo:
         second, _ = _run_network(parser, [outer[i][0] for i in todo], [outer[i][1] for i in todo], batch_size,
-                                 tta_flip)
+                                 tta_flip, [outer[i][2] for i in todo], fill)
         for i, q in zip(todo, second):
             masks[i] = drop_unlike_hair(hair_beyond(first[i], q.argmax(0), hair), outer[i][0], samples.get(i))
     seeds = {i: far_seed(first[i], masks[i], hair) for i in todo}
@@ -404,7 +423,8 @@ def _hair_beyond(parser: Parser, batch: list[dict], first: np.ndarray, batch_siz
         size = parser.align.size
         crops = [crop_face(faces[i][0]["rgb"], faces[i][0]["far_matrices"][faces[i][1]], size) for i in todo]
         heat = [outer_heatmap(faces[i][0]["heatmaps"][faces[i][1]], FAR_ZOOM) for i in todo]
-        third, _ = _run_network(parser, crops, heat, batch_size, tta_flip)
+        insides = [_inside_of(faces[i][0], faces[i][0]["far_matrices"][faces[i][1]], fill) for i in todo]
+        third, _ = _run_network(parser, crops, heat, batch_size, tta_flip, insides, fill)
         for i, c, q in zip(todo, crops, third):  # relative to the second crop, the third is ZOOM times as wide
             far_masks[i] = drop_unlike_hair(hair_beyond(None, q.argmax(0), hair, FAR_ZOOM / ZOOM, seed=seeds[i]), c,
                                             samples.get(i))
@@ -455,7 +475,7 @@ class _Pipeline:
     def flush(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         rules, rules_cpu = _network(self.parser, self.batch, self.st.batch_size, self.st.tta_flip, self.colours,
-                                    self.prior, self.edges)
+                                    self.prior, self.edges, self.st.fill)
         t1, cpu = time.perf_counter(), time.thread_time() - c0 - rules_cpu
         for r in self.batch:  # what the warp back needs, a tenth of the scores, goes to the writer (label_warp)
             r["scores"] = pack_scores(r.pop("probs", []), len(r["crops"]), r.pop("labels", None))
@@ -564,7 +584,7 @@ def lays_prior(parser: Parser) -> bool:
 
 def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tuple = DETECTOR,
                  tta_flip: bool = False, beyond_crop: bool = False, landmark_prior: bool = False,
-                 face_colours: bool = False, confirm_below: float = 0.0) -> dict:
+                 face_colours: bool = False, confirm_below: float = 0.0, fill: str = "black") -> dict:
     config = {"model": parser.identity(), "detector": list(det_args), "min_score": min_score,
               "outputs": list(outputs), "size": parser.size}
     if confirm_below > min_score:  # weak hits confirmed by the CNN: folders parsed before it are redone
@@ -583,6 +603,8 @@ def parse_config(parser: Parser, min_score: float, outputs: tuple, det_args: tup
             config["face_colours"]["edges"] = {"radius": EDGE_RADIUS, "eps": EDGE_EPS}
         if beyond_crop:  # hair beyond the crop judged by them too: folders parsed before it are redone
             config["face_colours"]["beyond_crop_hair"] = True
+    if fill == "edge":  # only then: folders parsed with black beyond the photo keep their config
+        config["beyond_photo_fill"] = {"ring": FILL_RING}
     if parser.align.letterbox:  # photos parsed before parse followed the flag were cut wrong: not resumed
         config["letterbox"] = True
     return config
@@ -592,7 +614,7 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                  min_score: float = 0.2, workers: int = 1, outputs: tuple = OUTPUTS, force: bool = False,
                  detector: str = "hog", tta_flip: bool = False, beyond_crop: bool = True,
                  landmark_prior: bool = True, face_colours: bool = True, upsample: int = DETECTOR[0],
-                 max_side: int = DETECTOR[1], confirm_below: float = CONFIRM_BELOW) -> dict:
+                 max_side: int = DETECTOR[1], confirm_below: float = CONFIRM_BELOW, fill: str = "model") -> dict:
     """Parse `photos` into `out`; returns the summary (also written to out/summary.json).
 
     tta_flip: average each face's prediction with its mirror's (twice the network's time; +0.8 points
@@ -612,7 +634,9 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     by itself for letterbox crops (a crop holds every face) and schemas with fewer than two of those
     classes.
     confirm_below: HOG hits scoring from min_score up to this are kept only where dlib's CNN also finds a
-    face (FaceDetector.kept); 0 keeps every hit as HOG scored it."""
+    face (FaceDetector.kept); 0 keeps every hit as HOG scored it.
+    fill: what the network sees beyond the photo, "edge", "black" or "model" (as its file says;
+    infer.photo_fill)."""
     out = Path(out)
     if detector not in DETECTORS:
         raise FacepipeError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
@@ -621,10 +645,10 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                   detector_args(detector, int(upsample), int(max_side), DETECTOR[2]), tta_flip,
                   bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser),
                   bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox,
-                  float(confirm_below))
+                  float(confirm_below), _fill(fill, parser))
     check_detector(st.det_args)  # before the output folder is claimed
     config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior,
-                          st.face_colours, st.confirm_below)
+                          st.face_colours, st.confirm_below, st.fill)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:
@@ -634,6 +658,13 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _fill(fill: str, parser: Parser) -> str:
+    try:
+        return resolve_fill(fill, parser.model.checkpoint)
+    except ValueError as e:
+        raise FacepipeError(f"{e}.") from None
 
 
 def _resumed(mine: list[tuple]) -> Tally:

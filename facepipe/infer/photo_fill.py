@@ -1,0 +1,55 @@
+"""What the network sees beyond the photo: a crop that reaches past its photo's edge (a face near the edge,
+FASSEG's photos that end at the hair, a tight photo) is black there, as it is cut; a model that says so
+(`beyond_photo_fill: "edge"` in its file, `infer.pack --beyond-photo-fill edge`) sees those pixels filled
+instead with the mean colour of the photo's pixels along them (within RING px): a plain wall of the
+backdrop's colour.
+
+Why: with black above a head, the bundled default calls a strip of backdrop between the photo's top edge and
+the head hair (biden2's painting), and white or grey hair under the black skin (dlib-johns' tight crops).
+Its colour network was trained with `--outside-photo ignore`, where the augmentation pastes a backdrop over
+the fill, so black beyond the edge is what it saw least. Filled, as `parse` answers: +0.40 to +0.68 points
+on recoloured hair, the hair-coloured backdrop and bald scalps, +0.42 on the 4 real CelebAMask-HQ photos,
+plain photos level (docs/results.md, "The backdrop's colour beyond the photo").
+
+Only colour crops are filled: a colourless one (models.gray_route.colourless, the router's rule) keeps its
+black. The default's gray branch lost 0.47 points on FASSEG's gray photos and 0.62 on the real ones with the
+fill, though trained the same way; `accurate` (trained with `--outside-photo edge`, which keeps the black
+fill labelled background) lost 1.0 point on plain photos, so its file does not ask for it. The router reads
+the crop as cut in any case, so a face takes the branch it took before.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from facepipe.models.gray_route import colourless
+
+FILLS = ("model", "edge", "black")  # --fill-beyond-photo: as the model's file says, or either one
+RING = 8  # px of the photo along its edge whose mean colour fills the crop beyond it (set before measuring)
+
+
+def fill_beyond(crop: np.ndarray, inside: np.ndarray | None, ring: int = RING) -> np.ndarray:
+    """A copy of `crop` (S x S x 3 uint8) with its pixels beyond the photo (not `inside`) set to the mean
+    colour of the photo's pixels within `ring` px of them (city-block distance); the crop itself when it
+    lies wholly inside the photo (inside None or all True) or wholly beyond it."""
+    if inside is None or inside.all() or not inside.any():
+        return crop
+    near = inside & (ndimage.distance_transform_cdt(inside, metric="taxicab") <= ring)
+    out = crop.copy()
+    out[~inside] = np.rint(crop[near].reshape(-1, crop.shape[-1]).mean(0)).astype(crop.dtype)
+    return out
+
+
+def resolve(fill: str, checkpoint: dict) -> str:
+    """"edge" or "black": `fill` as asked, or the model file's own ("model"; files without the key: black)."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, not {fill!r}")
+    return checkpoint.get("beyond_photo_fill", "black") if fill == "model" else fill
+
+
+def network_crop(crop: np.ndarray, inside: np.ndarray | None, fill: str) -> np.ndarray:
+    """The crop as the network is to see it: filled beyond the photo for fill "edge" and a colour crop,
+    else as cut."""
+    if fill != "edge" or inside is None or colourless(crop):
+        return crop
+    return fill_beyond(crop, inside)
