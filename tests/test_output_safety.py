@@ -276,3 +276,50 @@ def test_a_failed_run_that_wrote_work_keeps_its_mark(tmp_path):
     with pytest.raises(FacepipeError, match="unfinished"):
         with StageOutput(out, "x", {"a": 2}):
             pass
+
+
+def _face_photo(path):
+    from skimage import data
+
+    save_image(path, data.astronaut())
+    return path
+
+
+def test_parse_never_writes_over_files_it_did_not_make(tmp_path):
+    photo = _face_photo(tmp_path / "in" / "face.png")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "face.json").write_text('{"precious": 1}')
+    r = CliRunner().invoke(cli, ["parse", str(photo), "--out", str(mine), "-q", "--device", "cpu", "--force"])
+    assert r.exit_code == 1 and "which parse did not write" in str(r.exception)
+    assert (mine / "face.json").read_text() == '{"precious": 1}' and not (mine / "face.labels.png").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text('{"stage": "distill"}')
+    r = CliRunner().invoke(cli, ["parse", str(photo), "--out", str(run), "-q", "--device", "cpu"])
+    assert r.exit_code == 1 and "`distill` output" in str(r.exception)
+    assert json.loads((run / "manifest.json").read_text()) == {"stage": "distill"}
+    # A folder of photos and notes only (no name parse writes): parsed into, as before.
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    r = CliRunner().invoke(cli, ["parse", str(photo), "--out", str(tmp_path / "in"), "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "in" / "face.labels.png").exists()
+
+
+def test_parse_says_which_setting_differs_and_names_what_it_could_not_parse(tmp_path):
+    photo = _face_photo(tmp_path / "in" / "face.png")
+    base = ["parse", str(photo), "--out", str(tmp_path / "o"), "-q", "--device", "cpu", "--crop-only"]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    r = CliRunner().invoke(cli, [*base, "--tta-flip"])
+    assert r.exit_code == 1 and "differing: tta_flip)" in str(r.exception)
+    (tmp_path / "text.jpg").write_text("not a photo")
+    (tmp_path / "IMG_1.HEIC").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["parse", str(tmp_path / "text.jpg"), "--out", str(tmp_path / "q"), "-q"])
+    assert r.exit_code == 1 and "see above" not in str(r.exception) and "text.jpg" in str(r.exception)
+    r = CliRunner().invoke(cli, ["parse", str(tmp_path / "IMG_1.HEIC"), "--out", str(tmp_path / "h"), "-q"])
+    assert r.exit_code == 1 and "convert them to JPEG or PNG" in str(r.exception)
+    r = CliRunner().invoke(cli, ["parse", str(tmp_path / "IMG_1.HEIC"), str(photo), "--out", str(tmp_path / "h2"),
+                                 "-q", "--device", "cpu", "--crop-only"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "h2" / "summary.json").read_text())
+    assert summary["skipped_format"] == [str(tmp_path / "IMG_1.HEIC")] and summary["parsed"] == 1

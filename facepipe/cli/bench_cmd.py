@@ -16,10 +16,13 @@ from facepipe.cli.options import (
 )
 from facepipe.infer.bench import BenchConfig, warning
 from facepipe.infer.bench_report import bench_table, bench_title, run_bench
+from facepipe.infer.checkpoint import model_inputs
 from facepipe.infer.evaluate import evaluate
 from facepipe.infer.parse_profile import profile_parse, profile_rows
 from facepipe.util.atomic import write_json
 from facepipe.util.device import set_threads
+from facepipe.util.errors import FacepipeError
+from facepipe.util.manifest import refuse_overwriting_input
 
 
 @click.command("bench", context_settings=CONTEXT)
@@ -81,6 +84,9 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
       facepipe bench runs/s1 data/fasseg.h5          # speed + accuracy in one table
       facepipe bench --parse ~/album/                # where parse's seconds go, end to end
     """
+    # Before the work: the JSON must not replace a model, cache or photo it reads.
+    read = [cache, *parse_photos, *(p for m in (*models, run) if m for p in model_inputs(m))]
+    refuse_overwriting_input(json_path, read)
     if parse_photos:
         if run or cache:
             raise click.UsageError("--parse takes one photo or folder each: repeat it (--parse a/ --parse b/); "
@@ -111,6 +117,9 @@ def _bench_parse(photos, model, device, workers, batches, json_path, quiet):
     set_threads(0)
     batch = (batches or (field_default(profile_parse, "batch_size"),))[0]
     row = profile_parse(photos, model, device, workers, batch, reporter=rep)
+    if not row["faces"]:  # shares of nothing would read as a profile; `parse` fails on the same photos too
+        raise FacepipeError(f"no face parsed in {row['photos']} photo(s) ({row['no_face']} without a face, "
+                            f"{row['unreadable']} unreadable): nothing to profile; `facepipe parse` names each.")
     rep.table(f"facepipe bench --parse: {row['photos']} photos, {row['faces']} faces, model {row['model']}, "
               f"device {row['device']}", profile_rows(row), ("step", "seconds", "share of work"))
     if quiet:

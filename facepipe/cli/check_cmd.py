@@ -3,6 +3,7 @@ import click
 from facepipe.cli.options import CONTEXT, POSITIVE_FRACTION, field_option
 from facepipe.data.landmark_eval import evaluate
 from facepipe.util.atomic import write_json
+from facepipe.util.manifest import refuse_overwriting_input
 from facepipe.util.progress import Reporter
 
 
@@ -24,6 +25,7 @@ def check_cmd(landmarks_dir, xml, min_iou, json_path):
       facepipe landmarks ~/datasets/dlib-faces data/dlib-lm
       facepipe check-landmarks data/dlib-lm ~/datasets/dlib-faces/*_with_face_landmarks.xml
     """
+    refuse_overwriting_input(json_path, [landmarks_dir, *xml])  # before the work: not over the ground truth
     r = evaluate(landmarks_dir, xml, min_iou)
     rep = Reporter(quiet=False)
     rep.table("landmarks vs ground truth", [(k, "-" if v is None else v) for k, v in r.items()], ("", "value"))

@@ -1,6 +1,7 @@
 import click
 
 from facepipe.cli.options import CONTEXT, config_from, field_option, quiet_option, reporter
+from facepipe.infer.checkpoint import model_inputs
 from facepipe.infer.eval_report import (
     SCORE_COLUMNS,
     EvalConfig,
@@ -10,7 +11,9 @@ from facepipe.infer.eval_report import (
     score_rows,
     write_sheet,
 )
-from facepipe.util.atomic import write_json
+from facepipe.infer.photo_fill import FILLS
+from facepipe.util.atomic import IMAGE_SUFFIXES, write_json
+from facepipe.util.manifest import refuse_overwriting_input, require_suffix
 
 
 @click.command("eval", context_settings=CONTEXT)
@@ -41,7 +44,11 @@ from facepipe.util.atomic import write_json
                    "faces), as `export --calibrate` takes them (default: the run's own cache).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write scores as JSON.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
-              help="PNG of the worst and best faces (default: RUN/eval-<split>.png).")
+              help="PNG of the worst and best faces (default: RUN/eval-<split>.png; .jpg or .jpeg writes JPEG).")
+@field_option(EvalConfig, "fill", "--fill-beyond-photo", "fill", type=click.Choice(FILLS),
+              help="What the network sees where a crop reaches past its photo: as the model's file asks "
+                   "(`model`), the photo's colour along that edge (`edge`, colour faces) or `black`, as parse "
+                   "takes it.")
 @field_option(EvalConfig, "device", "--device")
 @quiet_option
 def eval_cmd(json_path, sheet, quiet, **kw):
@@ -65,13 +72,18 @@ def eval_cmd(json_path, sheet, quiet, **kw):
     LFW-PL) is scored in the classes both share; a note says what was renamed, folded or left out.
     """
     cfg = config_from(EvalConfig, kw)
+    sheet = sheet or default_sheet(cfg)
+    # Before the work: a sheet or JSON named like the model, the cache or a file of the run would replace it.
+    inputs = [cfg.cache, cfg.calibrate, *model_inputs(cfg.run)]
+    for out in (json_path, sheet):
+        refuse_overwriting_input(out, inputs)
+    require_suffix(sheet, IMAGE_SUFFIXES, "--sheet")
     rep = reporter(quiet)
     report = run_eval(cfg, rep)
     rep.table(report.title, score_rows(report), SCORE_COLUMNS)
     for note in (report.crop_note, report.result["renamed"] and "note: " + report.result["renamed"]):
         if note:
             click.echo(note, err=True)  # even with -q: the numbers mean something else
-    sheet = sheet or default_sheet(cfg)
     if sheet:
         write_sheet(report, sheet)
         rep.log(f"worst/best faces: {sheet}")

@@ -6,7 +6,8 @@ from facepipe.infer.export import export_run
 
 @click.command("export", context_settings=CONTEXT)
 @click.argument("run")
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False),
+              help="ONNX file to write (its name ends in .onnx).")
 @field_option(export_run, "cache", "--cache",
               help="Faces to check the export on (default: the run's cache, else scikit-image's astronaut photo).")
 @field_option(export_run, "fixed_size", "--fixed-size/--any-size",
@@ -29,13 +30,14 @@ def export_cmd(run, onnx_path, cache, fixed_size, int8, calibrate, quiet):
     Height and width are free, or the model's size with --fixed-size.
     The file's metadata_props describe classes and colours, normalisation, the heatmap, the alignment
     template, the architecture and the source checkpoint's sha256 (README: "Running the ONNX file").
-    A model with a grayscale branch (the bundled default) writes a second file beside OUT, OUT-gray.onnx,
-    for faces with next to no colour; both files' gray_branch metadata states the rule that picks one.
+    OUT must end in .onnx. A model with a grayscale branch (the bundled default) writes a second file
+    beside OUT.onnx, OUT-gray.onnx, for faces with next to no colour; both files' gray_branch metadata
+    states the rule that picks one.
     The check compares onnxruntime with torch on real faces: the cache's, or without one the astronaut
     photo that ships with scikit-image, detected and aligned as `parse` does (random input only if no
     face is found, and the table says so).
     --int8 writes int8 graphs for onnxruntime (input and output stay float32), about 1.5x faster on a
-    CPU with VNNI; the default loses 0.04-0.69 points of pixel accuracy that way on FASSEG's benchmark
+    CPU with VNNI; the default loses 0.06-0.83 points of pixel accuracy that way on FASSEG's benchmark
     variants (docs/results.md, "onnxruntime in int8"); `facepipe eval RUN CACHE --int8` scores them. The
     weights use 7 bits, so that CPUs without VNNI (AVX2 only) do not overflow onnxruntime's 16-bit sums:
     there int8 is no faster than float, and files exported with 8-bit weights lost 2 points of F1.

@@ -144,11 +144,19 @@ def parse_cmd(photos, model, out, device, quiet, **kw):
                 "face must be about 80 px wide; --upsample 1 finds faces half that size (about 3x the detection "
                 "time).")
     if s["photos"] and not s["parsed"]:
-        raise FacepipeError(f"no face parsed in {s['photos']} photo(s): {len(s['no_face'])} without a face, "
-                            f"{len(s['unreadable'])} unreadable (see above and {out}/summary.json).")
+        raise FacepipeError(_nothing_parsed(s, out))
 
 
 COMMANDS = [parse_cmd]
+
+
+def _nothing_parsed(s: dict, out) -> str:
+    """The one line for a run that parsed no face, naming a photo of each kind (with -q the lines that named
+    them are not printed)."""
+    no_face = f" (e.g. {s['no_face'][0]})" if s["no_face"] else ""
+    bad = f" (e.g. {s['unreadable'][0]['photo']})" if s["unreadable"] else ""
+    return (f"no face parsed in {s['photos']} photo(s): {len(s['no_face'])} without a face{no_face}, "
+            f"{len(s['unreadable'])} unreadable{bad}; {out}/summary.json lists them.")
 
 
 def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
@@ -168,5 +176,6 @@ def _summary_rows(s: dict, kw: dict, gray_branch: bool) -> list[tuple]:
         rows.append(("weak hits dropped (no CNN face there)", s["unconfirmed"]))
     rows += [("already done, skipped", s["resumed"]), ("no face", len(s["no_face"])),
              ("unreadable", len(s["unreadable"])), ("grayscale", len(s["grayscale"])),
-             ("photos/s", s["photos_per_second"]), ("wall seconds", s["wall_seconds"])]
+             ("photos/s (the whole run, start-up included)", s["photos_per_second"]),
+             ("wall seconds", s["wall_seconds"])]
     return rows + [(f"{k} (share of work)", f"{v:.2f} s  {100 * v / total:.0f}%") for k, v in sec.items()]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -90,10 +91,22 @@ def run_cache(cfg: CacheConfig, reporter: Reporter = SILENT) -> dict:
     config = config_dict(cfg)
     config["input_manifest_sha256"] = man["_sha256"]
     job = _Job(cfg, config, src, man, faces, int(man["config"]["size"]), schema, all("label" in f for f in faces))
-    with FileOutput(out, job.config, cfg.force, read_cache_manifest, partial_config, what="cache") as fo:
+    with FileOutput(out, job.config, cfg.force, _existing_output, partial_config, what="cache") as fo:
         if fo.state == "done":
             return fo.manifest
         return _write(job, fo, reporter)
+
+
+def _existing_output(path: Path) -> dict:
+    """The manifest of the cache already at OUT. A file there that is no finished cache (damaged, cut short, or
+    another file) is what this very command would make: the way out is --force or another name, not the
+    "remake it with `facepipe cache`" said of a cache given as input."""
+    try:
+        return read_cache_manifest(path)
+    except FacepipeError as e:
+        why = re.sub(r"; (remake|rerun) .*$", "", str(e).removeprefix(f"{path} ")).rstrip(".")
+        raise FacepipeError(f"cache output {path} exists but {why}; use --force to replace it, or write the "
+                            "cache elsewhere.") from None
 
 
 def _create(path: Path, n: int, size: int, lmax: int, labelled: bool, comp: int, config: dict):

@@ -3,7 +3,8 @@
 Each annotated box is matched to the detected face with the highest box IoU (at least `min_iou`);
 error = mean point-to-point distance over the 68 points / inter-ocular distance (outer eye corners
 36 and 45, the 300-W convention). Unmatched annotations count as missed, unmatched detections as
-extra (they may still be real faces that were not annotated).
+extra (they may still be real faces that were not annotated). Several XMLs naming the same image are
+merged: a face annotated in more than one counts once (merge_faces).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import box_iou
+
+SAME_FACE_IOU = 0.5  # boxes of one face in two XMLs (dlib's differ by a pixel or none)
 
 
 def read_imglab(xml_path) -> dict[str, list[dict]]:
@@ -38,11 +41,27 @@ def read_imglab(xml_path) -> dict[str, list[dict]]:
     return out
 
 
+def merge_faces(faces: list[dict], more: list[dict]) -> None:
+    """Add one more XML's faces of an image to those of the XMLs before. dlib ships the same images twice
+    (training.xml with boxes, training_with_face_landmarks.xml with points): a face both annotate (box IoU
+    above SAME_FACE_IOU) counts once, as the annotation with points, or every face reads as found and missed."""
+    n_before, taken = len(faces), set()
+    for g in more:
+        ious = [(box_iou(faces[k]["box"], g["box"]), k) for k in range(n_before) if k not in taken]
+        iou, k = max(ious, default=(0.0, None))
+        if k is None or iou <= SAME_FACE_IOU:
+            faces.append(g)
+            continue
+        taken.add(k)
+        if faces[k]["points"] is None:
+            faces[k] = g
+
+
 def evaluate(landmarks_dir, xml_paths, min_iou: float = 0.3) -> dict:
     gt = {}
     for x in xml_paths:
         for name, faces in read_imglab(x).items():
-            gt.setdefault(name, []).extend(faces)
+            merge_faces(gt.setdefault(name, []), faces)
     errors, annotated, matched, extra, images = [], 0, 0, 0, 0
     for name, faces in gt.items():
         rec_path = Path(landmarks_dir) / "faces" / f"{Path(name).stem}.json"

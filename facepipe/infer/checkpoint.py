@@ -6,6 +6,7 @@ file that would run code on load is refused. Written to a temporary name and os.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import torch
@@ -71,12 +72,43 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, corrupt or code-carrying pickles all land here
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise FacepipeError(f"checkpoint {path} cannot be loaded safely ({first}); it is corrupt, "
-                            "truncated or not a facepipe checkpoint.") from None
+        raise FacepipeError(_unloadable(path, e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise FacepipeError(f"{path} is not a facepipe checkpoint.")
+        raise FacepipeError(not_a_checkpoint(path))
     return ckpt
+
+
+def not_a_checkpoint(path) -> str:
+    return (f"{path} is not a facepipe checkpoint (a run folder, a .pt file written by facepipe, or a bundled "
+            f"name: {', '.join(BUNDLED)}).")
+
+
+def _unloadable(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in words: torch's own messages are long (weights_only), internal (a pickle
+    opcode or offset, for a photo read as a pickle) or a bare errno ("Invalid argument" for a cut zip)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"checkpoint {path} cannot be read: {err.strerror or err}."
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive; a photo, HDF5 file or text is something else
+        return not_a_checkpoint(path)
+    unsafe = f"checkpoint {path} cannot be loaded safely"
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                return not_a_checkpoint(path)  # a zip archive torch did not write
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return (f"{unsafe}: it is truncated or damaged (its end is missing: a copy cut short, a full disk?); "
+                "copy or train it again.")
+    if bad is not None:
+        return f"{unsafe}: it is damaged ({bad} fails its checksum); copy or train it again."
+    if "weights only" in str(e).lower():
+        return f"{unsafe}: it holds Python objects that could run code when loaded, as no facepipe checkpoint does."
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = reason if len(reason) <= 100 else type(e).__name__  # whole, or only its kind: never cut mid-sentence
+    return f"{unsafe}: it is damaged or truncated ({reason}); copy or train it again."
 
 
 def build_from_checkpoint(ckpt: dict):
@@ -124,6 +156,21 @@ def run_checkpoint(run_or_file, which: str = "best") -> Path:
                             f"{bundled_checkpoint(run_or_file)} itself.")
     raise FacepipeError(f"no checkpoint in {p}; train one with `facepipe train CACHE --out {p}`, "
                         f"or name a bundled model ({', '.join(BUNDLED)}).")
+
+
+def model_inputs(run_or_file) -> list[Path]:
+    """What a command given this model reads and a side output must not replace (util.manifest.
+    refuse_overwriting_input): a checkpoint file, the bundled file of a name, or a run folder's checkpoints and
+    the files that describe it; not the whole folder, where `eval` puts its sheet by default."""
+    if run_or_file is None:  # the default model: a bundled file, which no user path names
+        return []
+    p = Path(run_or_file)
+    if p.is_dir():
+        return [p / "checkpoints", *(p / n for n in ("config.json", "manifest.json", "metrics.jsonl"))]
+    if p.exists():
+        return [p]
+    bundled = bundled_checkpoint(run_or_file)
+    return [bundled] if bundled is not None else []
 
 
 def warm_start(model, init: str, arch: str, schema, heatmap: bool) -> str:

@@ -35,6 +35,7 @@ class EvalConfig:
     device: str = "auto"
     int8: bool = False  # the networks as int8 ONNX graphs under onnxruntime (infer.quantize), as `export --int8` writes
     calibrate: str | None = None  # the int8 calibration faces: a cache or a folder of photos (default: the run's cache)
+    fill: str = "model"  # beyond the photo: as the model's file asks, or edge or black (infer.photo_fill)
 
 
 @dataclass
@@ -52,8 +53,9 @@ class EvalReport:
         prior = ", with the landmark prior" if self.config.landmark_prior else ""
         colours = ", with the face's colours" if self.config.face_colours else ""
         int8 = ", int8 under onnxruntime" if self.int8 else ""
+        fill = f", {self.config.fill} beyond the photo" if self.config.fill != "model" else ""
         return (f"{self.checkpoint}{int8} on {self.config.split} "
-                f"({self.config.coords} coordinates{beyond}{colours}{prior})")
+                f"({self.config.coords} coordinates{beyond}{colours}{prior}{fill})")
 
 
 def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
@@ -66,7 +68,7 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
             m = replace(m, net=int8_net(m.net, m.in_channels, m.size, x, tmp), device=torch.device("cpu"))
         r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
                            keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
-                           face_colours=cfg.face_colours)
+                           face_colours=cfg.face_colours, fill=cfg.fill)
     return EvalReport(cfg, m.path, r["_schema"], r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated)
 
 

@@ -64,12 +64,9 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
             idx = ds.indices[start: start + batch_size]
             imgs = f.read("images", idx)
             hms = f.read("heatmaps", idx) if heatmap else None
-            inside = f.inside_photo(idx) if colours is not None or fill == "edge" else None
-            probs = _probs(model, _shown(imgs, hms, inside, fill), flip_perm, tta_flip, device, f, idx, imgs,
-                           colours, prior, inside)
+            probs = _probs(model, hms, fill, flip_perm, tta_flip, device, f, idx, imgs, colours, prior)
             if beyond_crop:
-                outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom,
-                                                     fill)
+                outer, mats, outer_rgb = _outer_pass(f, idx, hms, model, flip_perm, tta_flip, device, beyond_zoom, fill)
             for k, j in enumerate(idx):
                 pred, target, image = _answer(probs[k], imgs[k], f, j, coords)
                 if beyond_crop:  # photo coordinates only (_check)
@@ -78,9 +75,7 @@ def evaluate(model, cache_path, schema, *, split: str = "test", coords: str = "o
                                   (model, flip_perm, tta_flip, device, fill),
                                   (probs[k], imgs[k], outer_rgb[k], schema),
                                   colours.stray if colours is not None else None)
-                if rename is not None:  # both into the classes they share (util.schema_bridge)
-                    pred, target = rename.pred[pred], rename.true[target]
-                cm = confusion(pred, target, n)
+                pred, target, cm = _confusion(pred, target, rename, n)
                 cm_total += cm
                 s = scores(cm, scored)
                 per_image.append((ds.ids[j], s["pixel_acc"], s["overall_f1"]))  # ids cover the whole file
@@ -147,12 +142,21 @@ def _predict(model, xs: tuple, flip_perm, tta_flip: bool, device: str) -> np.nda
                          routes=routes).cpu().numpy()
 
 
-def _probs(model, xs: tuple, flip_perm, tta_flip: bool, device: str, f, idx, imgs, colours: FaceColours | None,
-           prior: LandmarkPrior | None, inside) -> np.ndarray:
-    """The network's probabilities for faces `idx` (N x C x S x S), re-split by the faces' own colours and
-    with the landmark prior laid over them (from the cache's landmarks) when asked, in parse's order.
-    inside: the crops' pixels within their photos (colour samples are taken there only)."""
-    probs = _predict(model, xs, flip_perm, tta_flip, device)
+def _confusion(pred, target, rename: Bridge | None, n: int) -> tuple:
+    """(pred, target, their confusion matrix), both renamed into the classes they share when the cache's
+    classes are not the model's (util.schema_bridge)."""
+    if rename is not None:
+        pred, target = rename.pred[pred], rename.true[target]
+    return pred, target, confusion(pred, target, n)
+
+
+def _probs(model, hms, fill: str, flip_perm, tta_flip: bool, device: str, f, idx, imgs,
+           colours: FaceColours | None, prior: LandmarkPrior | None) -> np.ndarray:
+    """The network's probabilities for faces `idx` (N x C x S x S; crops `imgs`, heatmaps `hms`, shown filled
+    beyond the photo for fill "edge"), re-split by the faces' own colours and with the landmark prior laid
+    over them (from the cache's landmarks) when asked, in parse's order."""
+    inside = f.inside_photo(idx) if colours is not None or fill == "edge" else None  # colour samples: within
+    probs = _predict(model, _shown(imgs, hms, inside, fill), flip_perm, tta_flip, device)
     edges = colours is not None and coarse_head(model)
     for k, j in enumerate(idx if colours is not None or prior is not None else ()):
         labels = probs[k].argmax(0)  # kept up to date by the colours, read by the prior

@@ -21,7 +21,7 @@ from skimage import data as skimage_data
 
 from facepipe import __version__
 from facepipe.data.face_cache import MEAN, STD, CacheFile, to_input
-from facepipe.infer.checkpoint import BUNDLED, run_cache
+from facepipe.infer.checkpoint import BUNDLED, model_inputs, run_cache
 from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
@@ -36,6 +36,7 @@ from facepipe.util.geometry import (
     template,
 )
 from facepipe.util.heatmap import sigma, square_side
+from facepipe.util.manifest import refuse_overwriting_input, require_suffix
 from facepipe.util.progress import SILENT, Reporter
 
 # An int8 graph's classes against torch's on the check faces: the default agrees on 99.3-99.4% of FASSEG's
@@ -67,6 +68,13 @@ def _alignment(model: LoadedModel) -> dict:
     if letterbox:
         alignment["note"] = "letterbox: the whole photo was fitted into the crop (kept aspect, centred), not aligned"
     return alignment
+
+
+# What the crop holds where it reaches past the photo, as parse prepares it for this model (infer.photo_fill)
+_BEYOND = {"black": "black (the warp's fill)",
+           "edge": "for a colour face, the mean colour (rounded) of the photo's crop pixels within 8 px "
+                   "(city-block) of the crop's pixels beyond the photo; a colourless face (gray_branch's rule) "
+                   "keeps black"}
 
 
 def onnx_metadata(model: LoadedModel, source: str) -> dict[str, str]:
@@ -104,6 +112,7 @@ def onnx_metadata(model: LoadedModel, source: str) -> dict[str, str]:
         "normalization": json.dumps(norm),
         "heatmap": json.dumps(heatmap) if heat else "none",
         "alignment": json.dumps(_alignment(model)),
+        "beyond_photo": _BEYOND[model.fill],
         "output": json.dumps({"layout": "NCHW", "classes": schema.num_classes,
                               "read": "softmax over axis 1 for probabilities; argmax over axis 1 = class id",
                               "to_photo": "warp probabilities back with the inverse alignment matrix"}),
@@ -151,9 +160,10 @@ def _check_input(run, cache, model: LoadedModel, n_check: int) -> tuple[np.ndarr
 
 
 def gray_file(out) -> Path:
-    """Where the grayscale branch of a two-branch model goes: beside OUT, `-gray` before the suffix."""
+    """Where the grayscale branch of a two-branch model goes: beside OUT.onnx, OUT-gray.onnx (export_run
+    refuses an OUT not ending in .onnx)."""
     out = Path(out)
-    return out.with_name(f"{out.stem}-gray{out.suffix or '.onnx'}")
+    return out.with_name(f"{out.stem}-gray.onnx")
 
 
 def _gray_metadata(model: LoadedModel, meta: dict, out) -> tuple[dict, dict]:
@@ -177,7 +187,13 @@ def export_run(run, out, cache=None, n_check: int = 8, fixed_size: bool = False,
     """int8: each file quantized (infer.quantize), calibrated on `calibrate` (a cache's training faces or a
     folder of photos; default: the run's own cache), and checked by the share of pixels whose class agrees
     with torch's."""
+    # Before the work: neither file may replace what the export reads, and the gray file's name follows OUT's.
+    inputs = [cache, calibrate, *model_inputs(run)]
+    refuse_overwriting_input(out, inputs)
+    require_suffix(out, (".onnx",), "--onnx")
     model = LoadedModel.load(run)
+    if len(model.branches()) > 1:
+        refuse_overwriting_input(gray_file(out), inputs)
     size, cin, ck_path = model.size, model.in_channels, model.path
     # Name the source without the exporting machine's paths: the bundled name or the run folder's name.
     bundled = str(run) in BUNDLED and not Path(run).exists()

@@ -64,7 +64,7 @@ from facepipe.util.atomic import write_json
 from facepipe.util.distributed import setup, split_range
 from facepipe.util.errors import FacepipeError
 from facepipe.util.geometry import crop_face, inside_or_none
-from facepipe.util.images import ImageList, list_images, unreadable_note
+from facepipe.util.images import UNREADABLE_PHOTO_SUFFIXES, ImageList, list_images, unreadable_note
 from facepipe.util.interrupt import check, deferred_sigint, sigint_blocked, stop_pool
 from facepipe.util.manifest import INPROGRESS, MANIFEST, SCHEMA_VERSION, command_line, lock_folder
 from facepipe.util.progress import SILENT, Reporter
@@ -151,7 +151,10 @@ def collect_photos(paths, own: str | Path | None = None) -> ImageList:
             out.dangling += found.dangling
             out.unreadable += found.unreadable
         elif p.is_file() or p.is_symlink():
-            out.append(p)
+            if p.suffix.lower() in UNREADABLE_PHOTO_SUFFIXES:  # named, as a folder's listing names them
+                out.unreadable.append(p)
+            else:
+                out.append(p)
         else:
             raise FacepipeError(f"{p} does not exist.")
     if not out:
@@ -176,6 +179,7 @@ class Tally:
     uncounted: int = 0  # resumed photos whose faces are not known: no .json record (--outputs without json)
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
+    skipped_format: list = field(default_factory=list)  # photos never read: HEIC, camera raw (collect_photos)
     grayscale: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     network_threads: int = 0  # torch threads the network ran on (1 beside worker processes)
@@ -245,8 +249,10 @@ def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, f
             if stem in taken:
                 continue
             rec = _record(out / f"{stem}.json") if "json" in outputs else None
-            if rec is not None and not _same_photo(rec, p):
+            if rec is not None and not (isinstance(rec, dict) and _same_photo(rec, p)):
                 continue
+            if rec is None and "json" in outputs and (out / f"{stem}.json").exists():
+                continue  # unreadable: not ours to overwrite
             break
         taken.add(stem)
         done = None
@@ -552,14 +558,40 @@ def _claim(out: Path, config: dict, force: bool) -> int:
         raise FacepipeError(f"output {out} exists and is not a folder.")
     fd = lock_folder(out)
     old = _record(out / MANIFEST) or _record(out / INPROGRESS)
-    if old and old.get("stage") == "parse" and not _same_config(old.get("config"), config) and not force:
+    ours = isinstance(old, dict) and old.get("stage") == "parse"
+    foreign = None if ours else _foreign(out, old)
+    if foreign:  # never overwritten, not even with --force: parse replaces only what it wrote
         os.close(fd)
-        was = (old.get("config") or {}).get("model", {}).get("name", "?")
-        raise FacepipeError(f"{out} holds parse outputs made with another model or settings (model {was}); "
-                            "use --force to redo the photos given, or choose another folder.")
+        raise FacepipeError(f"{out} {foreign}, which parse did not write; parse into an empty folder or one "
+                            "that parse made.")
+    if ours and not _same_config(old.get("config"), config) and not force:
+        os.close(fd)
+        raise FacepipeError(f"{out} holds parse outputs made with another model or settings (differing: "
+                            f"{_differs(old['config'], config)}); use --force to redo the photos given, or choose "
+                            "another folder.")
     write_json(out / INPROGRESS, {"stage": "parse", "config": config, "started": time.time()})
     (out / MANIFEST).unlink(missing_ok=True)
     return fd
+
+
+def _foreign(out: Path, old) -> str | None:
+    """What in a folder parse has not marked as its own parse would overwrite, in words (None: nothing): another
+    stage's manifest, or files with the names parse writes (a run folder, someone's own JSON or overlays)."""
+    if old is not None:
+        return f"holds a `{old.get('stage', '?')}` output (its {MANIFEST})" if isinstance(old, dict) else \
+            f"holds a {MANIFEST}"
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.is_file() and (
+        p.name in ("summary.json", MANIFEST) or p.name.endswith((".json",) + OWN_SUFFIXES)))
+    return f"holds {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''}" if names else None
+
+
+def _differs(old: dict, new: dict) -> str:
+    """The settings in which a folder's parse config differs from this run's, in words."""
+    keys = sorted(k for k in set(old) | set(new) if k != "model" and old.get(k) != new.get(k))
+    merged = {**{k: v for k, v in old.items() if k not in keys}, **{k: new[k] for k in keys if k in new}}
+    if not _same_config(merged, new):  # what is left to differ is the model's file
+        keys.insert(0, f"model: {(old.get('model') or {}).get('name', '?')}")
+    return ", ".join(keys) or "?"
 
 
 def _same_config(old: dict | None, new: dict) -> bool:
@@ -694,6 +726,8 @@ def _parse_claimed(parser: Parser, photos, out: Path, reporter: Reporter, st: Se
     lo, hi = split_range(len(plan), d, max(1, st.batch_size // 2))
     mine = plan[lo:hi]
     tally = _resumed(mine)
+    if d is None or d.is_main:  # the listing's, once
+        tally.skipped_format = [str(p) for p in getattr(photos, "unreadable", [])]
     todo = [(p, stem) for p, stem, rec in mine if rec is None]
     if tally.resumed:
         reporter.log(f"{tally.resumed} of {len(mine)} photos already parsed in {out} (--force redoes them)")
@@ -721,7 +755,8 @@ def _summary(t: Tally, parser: Parser, wall: float, workers: int) -> dict:
     s = {"photos": t.photos, "parsed": t.parsed, "faces": t.faces, "box_cut": t.box_cut, "turned": t.turned,
          "gray_branch": t.gray_branch, "unconfirmed": t.unconfirmed, "resumed": t.resumed,
          "faces_uncounted_photos": t.uncounted,
-         "no_face": t.no_face, "unreadable": t.unreadable, "grayscale": t.grayscale,
+         "no_face": t.no_face, "unreadable": t.unreadable, "skipped_format": t.skipped_format,
+         "grayscale": t.grayscale,
          "stage_seconds": sec, "wall_seconds": round(wall, 3), "workers": workers,
          "network_threads": t.network_threads, "network_cpu_seconds": round(t.network_cpu, 3),
          "model": parser.identity(),
@@ -755,8 +790,8 @@ def merge_summaries(parts: list[dict]) -> dict:
     m["unconfirmed"] = sum(p.get("unconfirmed", 0) for p in parts)
     m["faces_uncounted_photos"] = sum(p.get("faces_uncounted_photos", 0) for p in parts)
     m["network_cpu_seconds"] = round(sum(p.get("network_cpu_seconds", 0.0) for p in parts), 3)
-    for k in ("no_face", "unreadable", "grayscale"):
-        m[k] = [x for p in parts for x in p[k]]
+    for k in ("no_face", "unreadable", "skipped_format", "grayscale"):
+        m[k] = [x for p in parts for x in p.get(k, [])]
     m["stage_seconds"] = {k: round(sum(p["stage_seconds"].get(k, 0) for p in parts), 3)
                           for k in {k for p in parts for k in p["stage_seconds"]}}
     m["wall_seconds"] = max(p["wall_seconds"] for p in parts)
@@ -768,6 +803,7 @@ def _finish(out: Path, summary: dict, config: dict, parser: Parser) -> dict:
     write_json(out / "summary.json", summary)
     counts = {k: summary[k] for k in ("photos", "parsed", "faces", "resumed")}
     counts.update(no_face=len(summary["no_face"]), unreadable=len(summary["unreadable"]),
+                  skipped_format=len(summary.get("skipped_format", [])),
                   box_cut=summary.get("box_cut", 0), turned=summary.get("turned", 0),
                   unconfirmed=summary.get("unconfirmed", 0))
     write_json(out / MANIFEST, {

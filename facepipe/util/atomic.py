@@ -22,19 +22,32 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as e:
+        raise _named(e, path) from None
     os.close(fd)
     try:
         yield Path(tmp)
         # Set on the finished file, whatever the writer did with the name (some libraries recreate it).
         _chmod_like_open(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and tmp in (str(e.filename), str(e.filename2)):
+            raise _named(e, path) from None
         raise
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """The error with the user's path in place of the temporary name: the temp file is gone, and the user
+    never named it (the CLI prints the error's filename)."""
+    if e.errno is None:
+        return e
+    return type(e)(e.errno, e.strerror, str(path))
 
 
 def _umask_from_proc() -> int | None:
@@ -95,8 +108,12 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+# The names save_image writes in the format they say; any other suffix gets PNG.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 def save_image(path, image, format: str | None = None) -> None:
-    """Save a PIL image (or HxW[xC] uint8 array) atomically; the format follows the suffix."""
+    """Save a PIL image (or HxW[xC] uint8 array) atomically; the format follows the suffix (IMAGE_SUFFIXES)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buf = io.BytesIO()

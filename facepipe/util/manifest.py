@@ -308,6 +308,33 @@ def refuse_input_inside(out: Path, config: dict) -> None:
                                         "write the output somewhere else.")
 
 
+def refuse_overwriting_input(out, inputs) -> None:
+    """Refuse writing the file `out` over one of this command's `inputs` (files or folders, as written; None
+    and paths that do not exist are passed over), or into an input that is a folder: a side output (a sheet,
+    a JSON, an ONNX file) named like its input would replace the cache or model it was made from. Compared
+    resolved (links followed) and as written (a link renamed over would be lost), and by inode (hard links)."""
+    if out is None:
+        return
+    o_res, o_abs = Path(out).resolve(), Path(os.path.abspath(out))
+    for v in inputs:
+        if v is None or not str(v) or not os.path.lexists(v):
+            continue
+        inode = os.path.exists(out) and os.path.exists(v) and os.path.samefile(out, v)
+        for o, p in ((o_res, Path(v).resolve()), (o_abs, Path(os.path.abspath(v)))):
+            same = inode or o == p
+            if same or p in o.parents:
+                raise FacepipeError(f"the output {out} {'is' if same else 'lies inside'} this command's input {v}; "
+                                    "write it somewhere else.")
+
+
+def require_suffix(path, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an output name whose suffix is not one of `suffixes` (lower case, with the dot): the file is
+    written in that format whatever its name says, and sibling files are named from it."""
+    if path is not None and Path(path).suffix.lower() not in suffixes:
+        names = " or ".join(filter(None, (", ".join(suffixes[:-1]), suffixes[-1])))
+        raise FacepipeError(f"{what} {path} should end in {names}: the name says the file's format.")
+
+
 def lock_folder(out: Path, name: str = LOCK, what=None) -> int:
     """Take the exclusive lock file `name` in the folder `out`; returns its fd (close it to release).
     `what` names the output in the refusal (default: the folder)."""

@@ -10,6 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -75,6 +76,11 @@ class Reporter:
         need = _natural_width(t)
         out = Console(file=sys.stdout, width=None if _isatty(sys.stdout) else need)
         if need <= out.width:
+            if cell_len(title) > need:
+                # rich wraps a title to the table's width, a path mid-word ("checkpoints/b" / "est.pt"): a
+                # line of its own instead, whole in a log, wrapped by the terminal between words on a screen.
+                t.title = None
+                out.print(title, style="italic", markup=False, highlight=False, soft_wrap=True)
             out.print(t)
             return
         # A terminal narrower than the table: rich would cut "1548.75M" to "1548.…" and hide the magnitude.
