@@ -4,8 +4,6 @@ fail in one line that names the user's path; and the scores and messages a new u
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +13,9 @@ from click.testing import CliRunner
 
 from facepipe.cli import cli
 from facepipe.util.errors import FacepipeError
+from test_output_safety import one_line  # the real CLI in a subprocess: exit 1, one line, no traceback
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def one_line(*args, cwd=REPO):
-    r = subprocess.run([sys.executable, "-m", "facepipe", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                       timeout=180, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
-    return r.stderr
 
 
 def refused(args, *words):
