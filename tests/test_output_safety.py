@@ -323,3 +323,17 @@ def test_parse_says_which_setting_differs_and_names_what_it_could_not_parse(tmp_
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "h2" / "summary.json").read_text())
     assert summary["skipped_format"] == [str(tmp_path / "IMG_1.HEIC")] and summary["parsed"] == 1
+
+
+def test_parse_redoes_its_own_damaged_record_and_leaves_a_sidecar_alone(tmp_path):
+    photo = _face_photo(tmp_path / "in" / "face.png")
+    (tmp_path / "in" / "face.png.json").write_text('{"taken": "2026"}')  # a photo service's sidecar
+    base = ["parse", str(tmp_path / "in"), "--out", str(tmp_path / "in"), "-q", "--device", "cpu", "--crop-only"]
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "in" / "face.png.json").read_text() == '{"taken": "2026"}'
+    (tmp_path / "in" / "face.json").write_text("")  # parse's own record, emptied by a crash
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "in" / "face.json").read_text())["photo"] == str(photo)
+    assert not (tmp_path / "in" / "face_1.json").exists()

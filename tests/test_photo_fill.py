@@ -10,6 +10,7 @@ from PIL import Image
 from facepipe.cli import cli
 from facepipe.infer.photo_fill import RING, fill_beyond, network_crop, resolve
 from facepipe.util.atomic import save_image
+from facepipe.util.errors import FacepipeError
 
 
 def _crop_half_beyond(size=64):
@@ -45,8 +46,10 @@ def test_the_model_file_decides_unless_told():
     assert resolve("model", {"beyond_photo_fill": "edge"}) == "edge"
     assert resolve("model", {}) == "black"  # files packed before the key: as they were run
     assert resolve("black", {"beyond_photo_fill": "edge"}) == "black"
-    with pytest.raises(ValueError):
+    with pytest.raises(FacepipeError):
         resolve("grey", {})
+    with pytest.raises(FacepipeError, match="does not know"):
+        resolve("model", {"beyond_photo_fill": "blur"})
 
 
 def test_eval_shows_the_network_the_fill_and_the_router_the_crop_as_cut():
@@ -83,3 +86,35 @@ def test_parse_fills_colour_photos_only_and_records_it(tmp_path):
             assert ("beyond_photo_fill" in config) == (fill == "edge")
     assert (labels["c", "edge"] != labels["c", "black"]).any()
     assert np.array_equal(labels["g", "edge"], labels["g", "black"])  # gray faces keep their black
+
+
+def test_the_router_reads_the_crop_as_cut():
+    """The gray branch's router chooses on the crop as cut, in parse and in eval: a filled crop reads paler, and
+    a pale colour face beside a pale wall could otherwise change branch."""
+    import torch
+
+    from facepipe.data.face_cache import to_input
+    from facepipe.infer.evaluate import _predict, _shown
+    from facepipe.infer.model import LoadedModel
+    from facepipe.infer.parse import Parser, _run_network
+
+    m = LoadedModel.load("default")
+    seen, routes = [], m.net.routes
+    m.net.routes = lambda x: (seen.append(x.clone()), routes(x))[1]
+    crop, inside = _crop_half_beyond(256)
+    hm = np.zeros((256, 256), np.uint8)
+    as_cut = to_input(crop[None], hm[None])
+    _run_network(Parser(m), [crop], [hm], 4, False, [inside], "edge")
+    assert len(seen) == 1 and torch.equal(seen[0], as_cut)
+    _predict(m.net, _shown(crop[None], hm[None], inside[None], "edge"), None, False, "cpu")
+    assert len(seen) == 2 and torch.equal(seen[1], as_cut)
+
+
+def test_eval_json_says_what_the_network_saw_beyond_the_photo(tmp_path, tiny_run, synthetic_cache):
+    for fill, said in (("model", "black"), ("edge", "edge")):  # a run's file asks for nothing: black
+        out = tmp_path / f"{fill}.json"
+        r = CliRunner().invoke(cli, ["eval", str(tiny_run), str(synthetic_cache), "--fill-beyond-photo", fill,
+                                     "--json", str(out), "--sheet", str(tmp_path / f"{fill}.png"), "-q",
+                                     "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(out.read_text())["beyond_photo_fill"] == said

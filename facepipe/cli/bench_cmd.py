@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import click
 
 from facepipe.cli.options import (
@@ -85,7 +87,9 @@ def bench_cmd(run, cache, fps, models, archs, sizes, batches, no_baseline, no_fo
       facepipe bench --parse ~/album/                # where parse's seconds go, end to end
     """
     # Before the work: the JSON must not replace a model, cache or photo it reads.
-    read = [cache, *parse_photos, *(p for m in (*models, run) if m for p in model_inputs(m))]
+    # Photos named one by one, not their folders: a report beside the photos harms none of them.
+    read = [cache, *(p for p in parse_photos if not Path(p).is_dir()),
+            *(p for m in (*models, run) if m for p in model_inputs(m))]
     refuse_overwriting_input(json_path, read)
     if parse_photos:
         if run or cache:

@@ -13,6 +13,7 @@ import torch
 from facepipe.data.face_cache import CacheFile
 from facepipe.infer.evaluate import best_worst_sheet, evaluate_model
 from facepipe.infer.model import LoadedModel
+from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.infer.quantize import calibration_faces, calibration_source, int8_net
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import save_image
@@ -46,6 +47,7 @@ class EvalReport:
     result: dict  # evaluate()'s scores, with the faces kept for the best/worst sheet
     crop_note: str | None = None  # the cache's crops are not cut the way `parse` cuts them for this model
     int8: str | None = None  # what the int8 graphs were calibrated on
+    fill: str = "black"  # what the network saw beyond the photo, resolved (infer.photo_fill)
 
     @property
     def title(self) -> str:
@@ -53,7 +55,7 @@ class EvalReport:
         prior = ", with the landmark prior" if self.config.landmark_prior else ""
         colours = ", with the face's colours" if self.config.face_colours else ""
         int8 = ", int8 under onnxruntime" if self.int8 else ""
-        fill = f", {self.config.fill} beyond the photo" if self.config.fill != "model" else ""
+        fill = f", {self.fill} beyond the photo" if self.fill != "black" else ""
         return (f"{self.checkpoint}{int8} on {self.config.split} "
                 f"({self.config.coords} coordinates{beyond}{colours}{prior}{fill})")
 
@@ -69,7 +71,8 @@ def run_eval(cfg: EvalConfig, reporter: Reporter = SILENT) -> EvalReport:
         r = evaluate_model(m, cfg.cache, split=cfg.split, coords=cfg.coords, tta_flip=cfg.tta_flip, reporter=reporter,
                            keep_images=True, beyond_crop=cfg.beyond_crop, landmark_prior=cfg.landmark_prior,
                            face_colours=cfg.face_colours, fill=cfg.fill)
-    return EvalReport(cfg, m.path, r["_schema"], r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated)
+    return EvalReport(cfg, m.path, r["_schema"], r, crop_note(m.align, CacheFile(cfg.cache).align), calibrated,
+                      resolve_fill(cfg.fill, m.checkpoint))
 
 
 def crop_note(model_spec: AlignSpec, cache_spec: AlignSpec) -> str | None:
@@ -106,7 +109,7 @@ def score_json(report: EvalReport) -> dict:
             "mean_f1": r["mean_f1"], "pixel_acc": r["pixel_acc"], "coords": cfg.coords, "split": cfg.split,
             "faces": r["faces"], "checkpoint": str(report.checkpoint), "tta_flip": cfg.tta_flip,
             "beyond_crop": cfg.beyond_crop, "landmark_prior": cfg.landmark_prior,
-            "face_colours": cfg.face_colours,
+            "face_colours": cfg.face_colours, "beyond_photo_fill": report.fill,
             "crop_note": report.crop_note,
             "renamed": r["renamed"],  # None, or how the model's and the cache's classes were renamed to be scored
             "int8": report.int8,  # None, or the int8 graphs' calibration faces

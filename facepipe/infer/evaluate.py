@@ -17,7 +17,7 @@ from facepipe.infer.model import LoadedModel
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
 from facepipe.infer.photo_fill import network_crop
 from facepipe.infer.photo_fill import resolve as resolve_fill
-from facepipe.infer.predict import AtSide, predict_probs, probs_to_photo
+from facepipe.infer.predict import AtSide, predict_probs, probs_to_photo, resample_batch
 from facepipe.models.gray_route import GrayRoute
 from facepipe.util.errors import BadImage, FacepipeError
 from facepipe.util.geometry import crop_face, inside_or_none
@@ -127,8 +127,9 @@ def _shown(imgs: np.ndarray, hms, inside, fill: str) -> tuple:
     filled beyond their photo for fill "edge" (infer.photo_fill), as cut for the router."""
     if fill != "edge":
         return to_input(imgs, hms), None
-    shown = [network_crop(c, m, fill) for c, m in zip(imgs, inside)]
-    if all(a is b for a, b in zip(shown, imgs)):
+    crops = list(imgs)  # one view each, so that `is` tells a crop network_crop left as it was
+    shown = [network_crop(c, m, fill) for c, m in zip(crops, inside)]
+    if all(a is b for a, b in zip(shown, crops)):
         return to_input(imgs, hms), None
     return to_input(np.stack(shown), hms), to_input(imgs, hms)
 
@@ -137,6 +138,8 @@ def _predict(model, xs: tuple, flip_perm, tta_flip: bool, device: str) -> np.nda
     """Probabilities (N x C x S x S) of `_shown`'s batches: a two-branch model's router reads the crops as cut."""
     x, raw = (t if t is None else t.to(device) for t in xs)
     net = model.net if isinstance(model, AtSide) else model
+    if raw is not None and isinstance(model, AtSide) and raw.shape[-1] != model.side:
+        raw = resample_batch(raw, model.side)  # where the router reads a batch of the model's side, as without fill
     routes = net.routes(raw) if raw is not None and isinstance(net, GrayRoute) else None
     return predict_probs(model, x, flip_perm, tta_flip, autocast=device.startswith("cuda"),
                          routes=routes).cpu().numpy()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -250,9 +251,7 @@ def plan_photos(photos: list[Path], out: Path, outputs: tuple, model_sha: str, f
                 continue
             rec = _record(out / f"{stem}.json") if "json" in outputs else None
             if rec is not None and not (isinstance(rec, dict) and _same_photo(rec, p)):
-                continue
-            if rec is None and "json" in outputs and (out / f"{stem}.json").exists():
-                continue  # unreadable: not ours to overwrite
+                continue  # another photo's record, or JSON that is no record: not ours to overwrite
             break
         taken.add(stem)
         done = None
@@ -546,7 +545,7 @@ class _Pipeline:
             torch.set_num_threads(threads)
 
 
-def _claim(out: Path, config: dict, force: bool) -> int:
+def _claim(out: Path, config: dict, force: bool, photos=()) -> int:
     """Lock the output folder (one writer at a time), refuse outputs of another model or settings (a
     finished run's manifest, or an interrupted run's .inprogress.json), and mark the folder as being
     worked on: the manifest of an earlier run goes until this one writes its own."""
@@ -559,7 +558,7 @@ def _claim(out: Path, config: dict, force: bool) -> int:
     fd = lock_folder(out)
     old = _record(out / MANIFEST) or _record(out / INPROGRESS)
     ours = isinstance(old, dict) and old.get("stage") == "parse"
-    foreign = None if ours else _foreign(out, old)
+    foreign = None if ours else _foreign(out, old, photos)
     if foreign:  # never overwritten, not even with --force: parse replaces only what it wrote
         os.close(fd)
         raise FacepipeError(f"{out} {foreign}, which parse did not write; parse into an empty folder or one "
@@ -574,14 +573,17 @@ def _claim(out: Path, config: dict, force: bool) -> int:
     return fd
 
 
-def _foreign(out: Path, old) -> str | None:
-    """What in a folder parse has not marked as its own parse would overwrite, in words (None: nothing): another
-    stage's manifest, or files with the names parse writes (a run folder, someone's own JSON or overlays)."""
+def _foreign(out: Path, old, photos) -> str | None:
+    """What in a folder parse has not marked as its own this run would overwrite, in words (None: nothing):
+    another stage's manifest, summary.json, or a file named as this run names a photo's outputs (a run folder,
+    someone's own JSON or overlays; a sidecar such as photo.jpg.json is no such name)."""
     if old is not None:
         return f"holds a `{old.get('stage', '?')}` output (its {MANIFEST})" if isinstance(old, dict) else \
             f"holds a {MANIFEST}"
-    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.is_file() and (
-        p.name in ("summary.json", MANIFEST) or p.name.endswith((".json",) + OWN_SUFFIXES)))
+    bases = {_base_stem(Path(p)) for p in photos}
+    ours = re.compile(r"(.*?)(_\d+)?(\.json|\.labels\.png|\.overlay\.png)\Z", re.S)
+    names = sorted(p.name for p in out.iterdir() if p.is_file() and (
+        p.name in ("summary.json", MANIFEST) or ((m := ours.match(p.name)) is not None and m.group(1) in bases)))
     return f"holds {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''}" if names else None
 
 
@@ -590,7 +592,9 @@ def _differs(old: dict, new: dict) -> str:
     keys = sorted(k for k in set(old) | set(new) if k != "model" and old.get(k) != new.get(k))
     merged = {**{k: v for k, v in old.items() if k not in keys}, **{k: new[k] for k in keys if k in new}}
     if not _same_config(merged, new):  # what is left to differ is the model's file
-        keys.insert(0, f"model: {(old.get('model') or {}).get('name', '?')}")
+        was, now = old.get("model") or {}, new.get("model") or {}
+        keys.insert(0, f"model: {was.get('name', '?')}, file sha256 {str(was.get('sha256', '?'))[:12]} in the folder, "
+                       f"{str(now.get('sha256', '?'))[:12]} now")
     return ", ".join(keys) or "?"
 
 
@@ -677,26 +681,19 @@ def parse_photos(parser: Parser, photos: list[Path], out, batch_size: int = 16, 
                   detector_args(detector, int(upsample), int(max_side), DETECTOR[2]), tta_flip,
                   bool(beyond_crop) and follows_hair(parser), bool(landmark_prior) and lays_prior(parser),
                   bool(face_colours) and FaceColours(parser.schema).active and not parser.align.letterbox,
-                  float(confirm_below), _fill(fill, parser))
+                  float(confirm_below), resolve_fill(fill, parser.model.checkpoint))
     check_detector(st.det_args)  # before the output folder is claimed
     config = parse_config(parser, min_score, st.outputs, st.det_args, tta_flip, st.beyond_crop, st.landmark_prior,
                           st.face_colours, st.confirm_below, st.fill)
     d = setup(parser.device)
     fd = None
     if d is None or d.is_main:
-        fd = _claim(out, config, force)
+        fd = _claim(out, config, force, photos)
     try:
         return _parse_claimed(parser, photos, out, reporter, st, config, d)
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def _fill(fill: str, parser: Parser) -> str:
-    try:
-        return resolve_fill(fill, parser.model.checkpoint)
-    except ValueError as e:
-        raise FacepipeError(f"{e}.") from None
 
 
 def _resumed(mine: list[tuple]) -> Tally:

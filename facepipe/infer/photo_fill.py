@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from facepipe.models.gray_route import colourless
+from facepipe.util.errors import FacepipeError
 
 FILLS = ("model", "edge", "black")  # --fill-beyond-photo: as the model's file says, or either one
 RING = 8  # px of the photo along its edge whose mean colour fills the crop beyond it (set before measuring)
@@ -43,8 +44,14 @@ def fill_beyond(crop: np.ndarray, inside: np.ndarray | None, ring: int = RING) -
 def resolve(fill: str, checkpoint: dict) -> str:
     """"edge" or "black": `fill` as asked, or the model file's own ("model"; files without the key: black)."""
     if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, not {fill!r}")
-    return checkpoint.get("beyond_photo_fill", "black") if fill == "model" else fill
+        raise FacepipeError(f"the fill beyond the photo must be one of {', '.join(FILLS)}, not {fill!r}.")
+    if fill != "model":
+        return fill
+    said = checkpoint.get("beyond_photo_fill", "black")
+    if said not in ("edge", "black"):
+        raise FacepipeError(f"the model's file asks for the fill {said!r} beyond the photo, which this facepipe "
+                            "does not know (edge or black); pass --fill-beyond-photo edge or black.")
+    return said
 
 
 def network_crop(crop: np.ndarray, inside: np.ndarray | None, fill: str) -> np.ndarray:
