@@ -15,7 +15,7 @@ from facepipe.infer.face_colours import FaceColours, drop_unlike_hair, hair_samp
 from facepipe.infer.landmark_prior import LandmarkPrior
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
-from facepipe.infer.photo_fill import network_crop
+from facepipe.infer.photo_fill import network_crops
 from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.infer.predict import AtSide, predict_probs, probs_to_photo, resample_batch
 from facepipe.models.gray_route import GrayRoute
@@ -125,11 +125,8 @@ def _check(coords: str, beyond_crop: bool, schema) -> None:
 def _shown(imgs: np.ndarray, hms, inside, fill: str) -> tuple:
     """(the network's input batch, the batch the router reads or None when it is the same): the crops
     filled beyond their photo for fill "edge" (infer.photo_fill), as cut for the router."""
-    if fill != "edge":
-        return to_input(imgs, hms), None
-    crops = list(imgs)  # one view each, so that `is` tells a crop network_crop left as it was
-    shown = [network_crop(c, m, fill) for c, m in zip(crops, inside)]
-    if all(a is b for a, b in zip(shown, crops)):
+    shown = network_crops(imgs, inside, fill)
+    if shown is None:
         return to_input(imgs, hms), None
     return to_input(np.stack(shown), hms), to_input(imgs, hms)
 

@@ -25,6 +25,7 @@ from facepipe.infer.checkpoint import BUNDLED, model_inputs, run_cache
 from facepipe.infer.face_crops import photo_faces
 from facepipe.infer.model import LoadedModel
 from facepipe.infer.onnx_io import INPUT, OPSET, OUTPUT, export_model, ort_session
+from facepipe.infer.photo_fill import RING as FILL_RING
 from facepipe.infer.quantize import SCHEME, calibration_faces, calibration_source, equalized, quantize_file
 from facepipe.models.gray_route import luma_input
 from facepipe.util.align_spec import DEFAULT_IOD, AlignSpec
@@ -72,7 +73,7 @@ def _alignment(model: LoadedModel) -> dict:
 
 # What the crop holds where it reaches past the photo, as parse prepares it for this model (infer.photo_fill)
 _BEYOND = {"black": "black (the warp's fill)",
-           "edge": "for a colour face, the mean colour (rounded) of the photo's crop pixels within 8 px "
+           "edge": f"for a colour face, the mean colour (rounded) of the photo's crop pixels within {FILL_RING} px "
                    "(city-block) of the crop's pixels beyond the photo; a colourless face (gray_branch's rule) "
                    "keeps black"}
 

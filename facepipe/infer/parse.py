@@ -58,7 +58,7 @@ from facepipe.infer.neck import WIDEN as NECK_WIDEN
 from facepipe.infer.neck import applies, neck_below, neck_in_crop
 from facepipe.infer.parse_work import OUTPUTS, align_photo, gray_branch_faces, init_worker, write_photo
 from facepipe.infer.photo_fill import RING as FILL_RING
-from facepipe.infer.photo_fill import network_crop
+from facepipe.infer.photo_fill import network_crops
 from facepipe.infer.photo_fill import resolve as resolve_fill
 from facepipe.util.align_spec import AlignSpec
 from facepipe.util.atomic import write_json
@@ -312,13 +312,11 @@ def _run_network(parser: Parser, crops: list, hms: list, batch_size: int, tta_fl
     insides: each crop's pixels within its photo (None where all are): with fill "edge", the network sees
     the crops filled beyond the photo (infer.photo_fill) and the router reads them as cut."""
     probs, gray = [], []
-    shown = crops if insides is None else [network_crop(c, i, fill) for c, i in zip(crops, insides)]
+    shown = network_crops(crops, insides, fill)
     for a in range(0, len(crops), batch_size):
         hm = np.stack(hms[a:a + batch_size]) if parser.heatmap else None
-        x = to_input(np.stack(shown[a:a + batch_size]), hm)
-        raw = None
-        if any(c is not s for c, s in zip(crops[a:a + batch_size], shown[a:a + batch_size])):
-            raw = to_input(np.stack(crops[a:a + batch_size]), hm)
+        x = to_input(np.stack((shown or crops)[a:a + batch_size]), hm)
+        raw = None if shown is None else to_input(np.stack(crops[a:a + batch_size]), hm)
         p, g = parser.model.predict_routed(x, tta_flip=tta_flip, routes_from=raw)  # g: None for one branch
         probs.append(p.cpu().numpy())
         gray.append(g)
